@@ -1,0 +1,1 @@
+namespace RegistryDR; internal static class Placeholder {}
