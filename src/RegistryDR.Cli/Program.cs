@@ -1,1 +1,6 @@
-return 0;
+using System.CommandLine;
+using RegistryDR.Cli;
+
+// SIGTERM/SIGINT handling is ours (CliContext), not System.CommandLine's: its termination
+// timeout would end the process before a cancelled backup has removed its partial set.
+return await RegistryDrCli.Build().Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });

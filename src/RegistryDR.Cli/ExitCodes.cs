@@ -1,0 +1,19 @@
+namespace RegistryDR.Cli;
+
+/// <summary>Process exit codes; documented in docs/cli.md. Scripts and systemd rely on them.</summary>
+internal static class ExitCodes
+{
+    public const int Success = 0;
+    /// <summary>The operation failed (database, store, process); the message says why.</summary>
+    public const int Failed = 1;
+    /// <summary>The configuration or the command line is invalid; nothing was touched.</summary>
+    public const int InvalidConfiguration = 2;
+    /// <summary>The requested backup (or any complete backup) does not exist.</summary>
+    public const int NoBackup = 3;
+    /// <summary>A backup set failed verification: an artifact is corrupt or the manifest is invalid.</summary>
+    public const int VerificationFailed = 4;
+    /// <summary>A restore failed part-way; the message says what state the node is in.</summary>
+    public const int RestoreFailed = 5;
+    /// <summary>Interrupted by SIGINT or SIGTERM.</summary>
+    public const int Cancelled = 130;
+}

@@ -1,0 +1,170 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using RegistryDR.Backup;
+using RegistryDR.Cli.Rendering;
+using RegistryDR.Configuration;
+using RegistryDR.Restore;
+using RegistryDR.Worker;
+
+namespace RegistryDR.Cli;
+
+/// <summary>The <c>registry-dr</c> command line. Each subcommand is a thin shell over a library service.</summary>
+internal static class RegistryDrCli
+{
+    public static readonly Option<string?> ConfigOption = new("--config", "-c")
+    {
+        Description = $"Configuration file (default {RegistryDrOptions.DefaultConfigPath}; REGISTRYDR__Section__Key variables override it).",
+        Recursive = true,
+    };
+
+    public static readonly Option<bool> VerboseOption = new("--verbose", "-v")
+    {
+        Description = "Debug logging, and stack traces with errors.",
+        Recursive = true,
+    };
+
+    private static Option<bool> JsonOption() => new("--json") { Description = "Machine-readable JSON on stdout; no progress display." };
+
+    internal static readonly JsonSerializerOptions JsonOutput = new(JsonSerializerDefaults.Web) { WriteIndented = true };
+
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("RegistryDR: backup, verification and restore for a single-node container registry (PostgreSQL metadata and config directories).");
+        root.Options.Add(ConfigOption);
+        root.Options.Add(VerboseOption);
+        root.Subcommands.Add(BackupCommand());
+        root.Subcommands.Add(ListCommand());
+        root.Subcommands.Add(VerifyCommand());
+        root.Subcommands.Add(RestoreCommand());
+        root.Subcommands.Add(WorkerCommand());
+        return root;
+    }
+
+    private static Command BackupCommand()
+    {
+        var json = JsonOption();
+        var command = new Command("backup", "Take one backup set now: roles, database, config directories, then the manifest.") { json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        {
+            var service = new BackupService(ctx.Options, ctx.Store, ctx.LoggerFactory.CreateLogger<BackupService>(), ctx.Time);
+            var progress = TerminalProgress.For(ctx.Json);
+            var manifest = await service.RunAsync(progress, ct);
+            (progress as TerminalProgress)?.Done();
+            if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(manifest, JsonOutput));
+            else
+            {
+                Console.WriteLine($"Backup {manifest.BackupId} complete in {ctx.Store.Description}");
+                foreach (var a in manifest.Artifacts) Console.WriteLine($"  {a.Name,-9} {a.Size,14:N0} bytes  sha256 {a.Sha256}");
+            }
+            return ExitCodes.Success;
+        }));
+        return command;
+    }
+
+    private static Command ListCommand()
+    {
+        var json = JsonOption();
+        var command = new Command("list", "List backup sets, newest first.") { json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        {
+            var sets = await new BackupCatalog(ctx.Store).ListAsync(ct);
+            if (ctx.Json)
+            {
+                Console.WriteLine(JsonSerializer.Serialize(sets, JsonOutput));
+                return ExitCodes.Success;
+            }
+            if (sets.Count == 0)
+            {
+                Console.WriteLine($"No backups in {ctx.Store.Description}.");
+                return ExitCodes.Success;
+            }
+            Console.WriteLine($"{"BACKUP ID",-26} {"TIME (UTC)",-20} {"SIZE",12} STATE");
+            foreach (var s in sets)
+                Console.WriteLine($"{s.BackupId,-26} {s.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),-20} {TerminalProgress.Bytes(s.Size),12} {(s.IsComplete ? "complete" : "INCOMPLETE")}");
+            return ExitCodes.Success;
+        }));
+        return command;
+    }
+
+    private static Command VerifyCommand()
+    {
+        var json = JsonOption();
+        var id = new Argument<string>("backup") { Description = "A backup id, or 'latest' (the newest complete set).", DefaultValueFactory = _ => "latest" };
+        var command = new Command("verify", "Download a backup set and check every SHA-256, the dump's table of contents and the config archive.") { id, json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        {
+            var catalog = new BackupCatalog(ctx.Store);
+            var backupId = await catalog.ResolveAsync(parse.GetValue(id), ct);
+            var manifest = await catalog.ReadManifestAsync(backupId, ct);
+            var progress = TerminalProgress.For(ctx.Json);
+            var report = await new BackupVerifier(ctx.Store, ctx.Options.Database, ctx.LoggerFactory.CreateLogger<BackupVerifier>()).VerifyAsync(manifest, progress, ct);
+            (progress as TerminalProgress)?.Done();
+            if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(new { report.BackupId, valid = true, artifacts = report.Artifacts }, JsonOutput));
+            else
+            {
+                Console.WriteLine($"Backup {report.BackupId} is valid.");
+                foreach (var a in report.Artifacts) Console.WriteLine($"  {a.Name,-9} {a.Size,14:N0} bytes  {a.Detail}");
+            }
+            return ExitCodes.Success;
+        }));
+        return command;
+    }
+
+    private static Command RestoreCommand()
+    {
+        var json = JsonOption();
+        var backup = new Option<string>("--backup", "-b") { Description = "A backup id, or 'latest' (the newest complete set).", DefaultValueFactory = _ => "latest" };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and change nothing." };
+        var command = new Command("restore", "Verify a backup set, then restore the config directories, roles and database, and restart the registry.") { backup, dryRun, json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        {
+            var service = new RestoreService(ctx.Options, ctx.Store, ctx.LoggerFactory.CreateLogger<RestoreService>(), ctx.Time);
+            var isDryRun = parse.GetValue(dryRun);
+            var progress = TerminalProgress.For(ctx.Json || isDryRun);
+            var result = await service.RestoreAsync(new RestoreRequest(parse.GetValue(backup), isDryRun), progress, ct);
+            (progress as TerminalProgress)?.Done();
+            if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(new { result.Plan.BackupId, dryRun = result.DryRun, steps = result.Plan.Steps, elapsedSeconds = result.Elapsed.TotalSeconds }, JsonOutput));
+            else
+            {
+                Console.WriteLine(result.DryRun ? $"Plan for restoring backup {result.Plan.BackupId} (dry run: nothing was changed):" : $"Restored backup {result.Plan.BackupId} in {result.Elapsed.TotalSeconds:F1} s:");
+                for (var i = 0; i < result.Plan.Steps.Count; i++) Console.WriteLine($"  {i + 1}. {result.Plan.Steps[i]}");
+            }
+            return ExitCodes.Success;
+        }));
+        return command;
+    }
+
+    private static Command WorkerCommand()
+    {
+        var command = new Command("worker", "Run the scheduled backup service (Schedule:Cron, every 15 minutes by default) until SIGTERM.");
+        command.SetAction(async (parse, _) =>
+        {
+            RegistryDrOptions options;
+            try
+            {
+                options = RegistryDrConfiguration.Load(parse.GetValue(ConfigOption));
+            }
+            catch (ConfigurationException ex)
+            {
+                Console.Error.WriteLine(ex.Message);
+                return ExitCodes.InvalidConfiguration;
+            }
+            var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, ApplicationName = "registry-dr" });
+            builder.Logging.ClearProviders();
+            builder.Logging.SetMinimumLevel(parse.GetValue(VerboseOption) ? LogLevel.Debug : LogLevel.Information);
+            builder.Logging.AddFilter("Quartz", LogLevel.Warning);
+            CliContext.ConfigureConsole(builder.Logging);
+            builder.Services.AddRegistryDrWorker(options);
+            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMinutes(2));
+            using var host = builder.Build();
+            // The host's own console lifetime turns SIGTERM into a graceful stop.
+            await host.RunAsync();
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,91 @@
+using System.Text.Json.Serialization;
+using RegistryDR.Stores;
+
+namespace RegistryDR.Backup;
+
+/// <summary>One backup set as the store shows it.</summary>
+public sealed record BackupSetInfo(
+    string BackupId,
+    DateTimeOffset Time,
+    long Size,
+    int Objects,
+    [property: JsonConverter(typeof(JsonStringEnumConverter))] BackupSetState State)
+{
+    public bool IsComplete => State == BackupSetState.Complete;
+}
+
+public enum BackupSetState
+{
+    /// <summary>The manifest is present: every artifact was written.</summary>
+    Complete,
+    /// <summary>No manifest: a backup that failed, was cancelled or is still running. Never offered for restore.</summary>
+    Incomplete,
+}
+
+/// <summary>Lists the sets in a store and resolves "latest".</summary>
+public sealed class BackupCatalog(IBackupStore store)
+{
+    public IBackupStore Store => store;
+
+    /// <summary>Every set, newest first.</summary>
+    public async Task<IReadOnlyList<BackupSetInfo>> ListAsync(CancellationToken cancellationToken)
+    {
+        var sets = new Dictionary<string, (long size, int count, bool manifest)>(StringComparer.Ordinal);
+        await foreach (var item in store.ListAsync(BackupLayout.Root, cancellationToken))
+        {
+            var rest = item.Key[BackupLayout.Root.Length..];
+            var slash = rest.IndexOf('/');
+            if (slash <= 0) continue;
+            var id = rest[..slash];
+            if (!BackupLayout.IsValidBackupId(id)) continue;
+            sets.TryGetValue(id, out var s);
+            var isManifest = rest[(slash + 1)..] == BackupManifest.FileName;
+            sets[id] = (s.size + item.Size, s.count + 1, s.manifest || isManifest);
+        }
+        return sets
+            .Select(kv =>
+            {
+                BackupLayout.TryParseTime(kv.Key, out var time);
+                return new BackupSetInfo(kv.Key, time, kv.Value.size, kv.Value.count, kv.Value.manifest ? BackupSetState.Complete : BackupSetState.Incomplete);
+            })
+            .OrderByDescending(s => s.BackupId, StringComparer.Ordinal)
+            .ToList();
+    }
+
+    /// <summary>"latest" (or null) means the newest complete set; anything else must name a complete set.</summary>
+    public async Task<string> ResolveAsync(string? idOrLatest, CancellationToken cancellationToken)
+    {
+        var sets = await ListAsync(cancellationToken);
+        if (string.IsNullOrEmpty(idOrLatest) || idOrLatest == "latest")
+        {
+            var newest = sets.FirstOrDefault(s => s.IsComplete)
+                ?? throw new BackupNotFoundException(sets.Count == 0
+                    ? $"There are no backups in {store.Description}."
+                    : $"There is no complete backup in {store.Description} ({sets.Count} incomplete set(s), which are never restored).");
+            return newest.BackupId;
+        }
+        var named = sets.FirstOrDefault(s => s.BackupId == idOrLatest)
+            ?? throw new BackupNotFoundException($"Backup '{idOrLatest}' does not exist in {store.Description}; `registry-dr list` shows what does.");
+        if (!named.IsComplete)
+            throw new BackupNotFoundException($"Backup '{idOrLatest}' in {store.Description} is incomplete (it has no manifest) and cannot be restored.");
+        return named.BackupId;
+    }
+
+    public async Task<BackupManifest> ReadManifestAsync(string backupId, CancellationToken cancellationToken)
+    {
+        await using var stream = await store.OpenReadAsync(BackupLayout.ManifestKey(backupId), cancellationToken);
+        using var buffer = new MemoryStream();
+        // A manifest is a few KB; refuse anything absurd rather than read it into memory.
+        var chunk = new byte[81920];
+        int n;
+        while ((n = await stream.ReadAsync(chunk, cancellationToken)) > 0)
+        {
+            buffer.Write(chunk, 0, n);
+            if (buffer.Length > 4 * 1024 * 1024)
+                throw new InvalidManifestException(backupId, "it is larger than 4 MiB.");
+        }
+        return BackupManifest.Parse(buffer.ToArray(), backupId);
+    }
+}
+
+public sealed class BackupNotFoundException(string message) : Exception(message);

@@ -1,0 +1,111 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace RegistryDR.Backup;
+
+/// <summary>
+/// The last object written to a backup set: its presence is what makes the set complete.
+/// Everything restore needs to check and rebuild the node is here.
+/// </summary>
+public sealed record BackupManifest
+{
+    public const int CurrentFormatVersion = 1;
+    public const string FileName = "manifest.json";
+
+    public required int FormatVersion { get; init; }
+    public required string BackupId { get; init; }
+    public required DateTimeOffset StartedAt { get; init; }
+    public required DateTimeOffset CompletedAt { get; init; }
+    public required string Host { get; init; }
+    public required string RegistryDrVersion { get; init; }
+    public required PostgresInfo Postgres { get; init; }
+    public required IReadOnlyList<ConfigDirectory> ConfigDirectories { get; init; }
+    public required IReadOnlyList<Artifact> Artifacts { get; init; }
+
+    public long TotalSize => Artifacts.Sum(a => a.Size);
+
+    public Artifact? Find(string name) => Artifacts.FirstOrDefault(a => a.Name == name);
+
+    public sealed record PostgresInfo
+    {
+        public required string ServerVersion { get; init; }
+        public required string PgDumpVersion { get; init; }
+        public required string Database { get; init; }
+        public required string Owner { get; init; }
+        public required string Encoding { get; init; }
+        public required string Collate { get; init; }
+        public required string Ctype { get; init; }
+        /// <summary>pg_dump's archive format: "custom".</summary>
+        public required string DumpFormat { get; init; }
+    }
+
+    public sealed record ConfigDirectory
+    {
+        public required string Path { get; init; }
+        public required string EntryPrefix { get; init; }
+    }
+
+    public sealed record Artifact
+    {
+        /// <summary>"database", "globals" or "config".</summary>
+        public required string Name { get; init; }
+        /// <summary>The object's key, relative to the store root; always inside the set's own prefix.</summary>
+        public required string Key { get; init; }
+        public required long Size { get; init; }
+        /// <summary>Lower-case hex SHA-256 of the stored bytes.</summary>
+        public required string Sha256 { get; init; }
+    }
+
+    internal static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        WriteIndented = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Skip,
+        RespectRequiredConstructorParameters = true,
+        RespectNullableAnnotations = true,
+    };
+
+    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, Json);
+
+    /// <summary>
+    /// Parses and checks a manifest read from the store. A manifest is input from a bucket that
+    /// others might write to, so every field a restore relies on is checked here, once.
+    /// </summary>
+    public static BackupManifest Parse(ReadOnlySpan<byte> json, string expectedBackupId)
+    {
+        BackupManifest? manifest;
+        try
+        {
+            manifest = JsonSerializer.Deserialize<BackupManifest>(json, Json);
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidManifestException(expectedBackupId, $"it is not a valid manifest: {ex.Message}");
+        }
+        if (manifest is null) throw new InvalidManifestException(expectedBackupId, "it is empty (null).");
+        if (manifest.FormatVersion != CurrentFormatVersion)
+            throw new InvalidManifestException(expectedBackupId, $"its formatVersion {manifest.FormatVersion} is not one this registry-dr reads ({CurrentFormatVersion}).");
+        if (manifest.BackupId != expectedBackupId)
+            throw new InvalidManifestException(expectedBackupId, $"it names backup '{manifest.BackupId}', not the set it is stored in.");
+        var setPrefix = BackupLayout.SetPrefix(expectedBackupId);
+        foreach (var a in manifest.Artifacts)
+        {
+            if (a.Key is null || !a.Key.StartsWith(setPrefix, StringComparison.Ordinal) || a.Key.Contains("..", StringComparison.Ordinal) || a.Key.Length == setPrefix.Length)
+                throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has key '{a.Key}', outside its set's prefix '{setPrefix}'.");
+            if (a.Size < 0)
+                throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has a negative size.");
+            if (a.Sha256 is null || a.Sha256.Length != 64 || !a.Sha256.All(char.IsAsciiHexDigitLower))
+                throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has no valid lower-case hex SHA-256.");
+        }
+        foreach (var required in new[] { BackupLayout.DatabaseArtifact, BackupLayout.GlobalsArtifact, BackupLayout.ConfigArtifact })
+            if (manifest.Artifacts.Count(a => a.Name == required) != 1)
+                throw new InvalidManifestException(expectedBackupId, $"it must list exactly one '{required}' artifact.");
+        foreach (var d in manifest.ConfigDirectories)
+            if (d.Path is null || !System.IO.Path.IsPathFullyQualified(d.Path) || d.EntryPrefix is null || d.EntryPrefix.Length == 0 || d.EntryPrefix.StartsWith('/') || d.EntryPrefix.Split('/').Contains(".."))
+                throw new InvalidManifestException(expectedBackupId, $"config directory '{d.Path}' / '{d.EntryPrefix}' is not an absolute path with a relative entry prefix.");
+        return manifest;
+    }
+}
+
+public sealed class InvalidManifestException(string backupId, string reason)
+    : Exception($"The manifest of backup {backupId} is refused: {reason}");

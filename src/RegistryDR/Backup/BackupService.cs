@@ -1,0 +1,259 @@
+using System.IO.Pipelines;
+using System.Reflection;
+using Microsoft.Extensions.Logging;
+using RegistryDR.Archive;
+using RegistryDR.Configuration;
+using RegistryDR.Postgres;
+using RegistryDR.Processes;
+using RegistryDR.Progress;
+using RegistryDR.Stores;
+
+namespace RegistryDR.Backup;
+
+/// <summary>
+/// Takes one backup set: the roles, the database and the config directories, each streamed
+/// from its producer through SHA-256 to the store, then the manifest, last. Until the
+/// manifest is written the set is incomplete and nothing will restore it; a failure deletes
+/// what was written so far (the bucket's lifecycle rule is the backstop if even that fails).
+/// </summary>
+public sealed partial class BackupService
+{
+    private readonly RegistryDrOptions _options;
+    private readonly IBackupStore _store;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly PostgresConnectionFactory _postgres;
+    private readonly PostgresTools _tools;
+
+    public BackupService(RegistryDrOptions options, IBackupStore store, ILogger<BackupService> logger, TimeProvider time)
+    {
+        _options = options;
+        _store = store;
+        _logger = logger;
+        _time = time;
+        _postgres = new PostgresConnectionFactory(options.Database, logger);
+        _tools = new PostgresTools(options.Database);
+    }
+
+    internal static string Version =>
+        typeof(BackupService).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";
+
+    public async Task<BackupManifest> RunAsync(IOperationProgress? progress = null, CancellationToken cancellationToken = default)
+    {
+        progress ??= NullProgress.Instance;
+        var startedAt = _time.GetUtcNow();
+        var backupId = BackupLayout.NewBackupId(startedAt);
+        using var scope = _logger.BeginScope(new Dictionary<string, object> { ["BackupId"] = backupId });
+        LogStarting(backupId, _store.Description);
+        var written = new List<string>();
+        var phase = "preflight";
+        try
+        {
+            progress.Phase(phase);
+            var roots = _options.Config.EffectiveDirectories.Select(ArchiveRoot.For).ToList();
+            foreach (var root in roots)
+                if (!Directory.Exists(root.Path))
+                    throw new BackupFailedException(backupId, phase, $"config directory '{root.Path}' does not exist (Config:Directories).");
+            var server = await ReadServerInfoAsync(cancellationToken);
+            var pgDumpVersion = await PostgresTools.GetVersionAsync(_tools.PgDump, cancellationToken);
+            if (PostgresTools.MajorVersion(pgDumpVersion) < PostgresTools.MajorVersion(server.Version))
+                throw new BackupFailedException(backupId, phase,
+                    $"pg_dump {pgDumpVersion} ({_tools.PgDump}) is older than the PostgreSQL server {server.Version}; install the server's client tools or set Database:BinDirectory.");
+
+            var artifacts = new List<BackupManifest.Artifact>();
+
+            phase = "dump roles";
+            progress.Phase(phase);
+            var globalsArgs = new List<string> { "--globals-only", "--no-password", "--dbname=" + _options.Database.MaintenanceDatabase };
+            if (!_options.Database.DumpRolePasswords) globalsArgs.Add("--no-role-passwords");
+            artifacts.Add(await DumpAsync(backupId, BackupLayout.GlobalsArtifact,
+                new ProcessSpec(_tools.PgDumpAll, globalsArgs) { Environment = _postgres.ToolEnvironment(_options.Database.MaintenanceDatabase), DisplayName = "pg_dumpall" },
+                written, progress, static _ => null, cancellationToken));
+
+            phase = "dump database";
+            progress.Phase(phase);
+            artifacts.Add(await DumpAsync(backupId, BackupLayout.DatabaseArtifact,
+                new ProcessSpec(_tools.PgDump, ["--format=custom", $"--compress={_options.Database.CompressionLevel}", "--no-password"]) { Environment = _postgres.ToolEnvironment(), DisplayName = "pg_dump" },
+                written, progress, CheckCustomFormat, cancellationToken));
+
+            phase = "archive config";
+            progress.Phase(phase);
+            artifacts.Add(await ArchiveConfigAsync(backupId, roots, written, progress, cancellationToken));
+
+            phase = "write manifest";
+            progress.Phase(phase);
+            var manifest = new BackupManifest
+            {
+                FormatVersion = BackupManifest.CurrentFormatVersion,
+                BackupId = backupId,
+                StartedAt = startedAt,
+                CompletedAt = _time.GetUtcNow(),
+                Host = Environment.MachineName,
+                RegistryDrVersion = Version,
+                Postgres = new BackupManifest.PostgresInfo
+                {
+                    ServerVersion = server.Version,
+                    PgDumpVersion = pgDumpVersion,
+                    Database = _options.Database.Name,
+                    Owner = server.Owner,
+                    Encoding = server.Encoding,
+                    Collate = server.Collate,
+                    Ctype = server.Ctype,
+                    DumpFormat = "custom",
+                },
+                ConfigDirectories = roots.Select(r => new BackupManifest.ConfigDirectory { Path = r.Path, EntryPrefix = r.EntryPrefix }).ToList(),
+                Artifacts = artifacts,
+            };
+            // Cancellation stops here at the latest: once the manifest put starts it is allowed to finish,
+            // so a SIGTERM never leaves a set whose completeness depends on a half-sent manifest.
+            cancellationToken.ThrowIfCancellationRequested();
+            await _store.PutAsync(BackupLayout.ManifestKey(backupId), new MemoryStream(manifest.ToJson()), CancellationToken.None);
+            LogCompleted(backupId, manifest.TotalSize, (manifest.CompletedAt - startedAt).TotalSeconds);
+            return manifest;
+        }
+        catch (Exception ex)
+        {
+            await DeleteQuietlyAsync(written);
+            if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
+            {
+                LogCancelled(backupId, phase);
+                throw;
+            }
+            var failure = ex as BackupFailedException ?? new BackupFailedException(backupId, phase, ex.Message, ex);
+            LogFailed(failure, backupId, phase, failure.Reason);
+            throw failure;
+        }
+    }
+
+    private async Task<BackupManifest.Artifact> DumpAsync(
+        string backupId, string artifact, ProcessSpec spec, List<string> written, IOperationProgress progress,
+        Func<HashingStream, string?> checkOutput, CancellationToken cancellationToken)
+    {
+        var key = BackupLayout.ArtifactKey(backupId, artifact);
+        HashingStream? hashing = null;
+        long size = 0;
+        written.Add(key);
+        await ProcessRunner.RunCheckedAsync(spec, readStdout: async (stdout, ct) =>
+        {
+            hashing = new HashingStream(stdout, b => progress.Transferred(artifact, b));
+            size = await _store.PutAsync(key, hashing, ct);
+        }, cancellationToken: cancellationToken);
+        using var h = hashing!;
+        if (h.BytesRead == 0)
+            throw new BackupFailedException(backupId, "dump " + artifact, $"{spec.DisplayName} exited 0 but wrote nothing.");
+        if (checkOutput(h) is { } problem)
+            throw new BackupFailedException(backupId, "dump " + artifact, problem);
+        if (size != h.BytesRead)
+            throw new BackupFailedException(backupId, "dump " + artifact, $"the store took {size} bytes of {h.BytesRead}.");
+        return new BackupManifest.Artifact { Name = artifact, Key = key, Size = size, Sha256 = h.HashHex() };
+    }
+
+    private static string? CheckCustomFormat(HashingStream output) =>
+        output.Head.StartsWith("PGDMP"u8) ? null : "pg_dump's output does not start with the custom-format signature 'PGDMP'.";
+
+    private async Task<BackupManifest.Artifact> ArchiveConfigAsync(
+        string backupId, IReadOnlyList<ArchiveRoot> roots, List<string> written, IOperationProgress progress, CancellationToken cancellationToken)
+    {
+        var key = BackupLayout.ArtifactKey(backupId, BackupLayout.ConfigArtifact);
+        written.Add(key);
+        // A pipe joins the archive writer (which pushes) to the store (which pulls) with a
+        // bounded buffer, so a large config tree never sits whole in memory or on disk.
+        var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 4 << 20, resumeWriterThreshold: 2 << 20));
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var producer = Task.Run(async () =>
+        {
+            try
+            {
+                await using var output = pipe.Writer.AsStream();
+                var stats = await ConfigArchiveWriter.WriteAsync(roots, _options.Config.Exclude, output,
+                    warning => LogArchiveWarning(backupId, warning), cts.Token);
+                await pipe.Writer.CompleteAsync();
+                return stats;
+            }
+            catch (Exception ex)
+            {
+                await pipe.Writer.CompleteAsync(ex);
+                throw;
+            }
+        }, CancellationToken.None);
+        using var hashing = new HashingStream(pipe.Reader.AsStream(), b => progress.Transferred(BackupLayout.ConfigArtifact, b));
+        long size;
+        try
+        {
+            size = await _store.PutAsync(key, hashing, cts.Token);
+        }
+        catch
+        {
+            cts.Cancel();
+            try { await producer; } catch { /* the store's error is the one to report unless the producer's caused it */ }
+            if (producer.IsFaulted) throw producer.Exception!.GetBaseException();
+            throw;
+        }
+        var archiveStats = await producer;
+        await pipe.Reader.CompleteAsync();
+        LogArchived(backupId, archiveStats.Files, archiveStats.Directories, archiveStats.Symlinks, archiveStats.Bytes);
+        return new BackupManifest.Artifact { Name = BackupLayout.ConfigArtifact, Key = key, Size = size, Sha256 = hashing.HashHex() };
+    }
+
+    private sealed record ServerInfo(string Version, string Owner, string Encoding, string Collate, string Ctype);
+
+    private async Task<ServerInfo> ReadServerInfoAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await _postgres.OpenAsync(cancellationToken: cancellationToken);
+        await using var command = connection.CreateCommand();
+        command.CommandText = """
+            SELECT current_setting('server_version'), pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype
+            FROM pg_database WHERE datname = current_database()
+            """;
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        await reader.ReadAsync(cancellationToken);
+        var version = reader.GetString(0).Split(' ')[0];
+        return new ServerInfo(version, reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4));
+    }
+
+    private async Task DeleteQuietlyAsync(IEnumerable<string> keys)
+    {
+        foreach (var key in keys)
+        {
+            try
+            {
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+                await _store.DeleteAsync(key, cts.Token);
+            }
+            catch (Exception ex)
+            {
+                LogCleanupFailed(ex, key);
+            }
+        }
+    }
+
+    [LoggerMessage(1000, LogLevel.Information, "Backup {BackupId} starting to {Store}")]
+    private partial void LogStarting(string backupId, string store);
+
+    [LoggerMessage(1001, LogLevel.Information, "Backup {BackupId} complete: {Bytes} bytes in {Seconds:F1} s")]
+    private partial void LogCompleted(string backupId, long bytes, double seconds);
+
+    [LoggerMessage(1002, LogLevel.Error, "Backup {BackupId} failed during {Phase}: {Reason}")]
+    private partial void LogFailed(Exception ex, string backupId, string phase, string reason);
+
+    [LoggerMessage(1003, LogLevel.Warning, "Backup {BackupId} cancelled during {Phase}; its partial set was removed and is never listed as complete")]
+    private partial void LogCancelled(string backupId, string phase);
+
+    [LoggerMessage(1004, LogLevel.Warning, "Backup {BackupId}: {Warning}")]
+    private partial void LogArchiveWarning(string backupId, string warning);
+
+    [LoggerMessage(1005, LogLevel.Information, "Backup {BackupId} archived config: {Files} files, {Directories} directories, {Symlinks} symlinks, {Bytes} bytes")]
+    private partial void LogArchived(string backupId, long files, long directories, long symlinks, long bytes);
+
+    [LoggerMessage(1006, LogLevel.Warning, "Could not delete {Key} of a failed backup; the bucket's lifecycle rule will")]
+    private partial void LogCleanupFailed(Exception ex, string key);
+}
+
+/// <summary>A backup did not complete; no manifest was written, so the set is never restored.</summary>
+public sealed class BackupFailedException(string backupId, string phase, string reason, Exception? inner = null)
+    : Exception($"Backup {backupId} failed during {phase}: {reason}", inner)
+{
+    public string BackupId { get; } = backupId;
+    public string Phase { get; } = phase;
+    public string Reason { get; } = reason;
+}

@@ -1,0 +1,160 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace RegistryDR.Configuration;
+
+/// <summary>
+/// Everything RegistryDR knows about the node it protects. Bound from one JSON file
+/// (default <c>/etc/registry-dr/registry-dr.json</c>) layered under <c>REGISTRYDR__…</c>
+/// environment variables, and validated by <see cref="RegistryDrOptionsValidator"/> before
+/// any command touches the database, the disk or the store.
+/// </summary>
+public sealed class RegistryDrOptions
+{
+    public const string DefaultConfigPath = "/etc/registry-dr/registry-dr.json";
+
+    public DatabaseOptions Database { get; set; } = new();
+    public ConfigDirectoriesOptions Config { get; set; } = new();
+    public RegistryProcessOptions Registry { get; set; } = new();
+    public StoreOptions Store { get; set; } = new();
+    public ScheduleOptions Schedule { get; set; } = new();
+    public RestoreOptions Restore { get; set; } = new();
+}
+
+/// <summary>The registry's metadata database.</summary>
+public sealed class DatabaseOptions
+{
+    /// <summary>Default <c>127.0.0.1</c>.</summary>
+    public string Host { get; set; } = "127.0.0.1";
+
+    /// <summary>Default 5432.</summary>
+    [Range(1, 65535)]
+    public int Port { get; set; } = 5432;
+
+    /// <summary>The database to dump. Default <c>dtr</c>.</summary>
+    public string Name { get; set; } = "dtr";
+
+    /// <summary>A superuser, or a role able to dump every object and (for restore) create databases and roles.</summary>
+    public string User { get; set; } = "postgres";
+
+    /// <summary>
+    /// A file holding the password (first line). Should be readable by root only; a file others
+    /// can read is warned about. When unset, <see cref="PasswordEnvironmentVariable"/> is read.
+    /// There is deliberately no way to put the password itself in the config or on the command line.
+    /// </summary>
+    public string? PasswordFile { get; set; }
+
+    /// <summary>The environment variable holding the password when no file is given. Default <c>REGISTRYDR_DB_PASSWORD</c>.</summary>
+    public string PasswordEnvironmentVariable { get; set; } = "REGISTRYDR_DB_PASSWORD";
+
+    /// <summary>The database to connect to for CREATE/DROP/RENAME DATABASE. Default <c>postgres</c>.</summary>
+    public string MaintenanceDatabase { get; set; } = "postgres";
+
+    /// <summary>Where pg_dump, pg_dumpall, pg_restore and psql live. Default: <c>pg_config --bindir</c>, then PATH.</summary>
+    public string? BinDirectory { get; set; }
+
+    /// <summary>pg_dump's gzip level for the custom-format dump, 0–9. Default 6 (pg_dump's own default).</summary>
+    [Range(0, 9)]
+    public int CompressionLevel { get; set; } = 6;
+
+    /// <summary>Whether the roles dump carries password hashes (needs a superuser). Default true: a restored node must let the registry log in.</summary>
+    public bool DumpRolePasswords { get; set; } = true;
+
+    /// <summary>Connect and statement timeout for the checks RegistryDR makes itself. Default 15 s.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(15);
+}
+
+/// <summary>The registry's configuration directories, archived as one tar.gz.</summary>
+public sealed class ConfigDirectoriesOptions
+{
+    /// <summary>Absolute paths. Default: Docker Trusted Registry's <c>/var/local/dtr</c> and <c>/usr/local/etc/dtr</c>.</summary>
+    public List<string> Directories { get; set; } = [];
+
+    /// <summary>Globs relative to each directory (<c>*</c>, <c>**</c>, <c>?</c>; a pattern without '/' matches a name at any depth).</summary>
+    public List<string> Exclude { get; set; } = [];
+
+    internal static readonly string[] DtrDefaults = ["/var/local/dtr", "/usr/local/etc/dtr"];
+
+    /// <summary>The directories in effect: the configured ones, or the DTR defaults when none are configured.</summary>
+    /// <remarks>Configuration binding appends to a list initialiser, so the defaults cannot live in the initialiser.</remarks>
+    public IReadOnlyList<string> EffectiveDirectories => Directories.Count > 0 ? Directories : DtrDefaults;
+}
+
+/// <summary>How restore stops, starts and health-checks the registry.</summary>
+public sealed class RegistryProcessOptions
+{
+    /// <summary>argv of the command that stops the registry, e.g. <c>["systemctl","stop","docker-registry"]</c>. Empty: nothing to stop.</summary>
+    public List<string> StopCommand { get; set; } = [];
+
+    /// <summary>argv of the command that starts the registry. Empty: nothing to start.</summary>
+    public List<string> StartCommand { get; set; } = [];
+
+    /// <summary>A URL that answers 2xx when the registry serves. Empty: restore does not wait.</summary>
+    public string? HealthUrl { get; set; }
+
+    /// <summary>How long restore waits for <see cref="HealthUrl"/>. Default 5 minutes.</summary>
+    public TimeSpan HealthTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>How long the stop or start command may run. Default 2 minutes.</summary>
+    public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromMinutes(2);
+}
+
+/// <summary>Where backup sets are kept.</summary>
+public sealed class StoreOptions
+{
+    /// <summary><c>s3://bucket/prefix</c> or <c>file:///path</c>. Default <c>file:///var/backups/registry-dr</c> (no AWS account needed).</summary>
+    public string Url { get; set; } = "file:///var/backups/registry-dr";
+
+    /// <summary>AWS region of the bucket. Default: the SDK's own resolution (AWS_REGION, profile, instance metadata).</summary>
+    public string? Region { get; set; }
+
+    /// <summary>Endpoint of an S3-compatible server (Ceph RGW, MinIO…). Default: AWS.</summary>
+    public string? ServiceUrl { get; set; }
+
+    /// <summary>Path-style addressing (<c>http://host/bucket/key</c>); most S3-compatible servers need it. Default false.</summary>
+    public bool ForcePathStyle { get; set; }
+
+    /// <summary>
+    /// When the SDK adds and checks CRC checksums: <c>WhenSupported</c> (AWS default) or <c>WhenRequired</c>.
+    /// Servers that predate flexible checksums (Ceph 16, older MinIO) reject every write with
+    /// XAmzContentSHA256Mismatch unless this is <c>WhenRequired</c>. RegistryDR keeps its own SHA-256 per artifact either way.
+    /// </summary>
+    public S3ChecksumMode Checksums { get; set; } = S3ChecksumMode.WhenSupported;
+
+    /// <summary><c>None</c>, <c>S3</c> (SSE-S3, AES256) or <c>Kms</c> (SSE-KMS with <see cref="KmsKeyId"/>). Default <c>S3</c>.</summary>
+    public ServerSideEncryptionMode ServerSideEncryption { get; set; } = ServerSideEncryptionMode.S3;
+
+    /// <summary>KMS key id or ARN for SSE-KMS; empty uses the account's aws/s3 key.</summary>
+    public string? KmsKeyId { get; set; }
+
+    /// <summary>Multipart part size in MiB, 5–512. Default 16. Memory used by an upload is about PartSizeMiB × (Concurrency + 1).</summary>
+    [Range(5, 512)]
+    public int PartSizeMiB { get; set; } = 16;
+
+    /// <summary>Parts uploaded at once, 1–16. Default 4.</summary>
+    [Range(1, 16)]
+    public int Concurrency { get; set; } = 4;
+}
+
+public enum S3ChecksumMode { WhenSupported, WhenRequired }
+
+public enum ServerSideEncryptionMode { None, S3, Kms }
+
+/// <summary>When the worker backs up.</summary>
+public sealed class ScheduleOptions
+{
+    /// <summary>A Quartz cron expression (seconds first). Default every 15 minutes: <c>0 0/15 * * * ?</c>.</summary>
+    public string Cron { get; set; } = "0 0/15 * * * ?";
+
+    /// <summary>Run one catch-up backup at start when the newest complete set is older than one interval. Default true.</summary>
+    public bool CatchUpOnStart { get; set; } = true;
+}
+
+/// <summary>How restore stages its work.</summary>
+public sealed class RestoreOptions
+{
+    /// <summary>Where downloaded artifacts are staged (and checked) before anything is replaced. Default: the system temp directory.</summary>
+    public string? StagingDirectory { get; set; }
+
+    /// <summary>Keep the replaced database and directories (renamed aside) after a successful restore. Default false.</summary>
+    public bool KeepPrevious { get; set; }
+}

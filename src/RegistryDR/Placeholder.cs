@@ -1,1 +1,0 @@
-namespace RegistryDR; internal static class Placeholder {}

@@ -1,0 +1,457 @@
+using System.Text;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using RegistryDR.Archive;
+using RegistryDR.Backup;
+using RegistryDR.Configuration;
+using RegistryDR.Postgres;
+using RegistryDR.Processes;
+using RegistryDR.Progress;
+using RegistryDR.Stores;
+
+namespace RegistryDR.Restore;
+
+public sealed record RestoreRequest(string? BackupId = "latest", bool DryRun = false);
+
+public sealed record RestorePlan(string BackupId, DateTimeOffset BackupTime, long Bytes, IReadOnlyList<string> Steps);
+
+public sealed record RestoreResult(RestorePlan Plan, bool DryRun, TimeSpan Elapsed);
+
+/// <summary>
+/// Brings a backup set back onto this node. Everything that can fail without harm happens
+/// before anything is replaced: the set is downloaded to a staging directory and checked
+/// (SHA-256, pg_restore --list), the config is extracted beside its targets, the database is
+/// restored into a scratch database. Only then are the old database and directories renamed
+/// aside and the restored ones renamed in, so a failed restore leaves the node as it was.
+/// </summary>
+public sealed partial class RestoreService
+{
+    private readonly RegistryDrOptions _options;
+    private readonly IBackupStore _store;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly PostgresConnectionFactory _postgres;
+    private readonly PostgresTools _tools;
+    private readonly RegistryController _registry;
+
+    public RestoreService(RegistryDrOptions options, IBackupStore store, ILogger<RestoreService> logger, TimeProvider time, HttpClient? http = null)
+    {
+        _options = options;
+        _store = store;
+        _logger = logger;
+        _time = time;
+        _postgres = new PostgresConnectionFactory(options.Database, logger);
+        _tools = new PostgresTools(options.Database);
+        _registry = new RegistryController(options.Registry, logger, time, http);
+    }
+
+    private string DatabaseName => _options.Database.Name;
+
+    /// <summary>Names derived from the target database; kept within PostgreSQL's 63-byte identifier limit.</summary>
+    private string ScratchDatabase => Truncate(DatabaseName, 48) + "_rdr_restore";
+    private string PreviousDatabase(string backupId) => Truncate(DatabaseName, 40) + "_rdr_prev_" + backupId[^6..];
+
+    public async Task<RestorePlan> PlanAsync(string? backupIdOrLatest, CancellationToken cancellationToken)
+    {
+        var catalog = new BackupCatalog(_store);
+        var id = await catalog.ResolveAsync(backupIdOrLatest, cancellationToken);
+        var manifest = await catalog.ReadManifestAsync(id, cancellationToken);
+        return BuildPlan(manifest);
+    }
+
+    private RestorePlan BuildPlan(BackupManifest manifest)
+    {
+        var id = manifest.BackupId;
+        var steps = new List<string>
+        {
+            $"Download backup {id} ({manifest.TotalSize} bytes, taken {manifest.CompletedAt:u} on {manifest.Host}) from {_store.Description} to {StagingRoot}, checking every SHA-256 and the dump's table of contents",
+            $"Extract the config archive beside its targets ({string.Join(", ", manifest.ConfigDirectories.Select(d => d.Path))}), refusing unsafe entries",
+            $"Restore roles from the backup (existing roles are kept) on {_options.Database.Host}:{_options.Database.Port}",
+            $"Restore database '{manifest.Postgres.Database}' into scratch database '{ScratchDatabase}'",
+            _options.Registry.StopCommand.Count > 0 ? $"Stop the registry: {string.Join(' ', _options.Registry.StopCommand)}" : "Stop the registry: no Registry:StopCommand configured",
+            $"Swap: rename database '{DatabaseName}' to '{PreviousDatabase(id)}' and '{ScratchDatabase}' to '{DatabaseName}'; rename each config directory aside and the extracted one into place",
+            _options.Registry.StartCommand.Count > 0 ? $"Start the registry: {string.Join(' ', _options.Registry.StartCommand)}" : "Start the registry: no Registry:StartCommand configured",
+            string.IsNullOrEmpty(_options.Registry.HealthUrl) ? "Wait for health: no Registry:HealthUrl configured" : $"Wait until {_options.Registry.HealthUrl} answers 2xx (up to {_options.Registry.HealthTimeout})",
+            _options.Restore.KeepPrevious ? "Keep the previous database and directories (Restore:KeepPrevious)" : "Drop the previous database and delete the previous directories",
+        };
+        return new RestorePlan(id, manifest.CompletedAt, manifest.TotalSize, steps);
+    }
+
+    private string StagingRoot => _options.Restore.StagingDirectory is { Length: > 0 } s ? s : Path.GetTempPath();
+
+    public async Task<RestoreResult> RestoreAsync(RestoreRequest request, IOperationProgress? progress = null, CancellationToken cancellationToken = default)
+    {
+        progress ??= NullProgress.Instance;
+        var started = _time.GetTimestamp();
+        var catalog = new BackupCatalog(_store);
+        var id = await catalog.ResolveAsync(request.BackupId, cancellationToken);
+        var manifest = await catalog.ReadManifestAsync(id, cancellationToken);
+        var plan = BuildPlan(manifest);
+        using var scope = _logger.BeginScope(new Dictionary<string, object> { ["BackupId"] = id });
+        if (request.DryRun) return new RestoreResult(plan, true, _time.GetElapsedTime(started));
+
+        LogRestoreStarting(id, _store.Description);
+        var state = new NodeState();
+        var staging = Path.Combine(StagingRoot, $"registry-dr-restore-{id}-{Guid.NewGuid():N}"[..48]);
+        var dirSwaps = new List<DirectorySwap>();
+        try
+        {
+            Directory.CreateDirectory(staging);
+            // 1. Download and check everything before touching the node.
+            progress.Phase("download and verify");
+            var files = new Dictionary<string, string>();
+            foreach (var artifact in manifest.Artifacts)
+                files[artifact.Name] = await DownloadAsync(manifest, artifact, staging, progress, cancellationToken);
+            await CheckDumpReadableAsync(id, files[BackupLayout.DatabaseArtifact], cancellationToken);
+
+            // 2. Extract the config beside its targets (same filesystem, so the swap is a rename).
+            progress.Phase("extract config");
+            dirSwaps = manifest.ConfigDirectories.Select(d => DirectorySwap.For(d, id)).ToList();
+            await ExtractConfigAsync(manifest, files[BackupLayout.ConfigArtifact], dirSwaps, cancellationToken);
+
+            // 3. Roles, then the database into a scratch database. The live database is untouched.
+            progress.Phase("restore roles");
+            await RestoreGlobalsAsync(files[BackupLayout.GlobalsArtifact], cancellationToken);
+            state.RolesRestored = true;
+            progress.Phase("restore database");
+            await RestoreIntoScratchAsync(manifest, files[BackupLayout.DatabaseArtifact], progress, cancellationToken);
+
+            // 4. From here the node changes: stop, swap, start.
+            progress.Phase("stop registry");
+            state.RegistryStopped = true;
+            await _registry.StopAsync(cancellationToken);
+
+            progress.Phase("swap");
+            // The swap is short and must not be abandoned half-way by a Ctrl-C, so it ignores cancellation.
+            await SwapDatabaseAsync(id, state);
+            foreach (var swap in dirSwaps) swap.Apply(state);
+
+            progress.Phase("start registry");
+            await _registry.StartAsync(cancellationToken);
+            state.RegistryStopped = false;
+            progress.Phase("wait for health");
+            await _registry.WaitUntilHealthyAsync(cancellationToken);
+
+            progress.Phase("clean up");
+            if (!_options.Restore.KeepPrevious)
+            {
+                await DropDatabaseAsync(PreviousDatabase(id), CancellationToken.None);
+                foreach (var swap in dirSwaps) swap.DeletePrevious();
+            }
+            var elapsed = _time.GetElapsedTime(started);
+            LogRestoreCompleted(id, elapsed.TotalSeconds);
+            return new RestoreResult(plan, false, elapsed);
+        }
+        catch (Exception ex)
+        {
+            var described = await RollBackAsync(id, state, dirSwaps);
+            LogRestoreFailed(ex, id, described);
+            if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested) throw;
+            throw new RestoreFailedException(id, ex.Message, described, ex);
+        }
+        finally
+        {
+            foreach (var swap in dirSwaps) swap.DeleteStaging();
+            try { Directory.Delete(staging, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private async Task<string> DownloadAsync(BackupManifest manifest, BackupManifest.Artifact artifact, string staging, IOperationProgress progress, CancellationToken cancellationToken)
+    {
+        var path = Path.Combine(staging, Path.GetFileName(artifact.Key));
+        await using (var source = await _store.OpenReadAsync(artifact.Key, cancellationToken))
+        using (var hashing = new HashingStream(source, b => progress.Transferred(artifact.Name, b)))
+        {
+            await using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20, FileOptions.Asynchronous))
+            {
+                try
+                {
+                    await hashing.CopyToAsync(file, 1 << 20, cancellationToken);
+                }
+                catch (IOException ex) when (IsDiskFull(ex))
+                {
+                    throw new IOException($"The staging directory {staging} ran out of space while downloading '{artifact.Name}' ({artifact.Size} bytes). Free space or set Restore:StagingDirectory; nothing on the node was changed.", ex);
+                }
+            }
+            ArtifactIntegrity.Check(manifest.BackupId, artifact, hashing.BytesRead, hashing.HashHex());
+        }
+        LogArtifactVerified(manifest.BackupId, artifact.Name, artifact.Size);
+        return path;
+    }
+
+    private static bool IsDiskFull(IOException ex) => ex.HResult == 28 || ex.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase);
+
+    private async Task CheckDumpReadableAsync(string backupId, string dumpPath, CancellationToken cancellationToken)
+    {
+        var result = await ProcessRunner.RunAsync(new ProcessSpec(_tools.PgRestore, ["--list", dumpPath]) { DisplayName = "pg_restore --list" }, cancellationToken: cancellationToken);
+        if (result.ExitCode != 0)
+            throw new ArtifactCorruptException(backupId, BackupLayout.DatabaseArtifact, $"pg_restore --list cannot read it (exit {result.ExitCode}).{ProcessRunner.FormatTail(result.StandardError)}");
+    }
+
+    private static async Task ExtractConfigAsync(BackupManifest manifest, string archivePath, List<DirectorySwap> swaps, CancellationToken cancellationToken)
+    {
+        var roots = manifest.ConfigDirectories.Select(d => new ArchiveRoot(d.Path, d.EntryPrefix)).ToList();
+        var targets = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var swap in swaps)
+        {
+            swap.PrepareStaging();
+            targets[swap.EntryPrefix] = swap.StagingPath;
+        }
+        await using var input = new FileStream(archivePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.Asynchronous);
+        await ConfigArchiveReader.ExtractAsync(input, roots, targets, restoreOwnership: Environment.IsPrivilegedProcess, cancellationToken);
+    }
+
+    /// <summary>
+    /// Replays pg_dumpall's roles. A node that already has some of them (the bootstrap superuser
+    /// at least) would fail on CREATE ROLE, so each CREATE ROLE becomes "create unless it
+    /// exists"; every other error stops the restore.
+    /// </summary>
+    private async Task RestoreGlobalsAsync(string globalsPath, CancellationToken cancellationToken)
+    {
+        var script = MakeRolesIdempotent(await File.ReadAllTextAsync(globalsPath, cancellationToken));
+        await ProcessRunner.RunCheckedAsync(
+            new ProcessSpec(_tools.Psql, ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname=" + _options.Database.MaintenanceDatabase])
+            {
+                Environment = _postgres.ToolEnvironment(_options.Database.MaintenanceDatabase),
+                DisplayName = "psql (roles)",
+            },
+            writeStdin: async (stdin, ct) => await stdin.WriteAsync(Encoding.UTF8.GetBytes(script), ct),
+            cancellationToken: cancellationToken);
+    }
+
+    internal static string MakeRolesIdempotent(string globals) =>
+        CreateRoleLine().Replace(globals, m =>
+            $"DO $registrydr$ BEGIN {m.Value.TrimEnd()} EXCEPTION WHEN duplicate_object THEN NULL; END $registrydr$;");
+
+    [GeneratedRegex(@"^CREATE ROLE [^;\n]+;[ \t]*$", RegexOptions.Multiline)]
+    private static partial Regex CreateRoleLine();
+
+    private async Task RestoreIntoScratchAsync(BackupManifest manifest, string dumpPath, IOperationProgress progress, CancellationToken cancellationToken)
+    {
+        await DropDatabaseAsync(ScratchDatabase, cancellationToken); // a leftover from an earlier failed restore
+        var pg = manifest.Postgres;
+        await using (var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken))
+        await using (var create = connection.CreateCommand())
+        {
+            create.CommandText = $"CREATE DATABASE {Quote(ScratchDatabase)} WITH OWNER = {Quote(pg.Owner)} TEMPLATE = template0 ENCODING = {Literal(pg.Encoding)} LC_COLLATE = {Literal(pg.Collate)} LC_CTYPE = {Literal(pg.Ctype)}";
+            await create.ExecuteNonQueryAsync(cancellationToken);
+        }
+        var result = await ProcessRunner.RunAsync(
+            new ProcessSpec(_tools.PgRestore, ["--exit-on-error", "--no-password", "--dbname=" + ScratchDatabase, dumpPath])
+            {
+                Environment = _postgres.ToolEnvironment(ScratchDatabase),
+                DisplayName = "pg_restore",
+            },
+            cancellationToken: cancellationToken);
+        if (result.ExitCode != 0)
+        {
+            await DropDatabaseAsync(ScratchDatabase, CancellationToken.None);
+            throw new ProcessFailedException($"pg_restore into the scratch database failed (exit {result.ExitCode}); the live database was not touched.{ProcessRunner.FormatTail(result.StandardError)}", result.ExitCode, result.StandardError);
+        }
+        LogDatabaseRestored(manifest.BackupId, ScratchDatabase, result.Elapsed.TotalSeconds);
+    }
+
+    private async Task SwapDatabaseAsync(string backupId, NodeState state)
+    {
+        var previous = PreviousDatabase(backupId);
+        await DropDatabaseAsync(previous, CancellationToken.None);
+        await using var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, CancellationToken.None);
+        var exists = await DatabaseExistsAsync(connection, DatabaseName);
+        await using var tx = await connection.BeginTransactionAsync();
+        await using var cmd = connection.CreateCommand();
+        cmd.Transaction = tx;
+        if (exists)
+        {
+            // The registry is stopped; anything still connected would block the rename.
+            cmd.CommandText = $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {Literal(DatabaseName)} AND pid <> pg_backend_pid()";
+            await cmd.ExecuteNonQueryAsync();
+            cmd.CommandText = $"ALTER DATABASE {Quote(DatabaseName)} RENAME TO {Quote(previous)}";
+            await cmd.ExecuteNonQueryAsync();
+        }
+        cmd.CommandText = $"ALTER DATABASE {Quote(ScratchDatabase)} RENAME TO {Quote(DatabaseName)}";
+        await cmd.ExecuteNonQueryAsync();
+        await tx.CommitAsync();
+        state.DatabaseSwapped = true;
+        state.PreviousDatabase = exists ? previous : null;
+    }
+
+    private static async Task<bool> DatabaseExistsAsync(NpgsqlConnection connection, string name)
+    {
+        await using var cmd = connection.CreateCommand();
+        cmd.CommandText = "SELECT 1 FROM pg_database WHERE datname = $1";
+        cmd.Parameters.Add(new NpgsqlParameter { Value = name });
+        return await cmd.ExecuteScalarAsync() is not null;
+    }
+
+    private async Task DropDatabaseAsync(string name, CancellationToken cancellationToken)
+    {
+        await using var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken);
+        await using var cmd = connection.CreateCommand();
+        cmd.CommandText = $"DROP DATABASE IF EXISTS {Quote(name)} WITH (FORCE)";
+        await cmd.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// Puts back whatever the failed restore had changed, in reverse, and returns a sentence that
+    /// says exactly what state the node is in now: the operator reads it before doing anything else.
+    /// </summary>
+    private async Task<string> RollBackAsync(string backupId, NodeState state, List<DirectorySwap> swaps)
+    {
+        var notes = new List<string>();
+        foreach (var swap in swaps.Where(s => s.Applied).Reverse())
+        {
+            try { swap.Undo(); notes.Add($"{swap.TargetPath} was put back as it was"); }
+            catch (Exception ex) { notes.Add($"{swap.TargetPath} could NOT be put back ({ex.Message}); the previous copy is at {swap.PreviousPath}"); }
+        }
+        if (state.DatabaseSwapped)
+        {
+            try
+            {
+                await using var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, CancellationToken.None);
+                await using var cmd = connection.CreateCommand();
+                cmd.CommandText = state.PreviousDatabase is null
+                    ? $"DROP DATABASE IF EXISTS {Quote(DatabaseName)} WITH (FORCE)"
+                    : $"ALTER DATABASE {Quote(DatabaseName)} RENAME TO {Quote(ScratchDatabase)}; ";
+                await cmd.ExecuteNonQueryAsync();
+                if (state.PreviousDatabase is not null)
+                {
+                    cmd.CommandText = $"ALTER DATABASE {Quote(state.PreviousDatabase)} RENAME TO {Quote(DatabaseName)}";
+                    await cmd.ExecuteNonQueryAsync();
+                }
+                notes.Add(state.PreviousDatabase is null ? $"database '{DatabaseName}' did not exist before and was removed again" : $"database '{DatabaseName}' was put back as it was");
+            }
+            catch (Exception ex)
+            {
+                notes.Add($"database '{DatabaseName}' could NOT be put back ({ex.Message}); the previous one is '{state.PreviousDatabase}'");
+            }
+        }
+        else
+        {
+            notes.Add($"database '{DatabaseName}' was not touched");
+        }
+        try { await DropDatabaseAsync(ScratchDatabase, CancellationToken.None); } catch (Exception) { notes.Add($"scratch database '{ScratchDatabase}' may remain"); }
+        if (state.RolesRestored) notes.Add("roles from the backup were added (existing roles were kept)");
+        if (state.RegistryStopped)
+        {
+            try
+            {
+                await _registry.StartAsync(CancellationToken.None);
+                notes.Add("the registry was started again on its previous data");
+            }
+            catch (Exception ex)
+            {
+                notes.Add($"the registry is STOPPED and could not be started again ({ex.Message})");
+            }
+        }
+        else if (!swaps.Any(s => s.Applied) && !state.DatabaseSwapped)
+        {
+            notes.Add("the registry was not stopped");
+        }
+        return "Node state: " + string.Join("; ", notes) + ".";
+    }
+
+    private static string Quote(string identifier) => "\"" + identifier.Replace("\"", "\"\"") + "\"";
+    private static string Literal(string value) => "'" + value.Replace("'", "''") + "'";
+    private static string Truncate(string value, int max) => Encoding.UTF8.GetByteCount(value) <= max ? value : value[..max];
+
+    private sealed class NodeState
+    {
+        public bool RolesRestored;
+        public bool RegistryStopped;
+        public bool DatabaseSwapped;
+        public string? PreviousDatabase;
+    }
+
+    /// <summary>One config directory's way into place: staging → target, target → previous.</summary>
+    private sealed class DirectorySwap
+    {
+        public required string TargetPath { get; init; }
+        public required string EntryPrefix { get; init; }
+        public required string StagingPath { get; init; }
+        public required string PreviousPath { get; init; }
+        public bool Applied { get; private set; }
+        private bool _hadPrevious;
+
+        public static DirectorySwap For(BackupManifest.ConfigDirectory d, string backupId)
+        {
+            var target = Path.TrimEndingDirectorySeparator(d.Path);
+            var parent = Path.GetDirectoryName(target)!;
+            var name = Path.GetFileName(target);
+            return new DirectorySwap
+            {
+                TargetPath = target,
+                EntryPrefix = d.EntryPrefix,
+                StagingPath = Path.Combine(parent, $".{name}.registry-dr-restore-{backupId}"),
+                PreviousPath = Path.Combine(parent, $".{name}.registry-dr-prev-{backupId}"),
+            };
+        }
+
+        public void PrepareStaging()
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(TargetPath)!);
+            if (Directory.Exists(StagingPath)) Directory.Delete(StagingPath, recursive: true);
+            Directory.CreateDirectory(StagingPath);
+        }
+
+        public void Apply(NodeState state)
+        {
+            if (Directory.Exists(PreviousPath)) Directory.Delete(PreviousPath, recursive: true);
+            _hadPrevious = Directory.Exists(TargetPath) || File.Exists(TargetPath);
+            if (_hadPrevious) Directory.Move(TargetPath, PreviousPath);
+            try
+            {
+                Directory.Move(StagingPath, TargetPath);
+            }
+            catch
+            {
+                if (_hadPrevious) Directory.Move(PreviousPath, TargetPath);
+                throw;
+            }
+            Applied = true;
+        }
+
+        public void Undo()
+        {
+            if (!Applied) return;
+            Directory.Move(TargetPath, StagingPath);
+            if (_hadPrevious) Directory.Move(PreviousPath, TargetPath);
+            Applied = false;
+        }
+
+        public void DeletePrevious()
+        {
+            if (_hadPrevious && Directory.Exists(PreviousPath)) Directory.Delete(PreviousPath, recursive: true);
+        }
+
+        public void DeleteStaging()
+        {
+            try { if (Directory.Exists(StagingPath)) Directory.Delete(StagingPath, recursive: true); }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    [LoggerMessage(2000, LogLevel.Information, "Restore of backup {BackupId} from {Store} starting")]
+    private partial void LogRestoreStarting(string backupId, string store);
+
+    [LoggerMessage(2001, LogLevel.Information, "Backup {BackupId}: artifact {Artifact} downloaded and verified ({Bytes} bytes)")]
+    private partial void LogArtifactVerified(string backupId, string artifact, long bytes);
+
+    [LoggerMessage(2002, LogLevel.Information, "Backup {BackupId}: database restored into {Scratch} in {Seconds:F1} s")]
+    private partial void LogDatabaseRestored(string backupId, string scratch, double seconds);
+
+    [LoggerMessage(2003, LogLevel.Information, "Restore of backup {BackupId} complete in {Seconds:F1} s")]
+    private partial void LogRestoreCompleted(string backupId, double seconds);
+
+    [LoggerMessage(2004, LogLevel.Error, "Restore of backup {BackupId} failed. {NodeState}")]
+    private partial void LogRestoreFailed(Exception ex, string backupId, string nodeState);
+}
+
+/// <summary>A restore did not complete. <see cref="NodeState"/> says exactly what the node looks like now.</summary>
+public sealed class RestoreFailedException(string backupId, string reason, string nodeState, Exception? inner = null)
+    : Exception($"Restore of backup {backupId} failed: {reason} {nodeState}", inner)
+{
+    public string BackupId { get; } = backupId;
+    public string NodeState { get; } = nodeState;
+}

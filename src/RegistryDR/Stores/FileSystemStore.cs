@@ -1,0 +1,119 @@
+using System.Runtime.CompilerServices;
+
+namespace RegistryDR.Stores;
+
+/// <summary>
+/// A store on a local disk or an NFS mount. Each object is written to a temporary name beside
+/// its final one, flushed to disk, then renamed, so a crash never leaves a half-written file
+/// under a real key.
+/// </summary>
+public sealed class FileSystemStore : IBackupStore
+{
+    private const string PartialMarker = ".partial-";
+    private readonly string _root;
+
+    public FileSystemStore(string root)
+    {
+        _root = Path.TrimEndingDirectorySeparator(Path.GetFullPath(root));
+    }
+
+    public string Description => $"file://{_root}";
+
+    public async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
+    {
+        var path = PathFor(key);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var temp = path + PartialMarker + Guid.NewGuid().ToString("N");
+        try
+        {
+            long written;
+            await using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20, FileOptions.Asynchronous))
+            {
+                await content.CopyToAsync(file, 1 << 20, cancellationToken);
+                await file.FlushAsync(cancellationToken);
+                file.Flush(flushToDisk: true);
+                written = file.Length;
+            }
+            File.Move(temp, path, overwrite: true);
+            return written;
+        }
+        catch
+        {
+            TryDelete(temp);
+            throw;
+        }
+    }
+
+    public Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken)
+    {
+        var path = PathFor(key);
+        try
+        {
+            return Task.FromResult<Stream>(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.Asynchronous | FileOptions.SequentialScan));
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new StoreObjectNotFoundException(key, Description);
+        }
+    }
+
+    public async IAsyncEnumerable<StoreItem> ListAsync(string prefix, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        await Task.Yield();
+        if (!Directory.Exists(_root)) yield break;
+        // Start from the deepest directory the prefix names, so listing one set does not walk them all.
+        var lastSlash = prefix.LastIndexOf('/');
+        var startDir = lastSlash < 0 ? _root : Path.Combine(_root, prefix[..lastSlash]);
+        if (!Directory.Exists(startDir)) yield break;
+        foreach (var file in Directory.EnumerateFiles(startDir, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0 }))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var key = Path.GetRelativePath(_root, file).Replace(Path.DirectorySeparatorChar, '/');
+            if (!key.StartsWith(prefix, StringComparison.Ordinal) || key.Contains(PartialMarker, StringComparison.Ordinal)) continue;
+            var info = new FileInfo(file);
+            if (!info.Exists) continue; // deleted while listing
+            yield return new StoreItem(key, info.Length, info.LastWriteTimeUtc);
+        }
+    }
+
+    public Task DeleteAsync(string key, CancellationToken cancellationToken)
+    {
+        var path = PathFor(key);
+        TryDelete(path);
+        // Remove directories the delete left empty, up to the root, so pruned sets leave no husks.
+        var dir = Path.GetDirectoryName(path);
+        while (dir is not null && dir.Length > _root.Length && Directory.Exists(dir) && !Directory.EnumerateFileSystemEntries(dir).Any())
+        {
+            try { Directory.Delete(dir); } catch (IOException) { break; }
+            dir = Path.GetDirectoryName(dir);
+        }
+        return Task.CompletedTask;
+    }
+
+    public Task CheckAccessAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            Directory.CreateDirectory(_root);
+            var probe = Path.Combine(_root, ".registry-dr-probe" + PartialMarker + Guid.NewGuid().ToString("N"));
+            File.WriteAllBytes(probe, []);
+            File.Delete(probe);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new StoreUnavailableException($"Store {Description} is not writable: {ex.Message}", ex);
+        }
+        return Task.CompletedTask;
+    }
+
+    private string PathFor(string key)
+    {
+        StoreKeys.Validate(key);
+        return Path.Combine(_root, key.Replace('/', Path.DirectorySeparatorChar));
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}

@@ -1,0 +1,48 @@
+namespace RegistryDR.Stores;
+
+/// <summary>
+/// Where backup sets live: an S3 bucket prefix or a local/NFS directory. Keys are relative to
+/// the store's root and use '/' separators. Implementations stream: a put never holds a whole
+/// artifact in memory, and an object only becomes visible once it is completely written.
+/// </summary>
+public interface IBackupStore
+{
+    /// <summary>Where this store points, for messages (never carries credentials).</summary>
+    string Description { get; }
+
+    /// <summary>Writes <paramref name="content"/> (read to its end, possibly non-seekable) to <paramref name="key"/>. Returns the bytes written.</summary>
+    Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken);
+
+    /// <summary>Opens an object for reading. Throws <see cref="StoreObjectNotFoundException"/> when it is absent.</summary>
+    Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken);
+
+    /// <summary>Every object whose key starts with <paramref name="prefix"/>, in no particular order.</summary>
+    IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken);
+
+    /// <summary>Deletes an object; deleting an absent object is not an error.</summary>
+    Task DeleteAsync(string key, CancellationToken cancellationToken);
+
+    /// <summary>Proves the store can be reached and listed; throws <see cref="StoreUnavailableException"/> otherwise.</summary>
+    Task CheckAccessAsync(CancellationToken cancellationToken);
+}
+
+public sealed record StoreItem(string Key, long Size, DateTimeOffset LastModified);
+
+/// <summary>The store could not be reached or refused the request. The message says which store and why, never with credentials.</summary>
+public sealed class StoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+
+public sealed class StoreObjectNotFoundException(string key, string store) : Exception($"'{key}' does not exist in {store}.")
+{
+    public string Key { get; } = key;
+}
+
+internal static class StoreKeys
+{
+    /// <summary>Refuses keys that could escape the store's root on a filesystem or confuse a listing.</summary>
+    public static void Validate(string key)
+    {
+        if (string.IsNullOrEmpty(key) || key.StartsWith('/') || key.Contains('\\') || key.Contains('\0') ||
+            key.Split('/').Any(s => s is "" or "." or ".."))
+            throw new ArgumentException($"Invalid store key '{key}'.", nameof(key));
+    }
+}

@@ -1,0 +1,45 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Quartz;
+using RegistryDR.Backup;
+
+namespace RegistryDR.Worker;
+
+/// <summary>
+/// One scheduled backup. Quartz never runs two of these at once in the process
+/// (<see cref="DisallowConcurrentExecutionAttribute"/>); a fire that comes due while one is
+/// running waits, and the cron trigger's FireAndProceed misfire policy collapses any number
+/// of missed fires into a single catch-up run rather than a burst.
+/// </summary>
+[DisallowConcurrentExecution]
+public sealed partial class BackupJob(BackupService backups, IHostApplicationLifetime lifetime, ILogger<BackupJob> logger) : IJob
+{
+    public static readonly JobKey Key = new("backup", "registry-dr");
+
+    public async ValueTask Execute(IJobExecutionContext context, CancellationToken cancellationToken)
+    {
+        // Stop promptly on SIGTERM: a cancelled backup removes its partial set and writes no manifest.
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, context.CancellationToken, lifetime.ApplicationStopping);
+        try
+        {
+            var manifest = await backups.RunAsync(cancellationToken: linked.Token);
+            context.Result = manifest.BackupId;
+        }
+        catch (OperationCanceledException) when (linked.IsCancellationRequested)
+        {
+            LogCancelled();
+        }
+        catch (Exception ex)
+        {
+            // Logged with its reason by BackupService; the job itself must not throw, or Quartz
+            // would treat the trigger as broken. The next fire tries again.
+            LogWillRetry(ex.GetType().Name, context.NextFireTimeUtc);
+        }
+    }
+
+    [LoggerMessage(3000, LogLevel.Warning, "Scheduled backup cancelled because the worker is stopping")]
+    private partial void LogCancelled();
+
+    [LoggerMessage(3001, LogLevel.Warning, "Scheduled backup failed ({Error}); the next attempt is at {NextFire:u}")]
+    private partial void LogWillRetry(string error, DateTimeOffset? nextFire);
+}

@@ -1,0 +1,48 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Quartz;
+using RegistryDR.Backup;
+using RegistryDR.Configuration;
+using RegistryDR.Stores;
+
+namespace RegistryDR.Worker;
+
+/// <summary>
+/// The scheduler keeps its triggers in memory, so after the worker was down it has no record
+/// of the fires it missed. The store does: if the newest complete set is older than one
+/// schedule interval (or there is none), fire one backup now. One, not one per missed fire.
+/// </summary>
+internal sealed partial class CatchUpService(
+    ISchedulerFactory schedulers, IBackupStore store, RegistryDrOptions options, TimeProvider time, ILogger<CatchUpService> logger) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (!options.Schedule.CatchUpOnStart) return;
+        try
+        {
+            var now = time.GetUtcNow();
+            var cron = CronExpression.Parse(options.Schedule.Cron).WithTimeZone(TimeZoneInfo.Utc);
+            var next = cron.GetNextValidTimeAfter(now) ?? now;
+            var interval = (cron.GetNextValidTimeAfter(next) ?? next) - next;
+            var sets = await new BackupCatalog(store).ListAsync(stoppingToken);
+            var newest = sets.FirstOrDefault(s => s.IsComplete);
+            if (newest is not null && now - newest.Time < interval) return;
+            LogCatchingUp(newest?.BackupId ?? "none", interval);
+            var scheduler = await schedulers.GetScheduler(stoppingToken);
+            await scheduler.TriggerJob(BackupJob.Key, new JobDataMap(), stoppingToken);
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex)
+        {
+            LogCatchUpFailed(ex);
+        }
+    }
+
+    [LoggerMessage(3100, LogLevel.Information, "Newest complete backup is {BackupId}, older than one interval ({Interval}); running one catch-up backup now")]
+    private partial void LogCatchingUp(string backupId, TimeSpan interval);
+
+    [LoggerMessage(3101, LogLevel.Warning, "Could not check the store for a catch-up backup; the schedule continues")]
+    private partial void LogCatchUpFailed(Exception ex);
+}

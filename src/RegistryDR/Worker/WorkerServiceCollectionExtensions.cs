@@ -1,0 +1,39 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Quartz;
+using RegistryDR.Backup;
+using RegistryDR.Configuration;
+using RegistryDR.Stores;
+
+namespace RegistryDR.Worker;
+
+public static class WorkerServiceCollectionExtensions
+{
+    /// <summary>
+    /// Registers the scheduled backup: the store, <see cref="BackupService"/>, Quartz with one
+    /// cron trigger, and the catch-up check. <paramref name="options"/> must already be validated.
+    /// </summary>
+    public static IServiceCollection AddRegistryDrWorker(this IServiceCollection services, RegistryDrOptions options, IBackupStore? store = null)
+    {
+        services.AddSingleton(options);
+        services.AddSingleton(TimeProvider.System);
+        if (store is not null) services.AddSingleton(store);
+        else services.AddSingleton(_ => BackupStoreFactory.Create(options.Store));
+        services.AddSingleton<BackupService>();
+        services.AddQuartz(q =>
+        {
+            q.UseInMemoryStore();
+            q.AddJob<BackupJob>(j => j.WithIdentity(BackupJob.Key).StoreDurably().WithDescription("Back up the registry's database and config"));
+            q.AddTrigger(t => t
+                .ForJob(BackupJob.Key)
+                .WithIdentity("backup-schedule", "registry-dr")
+                .WithCronSchedule(options.Schedule.Cron, c => c.InTimeZone(TimeZoneInfo.Utc).WithMisfireInstruction(CronTriggerMisfireInstruction.FireAndProceed)));
+        });
+        // On SIGTERM the running backup is cancelled at once (BackupJob links the host's stopping
+        // token); waiting for the job then only waits for it to delete its partial set, so the
+        // process never exits half-way through that clean-up.
+        services.AddQuartzHostedService(o => o.WaitForJobsToComplete = true);
+        services.AddHostedService<CatchUpService>();
+        return services;
+    }
+}
