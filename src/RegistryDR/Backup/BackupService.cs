@@ -64,7 +64,7 @@ public sealed partial class BackupService
 
             phase = "dump roles";
             progress.Phase(phase);
-            var globalsArgs = new List<string> { "--globals-only", "--no-password", "--dbname=" + _options.Database.MaintenanceDatabase };
+            var globalsArgs = new List<string> { "--globals-only", "--no-password", "--database=" + _options.Database.MaintenanceDatabase };
             if (!_options.Database.DumpRolePasswords) globalsArgs.Add("--no-role-passwords");
             artifacts.Add(await DumpAsync(backupId, BackupLayout.GlobalsArtifact,
                 new ProcessSpec(_tools.PgDumpAll, globalsArgs) { Environment = _postgres.ToolEnvironment(_options.Database.MaintenanceDatabase), DisplayName = "pg_dumpall" },

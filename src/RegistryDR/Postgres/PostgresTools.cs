@@ -8,10 +8,12 @@ namespace RegistryDR.Postgres;
 public sealed partial class PostgresTools
 {
     private readonly string? _binDirectory;
+    private readonly bool _explicit;
 
     public PostgresTools(DatabaseOptions options)
     {
-        _binDirectory = string.IsNullOrEmpty(options.BinDirectory) ? DetectBinDirectory() : options.BinDirectory;
+        _explicit = !string.IsNullOrEmpty(options.BinDirectory);
+        _binDirectory = _explicit ? options.BinDirectory : DetectBinDirectory();
     }
 
     public string PgDump => Resolve("pg_dump");
@@ -24,7 +26,8 @@ public sealed partial class PostgresTools
         if (_binDirectory is not null)
         {
             var candidate = Path.Combine(_binDirectory, tool);
-            if (File.Exists(candidate)) return candidate;
+            // A configured directory is the operator's choice: never silently use another version from PATH.
+            if (File.Exists(candidate) || _explicit) return candidate;
         }
         return tool; // PATH; a missing tool is reported by ProcessRunner with what to check.
     }
