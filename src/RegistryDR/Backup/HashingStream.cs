@@ -18,6 +18,7 @@ internal sealed class HashingStream(Stream inner, Action<long>? onProgress = nul
     /// <summary>The first bytes seen (up to 16), to recognise a file format.</summary>
     public ReadOnlySpan<byte> Head => _head.AsSpan(0, (int)Math.Min(_length, _head.Length));
 
+    /// <summary>The SHA-256 of everything read so far. Call once, at the end.</summary>
     public string HashHex() => Convert.ToHexStringLower(_hash.GetHashAndReset());
 
     public override int Read(byte[] buffer, int offset, int count) => Observe(buffer.AsSpan(offset, inner.Read(buffer, offset, count)));
@@ -58,9 +59,8 @@ internal sealed class HashingStream(Stream inner, Action<long>? onProgress = nul
     public override void SetLength(long value) => throw new NotSupportedException();
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing) _hash.Dispose();
-        base.Dispose(disposing);
-    }
+    // Consumers such as SharpZipLib's GZipInputStream dispose the stream they read when they
+    // finish, before the caller asks for the hash; so disposing does not end the hash, and the
+    // inner stream stays owned by whoever opened it.
+    protected override void Dispose(bool disposing) => base.Dispose(disposing);
 }

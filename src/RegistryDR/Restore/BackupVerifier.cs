@@ -102,7 +102,7 @@ public sealed class BackupVerifier
                 },
                 readStdout: async (stdout, ct) =>
                 {
-                    using var reader = new StreamReader(stdout);
+                    using var reader = new StreamReader(stdout, leaveOpen: true);
                     while (await reader.ReadLineAsync(ct) is { } line)
                         if (line.Length > 0 && line[0] != ';') entries++;
                 },
