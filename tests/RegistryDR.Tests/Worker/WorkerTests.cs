@@ -1,0 +1,148 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using RegistryDR.Backup;
+using RegistryDR.Stores;
+using RegistryDR.Tests.Infrastructure;
+using RegistryDR.Worker;
+
+namespace RegistryDR.Tests.Worker;
+
+/// <summary>The scheduled worker on a real Quartz scheduler, a real database and a real store.</summary>
+[TestClass]
+public sealed class WorkerTests
+{
+    /// <summary>Wraps a store to slow down the database dump's upload and record how many run at once.</summary>
+    private sealed class ObservedStore(IBackupStore inner, TimeSpan dumpDelay) : IBackupStore
+    {
+        private int _inFlight;
+        public int MaxInFlight;
+        public int DumpsStarted;
+        public readonly TaskCompletionSource FirstDumpStarted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public string Description => inner.Description;
+
+        public async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
+        {
+            if (!key.EndsWith("database.dump", StringComparison.Ordinal)) return await inner.PutAsync(key, content, cancellationToken);
+            var now = Interlocked.Increment(ref _inFlight);
+            Interlocked.Increment(ref DumpsStarted);
+            InterlockedMax(ref MaxInFlight, now);
+            FirstDumpStarted.TrySetResult();
+            try
+            {
+                await Task.Delay(dumpDelay, cancellationToken);
+                return await inner.PutAsync(key, content, cancellationToken);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _inFlight);
+            }
+        }
+
+        private static void InterlockedMax(ref int target, int value)
+        {
+            int seen;
+            while ((seen = Volatile.Read(ref target)) < value && Interlocked.CompareExchange(ref target, value, seen) != seen) { }
+        }
+
+        public Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => inner.OpenReadAsync(key, cancellationToken);
+        public IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => inner.ListAsync(prefix, cancellationToken);
+        public Task DeleteAsync(string key, CancellationToken cancellationToken) => inner.DeleteAsync(key, cancellationToken);
+        public Task CheckAccessAsync(CancellationToken cancellationToken) => inner.CheckAccessAsync(cancellationToken);
+    }
+
+    private static IHost BuildHost(TestNode node, IBackupStore store)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddRegistryDrWorker(node.Options, store);
+        return builder.Build();
+    }
+
+    private static async Task<IReadOnlyList<BackupSetInfo>> WaitForCompleteSetsAsync(IBackupStore store, int count, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
+            if (sets.Count(s => s.IsComplete) >= count) return sets;
+            if (DateTime.UtcNow > deadline) Assert.Fail($"only {sets.Count(s => s.IsComplete)} of {count} complete sets after {timeout}");
+            await Task.Delay(250);
+        }
+    }
+
+    private static string FileStore() => "file://" + Directory.CreateTempSubdirectory("rdr-store-").FullName;
+
+    [TestMethod]
+    public async Task TwoFires_MakeTwoCompleteSets()
+    {
+        await using var node = await TestNode.CreateAsync(FileStore());
+        node.Options.Schedule.Cron = "0/2 * * * * ?";
+        node.Options.Schedule.CatchUpOnStart = false;
+        var store = node.CreateStore();
+        using var host = BuildHost(node, store);
+        await host.StartAsync();
+        var sets = await WaitForCompleteSetsAsync(store, 2, TimeSpan.FromSeconds(60));
+        await host.StopAsync();
+        Assert.IsTrue(sets.Take(2).All(s => s.IsComplete));
+        Assert.AreNotEqual(sets[0].BackupId, sets[1].BackupId);
+        var verifier = new RegistryDR.Restore.BackupVerifier(store, node.Options.Database, TestNode.Logger<RegistryDR.Restore.BackupVerifier>());
+        foreach (var s in sets.Where(s => s.IsComplete))
+            await verifier.VerifyAsync(await new BackupCatalog(store).ReadManifestAsync(s.BackupId, CancellationToken.None));
+    }
+
+    [TestMethod]
+    public async Task BackupLongerThanTheInterval_NeverRunsTwiceAtOnce_AndMissedFiresCollapse()
+    {
+        await using var node = await TestNode.CreateAsync(FileStore());
+        node.Options.Schedule.Cron = "* * * * * ?"; // every second
+        node.Options.Schedule.CatchUpOnStart = false;
+        var store = new ObservedStore(node.CreateStore(), TimeSpan.FromSeconds(4));
+        using var host = BuildHost(node, store);
+        await host.StartAsync();
+        var sets = await WaitForCompleteSetsAsync(store, 2, TimeSpan.FromSeconds(90));
+        await host.StopAsync();
+        Assert.AreEqual(1, store.MaxInFlight, "two backups ran at once");
+        // About 8 fires came due while two 4-second backups ran; they must not all run afterwards.
+        Assert.IsLessThanOrEqualTo(3, store.DumpsStarted, $"{store.DumpsStarted} dumps started: missed fires burst instead of collapsing");
+    }
+
+    [TestMethod]
+    public async Task StoppingMidBackup_LeavesNoSetThatLooksComplete_AndNoLeftovers()
+    {
+        await using var node = await TestNode.CreateAsync(FileStore());
+        node.Options.Schedule.Cron = "0/1 * * * * ?";
+        node.Options.Schedule.CatchUpOnStart = false;
+        var store = new ObservedStore(node.CreateStore(), TimeSpan.FromSeconds(30));
+        using var host = BuildHost(node, store);
+        await host.StartAsync();
+        await store.FirstDumpStarted.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await host.StopAsync(); // what SIGTERM does through the host's console lifetime
+        var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
+        Assert.IsFalse(sets.Any(s => s.IsComplete), "a cancelled backup must not be complete");
+        Assert.IsEmpty(sets, "the cancelled backup's partial objects are removed");
+    }
+
+    [TestMethod]
+    public async Task AfterDowntime_OneCatchUpBackupRuns_OnlyWhenTheNewestIsOlderThanAnInterval()
+    {
+        await using var node = await TestNode.CreateAsync(FileStore());
+        node.Options.Schedule.Cron = "0 0 0 1 1 ? *"; // yearly: no scheduled fire can land inside the test
+        node.Options.Schedule.CatchUpOnStart = true;
+        var store = node.CreateStore();
+        using (var host = BuildHost(node, store))
+        {
+            await host.StartAsync();
+            await WaitForCompleteSetsAsync(store, 1, TimeSpan.FromSeconds(60));
+            await host.StopAsync();
+        }
+        // A fresh complete set now exists: a restart within the interval takes no extra backup.
+        using (var host = BuildHost(node, store))
+        {
+            await host.StartAsync();
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            await host.StopAsync();
+        }
+        var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
+        Assert.AreEqual(1, sets.Count, "exactly one catch-up backup");
+    }
+}
