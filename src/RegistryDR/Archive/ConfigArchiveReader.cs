@@ -1,0 +1,112 @@
+using ICSharpCode.SharpZipLib;
+using ICSharpCode.SharpZipLib.GZip;
+using RegistryDR.Archive.Internal;
+
+namespace RegistryDR.Archive;
+
+/// <summary>
+/// Reads config archives written by <see cref="ConfigArchiveWriter"/>, treating them as
+/// untrusted: every entry is checked before anything is written, and anything that could land
+/// outside its staging directory, or that our writer never produces, is refused with
+/// <see cref="UnsafeArchiveException"/>. Damaged data gives <see cref="InvalidDataException"/>.
+/// </summary>
+internal static class ConfigArchiveReader
+{
+    /// <summary>Largest regular file accepted by default (16 GiB); a bigger declared size means a damaged or hostile archive.</summary>
+    public const long DefaultMaxEntrySize = 16L * 1024 * 1024 * 1024;
+
+    private const int GzipBufferSize = 64 * 1024;
+
+    /// <summary>
+    /// Reads the whole archive and applies every safety rule without writing anything.
+    /// </summary>
+    /// <exception cref="UnsafeArchiveException">An entry breaks a safety rule.</exception>
+    /// <exception cref="InvalidDataException">The gzip or tar data is damaged or truncated, or a root is missing.</exception>
+    public static Task<ArchiveStats> ValidateAsync(Stream input, IReadOnlyList<ArchiveRoot> roots, CancellationToken cancellationToken) =>
+        ValidateAsync(input, roots, DefaultMaxEntrySize, cancellationToken);
+
+    /// <inheritdoc cref="ValidateAsync(Stream, IReadOnlyList{ArchiveRoot}, CancellationToken)"/>
+    /// <param name="maxEntrySize">Largest regular file accepted, in bytes.</param>
+    public static Task<ArchiveStats> ValidateAsync(Stream input, IReadOnlyList<ArchiveRoot> roots, long maxEntrySize, CancellationToken cancellationToken)
+    {
+        CheckArguments(input, roots, maxEntrySize);
+        return Task.Run(() => Read(input, roots, maxEntrySize, extractor: null, cancellationToken), cancellationToken);
+    }
+
+    /// <summary>
+    /// Extracts each root's entries into <c>targets[root.EntryPrefix]</c>, an existing empty
+    /// staging directory. On any exception the staging directories hold a partial, unusable
+    /// result and must be discarded, never swapped into place.
+    /// </summary>
+    /// <param name="restoreOwnership">Set each entry's uid/gid from the archive (needs root).</param>
+    /// <exception cref="UnsafeArchiveException">An entry breaks a safety rule.</exception>
+    /// <exception cref="InvalidDataException">The gzip or tar data is damaged or truncated, or a root is missing.</exception>
+    public static Task<ArchiveStats> ExtractAsync(Stream input, IReadOnlyList<ArchiveRoot> roots, IReadOnlyDictionary<string, string> targets, bool restoreOwnership, CancellationToken cancellationToken) =>
+        ExtractAsync(input, roots, targets, restoreOwnership, DefaultMaxEntrySize, cancellationToken);
+
+    /// <inheritdoc cref="ExtractAsync(Stream, IReadOnlyList{ArchiveRoot}, IReadOnlyDictionary{string, string}, bool, CancellationToken)"/>
+    /// <param name="maxEntrySize">Largest regular file accepted, in bytes.</param>
+    public static Task<ArchiveStats> ExtractAsync(Stream input, IReadOnlyList<ArchiveRoot> roots, IReadOnlyDictionary<string, string> targets, bool restoreOwnership, long maxEntrySize, CancellationToken cancellationToken)
+    {
+        CheckArguments(input, roots, maxEntrySize);
+        var extractor = new StagingExtractor(roots, targets, restoreOwnership);
+        return Task.Run(() => Read(input, roots, maxEntrySize, extractor, cancellationToken), cancellationToken);
+    }
+
+    private static void CheckArguments(Stream input, IReadOnlyList<ArchiveRoot> roots, long maxEntrySize)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        EntryNames.ValidateRoots(roots);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxEntrySize);
+    }
+
+    // SharpZipLib's streams are synchronous; the work runs on the thread pool so callers keep an
+    // async shape without blocking their own thread.
+    private static ArchiveStats Read(Stream input, IReadOnlyList<ArchiveRoot> roots, long maxEntrySize, StagingExtractor? extractor, CancellationToken cancellationToken)
+    {
+        var policy = new EntryPolicy(roots, maxEntrySize);
+        long files = 0, directories = 0, symlinks = 0, bytes = 0;
+        try
+        {
+            using var gzip = new GZipInputStream(input, GzipBufferSize) { IsStreamOwner = false };
+            var reader = new TarEntryReader(gzip);
+            while (reader.ReadNext() is { } member)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var admitted = policy.Admit(member);
+                if (extractor is not null)
+                {
+                    extractor.Extract(admitted, reader, cancellationToken);
+                }
+
+                switch (admitted.Kind)
+                {
+                    case MemberKind.File:
+                        files++;
+                        bytes += member.Size;
+                        break;
+                    case MemberKind.Directory:
+                        directories++;
+                        break;
+                    case MemberKind.Symlink:
+                        symlinks++;
+                        break;
+                }
+            }
+
+            reader.VerifyEnd();
+        }
+        catch (SharpZipBaseException ex)
+        {
+            throw new InvalidDataException($"The archive is not a valid gzip stream: {ex.Message}", ex);
+        }
+        catch (EndOfStreamException ex)
+        {
+            throw new InvalidDataException($"The archive is truncated: {ex.Message}", ex);
+        }
+
+        policy.EnsureEveryRootPresent();
+        extractor?.Finish();
+        return new ArchiveStats(files, directories, symlinks, bytes);
+    }
+}

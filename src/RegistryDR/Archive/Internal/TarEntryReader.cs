@@ -1,0 +1,394 @@
+using System.Globalization;
+using System.Text;
+using ICSharpCode.SharpZipLib.Tar;
+
+namespace RegistryDR.Archive.Internal;
+
+/// <summary>One archive member with PAX and GNU long-name records already folded in.</summary>
+internal sealed record TarMember(
+    string Name,
+    byte TypeFlag,
+    int Permissions,
+    long UserId,
+    long GroupId,
+    long Size,
+    long ModifiedSeconds,
+    uint ModifiedNanoseconds,
+    string LinkName);
+
+/// <summary>
+/// A deliberately strict tar parser. SharpZipLib's TarInputStream is not used for reading
+/// because it silently drops entries of types it does not understand (FIFOs and devices
+/// disappear instead of being refused), does not verify the checksum of a header that follows a
+/// long-name record, and ignores long link names. Here every header is checksummed, every
+/// numeric field must be well-formed, every type flag is reported to the caller, and the
+/// archive must end with a proper end-of-archive marker.
+/// </summary>
+internal sealed class TarEntryReader
+{
+    private const int BlockSize = 512;
+
+    /// <summary>PAX and GNU long-name records are held in memory; bound them.</summary>
+    private const int MaxMetadataBytes = 1 << 20;
+
+    private static readonly Encoding Utf8 = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: false);
+
+    private readonly Stream _input;
+    private readonly byte[] _header = new byte[BlockSize];
+    private readonly byte[] _scratch = new byte[64 * 1024];
+    private long _dataRemaining;
+    private int _paddingRemaining;
+    private string _currentName = string.Empty;
+
+    public TarEntryReader(Stream input)
+    {
+        _input = input;
+    }
+
+    /// <summary>
+    /// Moves to the next member, skipping whatever is left of the current one. Returns null at
+    /// the end-of-archive marker.
+    /// </summary>
+    public TarMember? ReadNext()
+    {
+        SkipRest();
+
+        Dictionary<string, string>? pax = null;
+        string? longName = null;
+        string? longLink = null;
+        var sawExtension = false;
+
+        while (true)
+        {
+            if (!ReadHeaderBlock())
+            {
+                if (sawExtension)
+                {
+                    throw new InvalidDataException("The archive ends right after an extended header, without the entry it describes.");
+                }
+
+                return null;
+            }
+
+            var typeFlag = _header[156];
+            var rawName = ParseString(_header, 0, 100);
+            if (IsUstarPosix() && _header[345] != 0)
+            {
+                rawName = ParseString(_header, 345, 155) + "/" + rawName;
+            }
+
+            var size = ParseNumber(_header, 124, 12, "size");
+            switch (typeFlag)
+            {
+                case TarHeader.LF_XHDR:
+                    pax ??= new Dictionary<string, string>(StringComparer.Ordinal);
+                    foreach (var (key, value) in ParsePax(ReadMetadata(rawName, size)))
+                    {
+                        if (key.StartsWith("GNU.sparse.", StringComparison.Ordinal))
+                        {
+                            throw new UnsafeArchiveException(pax.GetValueOrDefault("path", rawName), "sparse files are not supported");
+                        }
+
+                        pax[key] = value;
+                    }
+
+                    sawExtension = true;
+                    continue;
+                case TarHeader.LF_GNU_LONGNAME:
+                    longName = Utf8.GetString(ReadMetadata(rawName, size)).TrimEnd('\0');
+                    sawExtension = true;
+                    continue;
+                case TarHeader.LF_GNU_LONGLINK:
+                    longLink = Utf8.GetString(ReadMetadata(rawName, size)).TrimEnd('\0');
+                    sawExtension = true;
+                    continue;
+            }
+
+            var member = new TarMember(
+                Name: pax?.GetValueOrDefault("path") ?? longName ?? rawName,
+                TypeFlag: typeFlag,
+                Permissions: (int)(ParseNumber(_header, 100, 8, "mode") & 0xfff),
+                UserId: PaxNumber(pax, "uid") ?? ParseNumber(_header, 108, 8, "uid"),
+                GroupId: PaxNumber(pax, "gid") ?? ParseNumber(_header, 116, 8, "gid"),
+                Size: PaxNumber(pax, "size") ?? size,
+                ModifiedSeconds: ParseNumber(_header, 136, 12, "mtime"),
+                ModifiedNanoseconds: 0,
+                LinkName: pax?.GetValueOrDefault("linkpath") ?? longLink ?? ParseString(_header, 157, 100));
+
+            if (pax?.GetValueOrDefault("mtime") is { } paxTime)
+            {
+                var (seconds, nanoseconds) = ParsePaxTime(paxTime);
+                member = member with { ModifiedSeconds = seconds, ModifiedNanoseconds = nanoseconds };
+            }
+
+            _currentName = member.Name;
+            _dataRemaining = Math.Max(member.Size, 0);
+            _paddingRemaining = (int)((BlockSize - (_dataRemaining % BlockSize)) % BlockSize);
+            return member;
+        }
+    }
+
+    /// <summary>Reads the current member's content; 0 once it is exhausted.</summary>
+    public int ReadData(Span<byte> buffer)
+    {
+        if (_dataRemaining == 0)
+        {
+            return 0;
+        }
+
+        var wanted = (int)Math.Min(buffer.Length, _dataRemaining);
+        var read = ReadFully(buffer[..wanted]);
+        if (read < wanted)
+        {
+            throw new InvalidDataException($"The archive is truncated inside entry '{_currentName}'.");
+        }
+
+        _dataRemaining -= read;
+        return read;
+    }
+
+    /// <summary>
+    /// After the end-of-archive marker only zero padding may follow. Reading it to the end also
+    /// makes the gzip layer check its CRC and length trailer, so corruption anywhere is caught.
+    /// </summary>
+    public void VerifyEnd()
+    {
+        int read;
+        while ((read = _input.Read(_scratch, 0, _scratch.Length)) > 0)
+        {
+            if (_scratch.AsSpan(0, read).ContainsAnyExcept((byte)0))
+            {
+                throw new InvalidDataException("The archive has unexpected data after its end-of-archive marker.");
+            }
+        }
+    }
+
+    private void SkipRest()
+    {
+        while (_dataRemaining > 0)
+        {
+            ReadData(_scratch);
+        }
+
+        if (_paddingRemaining > 0)
+        {
+            if (ReadFully(_scratch.AsSpan(0, _paddingRemaining)) < _paddingRemaining)
+            {
+                throw new InvalidDataException($"The archive is truncated after entry '{_currentName}'.");
+            }
+
+            _paddingRemaining = 0;
+        }
+    }
+
+    /// <summary>False at the end-of-archive marker (a zero block).</summary>
+    private bool ReadHeaderBlock()
+    {
+        var read = ReadFully(_header);
+        if (read == 0)
+        {
+            throw new InvalidDataException("The archive is truncated: it ends without an end-of-archive marker.");
+        }
+
+        if (read < BlockSize)
+        {
+            throw new InvalidDataException("The archive is truncated inside a header.");
+        }
+
+        if (!_header.AsSpan().ContainsAnyExcept((byte)0))
+        {
+            return false;
+        }
+
+        VerifyChecksum();
+        if (!_header.AsSpan(257, 6).SequenceEqual("ustar\0"u8) && !_header.AsSpan(257, 8).SequenceEqual("ustar  \0"u8))
+        {
+            throw new InvalidDataException("The archive contains a header that is not in ustar format.");
+        }
+
+        return true;
+    }
+
+    private bool IsUstarPosix() => _header.AsSpan(257, 6).SequenceEqual("ustar\0"u8);
+
+    private void VerifyChecksum()
+    {
+        var stored = ParseNumber(_header, 148, 8, "checksum");
+        long unsignedSum = 0, signedSum = 0;
+        for (var i = 0; i < BlockSize; i++)
+        {
+            var b = i is >= 148 and < 156 ? (byte)' ' : _header[i];
+            unsignedSum += b;
+            signedSum += (sbyte)b;
+        }
+
+        // Some historic writers summed signed bytes; both are accepted, as GNU tar does.
+        if (stored != unsignedSum && stored != signedSum)
+        {
+            throw new InvalidDataException("The archive contains a header with a bad checksum (corrupt data).");
+        }
+    }
+
+    private byte[] ReadMetadata(string rawName, long size)
+    {
+        if (size < 0 || size > MaxMetadataBytes)
+        {
+            throw new UnsafeArchiveException(rawName, $"its extended header declares {size} bytes, outside 0..{MaxMetadataBytes}");
+        }
+
+        var data = new byte[size];
+        if (ReadFully(data) < size)
+        {
+            throw new InvalidDataException("The archive is truncated inside an extended header.");
+        }
+
+        var padding = (int)((BlockSize - (size % BlockSize)) % BlockSize);
+        if (ReadFully(_scratch.AsSpan(0, padding)) < padding)
+        {
+            throw new InvalidDataException("The archive is truncated inside an extended header.");
+        }
+
+        return data;
+    }
+
+    private int ReadFully(Span<byte> buffer)
+    {
+        var total = 0;
+        while (total < buffer.Length)
+        {
+            var read = _input.Read(buffer[total..]);
+            if (read == 0)
+            {
+                break;
+            }
+
+            total += read;
+        }
+
+        return total;
+    }
+
+    private static string ParseString(byte[] block, int offset, int length)
+    {
+        var field = block.AsSpan(offset, length);
+        var end = field.IndexOf((byte)0);
+        return Utf8.GetString(end < 0 ? field : field[..end]);
+    }
+
+    /// <summary>
+    /// Octal with optional leading spaces and a space/NUL terminator, or GNU base-256 (high bit of
+    /// the first byte set, two's complement, so negative values are possible and reported as such).
+    /// Anything else is corruption, not something to guess at.
+    /// </summary>
+    private static long ParseNumber(byte[] block, int offset, int length, string field)
+    {
+        var bytes = block.AsSpan(offset, length);
+        try
+        {
+            if ((bytes[0] & 0x80) != 0)
+            {
+                // Bit 6 of the first byte is the sign of the remaining 7-bit two's complement value.
+                long value = (bytes[0] & 0x40) != 0 ? (bytes[0] & 0x7f) - 0x80 : bytes[0] & 0x7f;
+                foreach (var b in bytes[1..])
+                {
+                    value = checked((value * 256) + b);
+                }
+
+                return value;
+            }
+
+            var i = 0;
+            while (i < bytes.Length && bytes[i] == ' ')
+            {
+                i++;
+            }
+
+            long result = 0;
+            for (; i < bytes.Length && bytes[i] is >= (byte)'0' and <= (byte)'7'; i++)
+            {
+                result = checked((result * 8) + (bytes[i] - '0'));
+            }
+
+            for (; i < bytes.Length; i++)
+            {
+                if (bytes[i] is not ((byte)' ' or 0))
+                {
+                    throw new InvalidDataException($"The archive contains a header whose {field} field is not a number (corrupt data).");
+                }
+            }
+
+            return result;
+        }
+        catch (OverflowException)
+        {
+            throw new InvalidDataException($"The archive contains a header whose {field} field overflows (corrupt data).");
+        }
+    }
+
+    /// <summary>PAX records are "LENGTH key=value\n" where LENGTH counts the whole record.</summary>
+    private static IEnumerable<(string Key, string Value)> ParsePax(byte[] data)
+    {
+        var records = new List<(string, string)>();
+        var position = 0;
+        while (position < data.Length)
+        {
+            var space = Array.IndexOf(data, (byte)' ', position);
+            if (space < 0
+                || !int.TryParse(Encoding.ASCII.GetString(data, position, space - position), NumberStyles.None, CultureInfo.InvariantCulture, out var length)
+                || length <= space - position + 1
+                || position + length > data.Length
+                || data[position + length - 1] != (byte)'\n')
+            {
+                throw new InvalidDataException("The archive contains a malformed PAX extended header.");
+            }
+
+            var record = Utf8.GetString(data, space + 1, position + length - 1 - (space + 1));
+            var equals = record.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0)
+            {
+                throw new InvalidDataException("The archive contains a malformed PAX extended header record.");
+            }
+
+            records.Add((record[..equals], record[(equals + 1)..]));
+            position += length;
+        }
+
+        return records;
+    }
+
+    private static long? PaxNumber(Dictionary<string, string>? pax, string key)
+    {
+        if (pax is null || !pax.TryGetValue(key, out var text))
+        {
+            return null;
+        }
+
+        return long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value)
+            ? value
+            : throw new InvalidDataException($"The archive contains a PAX '{key}' value that is not a number.");
+    }
+
+    private static (long Seconds, uint Nanoseconds) ParsePaxTime(string text)
+    {
+        var dot = text.IndexOf('.', StringComparison.Ordinal);
+        var wholePart = dot < 0 ? text : text[..dot];
+        var fraction = dot < 0 ? string.Empty : text[(dot + 1)..];
+        if (!long.TryParse(wholePart, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var seconds)
+            || fraction.Any(c => c is < '0' or > '9'))
+        {
+            throw new InvalidDataException("The archive contains a PAX 'mtime' value that is not a time.");
+        }
+
+        var digits = fraction.Length > 9 ? fraction[..9] : fraction.PadRight(9, '0');
+        var nanoseconds = uint.Parse(digits, CultureInfo.InvariantCulture);
+
+        // "-1.5" means 1.5 s before the epoch, i.e. -2 s plus 0.5 s.
+        if (wholePart.StartsWith('-') && nanoseconds > 0)
+        {
+            seconds -= 1;
+            nanoseconds = 1_000_000_000 - nanoseconds;
+        }
+
+        return (seconds, nanoseconds);
+    }
+}

@@ -1,0 +1,36 @@
+namespace RegistryDR.Archive;
+
+/// <summary>
+/// An archive entry that could write outside its target directory, or that our writer never
+/// produces, was refused. Nothing is written for the refused entry or any later one.
+/// </summary>
+public sealed class UnsafeArchiveException : Exception
+{
+    public UnsafeArchiveException(string entryName, string reason)
+        : base($"Archive entry '{Printable(entryName)}' is refused: {reason}.")
+    {
+        EntryName = entryName;
+    }
+
+    /// <summary>The entry name exactly as the archive spelled it.</summary>
+    public string EntryName { get; }
+
+    // Names come from an untrusted archive; control characters would garble logs and terminals.
+    private static string Printable(string name)
+    {
+        var builder = new System.Text.StringBuilder(name.Length);
+        foreach (var c in name)
+        {
+            if (char.IsControl(c))
+            {
+                builder.Append(c == '\0' ? "\\0" : $"\\x{(int)c:x2}");
+            }
+            else
+            {
+                builder.Append(c);
+            }
+        }
+
+        return builder.ToString();
+    }
+}
