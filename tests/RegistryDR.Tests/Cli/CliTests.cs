@@ -1,0 +1,138 @@
+using System.Diagnostics;
+using System.Text.Json;
+using RegistryDR.Tests.Infrastructure;
+
+namespace RegistryDR.Tests.Cli;
+
+/// <summary>The real <c>registry-dr</c> executable, run as an operator would, configured by a file and the environment only.</summary>
+[TestClass]
+public sealed class CliTests
+{
+    private sealed record Run(int ExitCode, string Stdout, string Stderr);
+
+    private static async Task<Run> RunCliAsync(IReadOnlyDictionary<string, string?>? env, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "registry-dr.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (k, v) in env ?? new Dictionary<string, string?>()) psi.Environment[k] = v;
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(3));
+        return new Run(p.ExitCode, await stdout, await stderr);
+    }
+
+    private static string WriteConfig(TestNode node)
+    {
+        var path = Path.Combine(node.Root, "registry-dr.json");
+        var o = node.Options;
+        File.WriteAllText(path, JsonSerializer.Serialize(new
+        {
+            Database = new { o.Database.Host, o.Database.Port, o.Database.Name, o.Database.User, o.Database.PasswordFile, o.Database.BinDirectory },
+            Config = new { Directories = o.Config.Directories, Exclude = o.Config.Exclude },
+            Store = new { o.Store.Url },
+            Restore = new { o.Restore.StagingDirectory },
+        }));
+        return path;
+    }
+
+    [TestMethod]
+    public async Task BackupListVerifyRestore_ThroughTheExecutable()
+    {
+        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
+        try
+        {
+            await using var node = await TestNode.CreateAsync("file://" + storeDir);
+            var config = WriteConfig(node);
+            var expected = await RegistrySchema.SnapshotAsync(node.ConnectionString);
+
+            var backup = await RunCliAsync(null, "backup", "--config", config, "--json");
+            Assert.AreEqual(0, backup.ExitCode, backup.Stderr);
+            var id = JsonDocument.Parse(backup.Stdout).RootElement.GetProperty("backupId").GetString()!;
+
+            var list = await RunCliAsync(null, "list", "--config", config, "--json");
+            Assert.AreEqual(0, list.ExitCode, list.Stderr);
+            var sets = JsonDocument.Parse(list.Stdout).RootElement;
+            Assert.AreEqual(1, sets.GetArrayLength());
+            Assert.AreEqual(id, sets[0].GetProperty("backupId").GetString());
+            Assert.AreEqual("Complete", sets[0].GetProperty("state").GetString());
+
+            var table = await RunCliAsync(null, "list", "--config", config);
+            StringAssert.Contains(table.Stdout, id);
+            StringAssert.Contains(table.Stdout, "complete");
+
+            var verify = await RunCliAsync(null, "verify", id, "--config", config);
+            Assert.AreEqual(0, verify.ExitCode, verify.Stderr);
+            StringAssert.Contains(verify.Stdout, "is valid");
+
+            var dry = await RunCliAsync(null, "restore", "--dry-run", "--config", config);
+            Assert.AreEqual(0, dry.ExitCode, dry.Stderr);
+            StringAssert.Contains(dry.Stdout, "dry run: nothing was changed");
+
+            await node.WipeAsync();
+            var restore = await RunCliAsync(null, "restore", "--backup", "latest", "--config", config);
+            Assert.AreEqual(0, restore.ExitCode, restore.Stderr);
+            Assert.IsNull(expected.FirstDifference(await RegistrySchema.SnapshotAsync(node.ConnectionString)));
+
+            // Logs are one line per event on stderr and never carry the password.
+            Assert.DoesNotContain(node.Cluster.SuperUserPassword, backup.Stderr + restore.Stderr + backup.Stdout + restore.Stdout);
+            StringAssert.Contains(backup.Stderr, $"Backup {id} complete");
+        }
+        finally
+        {
+            Directory.Delete(storeDir, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public async Task EnvironmentVariables_OverrideTheFile()
+    {
+        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
+        try
+        {
+            await using var node = await TestNode.CreateAsync("file:///nonexistent-store-from-file");
+            var config = WriteConfig(node);
+            var list = await RunCliAsync(new Dictionary<string, string?> { ["REGISTRYDR__Store__Url"] = "file://" + storeDir }, "list", "--config", config);
+            Assert.AreEqual(0, list.ExitCode, list.Stderr);
+            StringAssert.Contains(list.Stdout, "No backups in file://" + storeDir);
+        }
+        finally
+        {
+            Directory.Delete(storeDir, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public async Task InvalidConfiguration_ExitsTwo_NamingTheKey()
+    {
+        var run = await RunCliAsync(new Dictionary<string, string?> { ["REGISTRYDR__Schedule__Cron"] = "often", ["REGISTRYDR__Store__Url"] = "file:///tmp/x" }, "list");
+        Assert.AreEqual(2, run.ExitCode);
+        StringAssert.Contains(run.Stderr, "Schedule:Cron 'often'");
+    }
+
+    [TestMethod]
+    public async Task NoBackup_ExitsThree()
+    {
+        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
+        try
+        {
+            var run = await RunCliAsync(new Dictionary<string, string?> { ["REGISTRYDR__Store__Url"] = "file://" + storeDir }, "verify", "latest");
+            Assert.AreEqual(3, run.ExitCode, run.Stderr);
+            StringAssert.Contains(run.Stderr, "There are no backups");
+        }
+        finally
+        {
+            Directory.Delete(storeDir, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public async Task Help_ListsEveryCommand()
+    {
+        var run = await RunCliAsync(null, "--help");
+        Assert.AreEqual(0, run.ExitCode);
+        foreach (var command in new[] { "backup", "list", "verify", "restore", "worker" })
+            StringAssert.Contains(run.Stdout, command);
+    }
+}
