@@ -43,7 +43,7 @@ public sealed partial class BackupService
         progress ??= NullProgress.Instance;
         var startedAt = _time.GetUtcNow();
         var backupId = BackupLayout.NewBackupId(startedAt);
-        using var scope = _logger.BeginScope(new Dictionary<string, object> { ["BackupId"] = backupId });
+        using var scope = _logger.BeginScope("backup {BackupId}", backupId);
         LogStarting(backupId, _store.Description);
         var written = new List<string>();
         var phase = "preflight";

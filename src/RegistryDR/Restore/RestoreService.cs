@@ -88,7 +88,7 @@ public sealed partial class RestoreService
         var id = await catalog.ResolveAsync(request.BackupId, cancellationToken);
         var manifest = await catalog.ReadManifestAsync(id, cancellationToken);
         var plan = BuildPlan(manifest);
-        using var scope = _logger.BeginScope(new Dictionary<string, object> { ["BackupId"] = id });
+        using var scope = _logger.BeginScope("backup {BackupId}", id);
         if (request.DryRun) return new RestoreResult(plan, true, _time.GetElapsedTime(started));
 
         LogRestoreStarting(id, _store.Description);
