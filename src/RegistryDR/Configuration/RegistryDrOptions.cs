@@ -18,6 +18,7 @@ public sealed class RegistryDrOptions
     public StoreOptions Store { get; set; } = new();
     public ScheduleOptions Schedule { get; set; } = new();
     public RestoreOptions Restore { get; set; } = new();
+    public AgentOptions Agent { get; set; } = new();
 }
 
 /// <summary>The registry's metadata database.</summary>
@@ -147,6 +148,13 @@ public sealed class ScheduleOptions
 
     /// <summary>Run one catch-up backup at start when the newest complete set is older than one interval. Default true.</summary>
     public bool CatchUpOnStart { get; set; } = true;
+
+    /// <summary>
+    /// Back up only when <see cref="AgentOptions.StateFile"/> says this node restored (or was
+    /// explicitly first-booted) successfully. Default false (a node set up by hand); the boot
+    /// scripts set it, so a fresh empty node can never become the "latest backup".
+    /// </summary>
+    public bool RequireRestoredNode { get; set; }
 }
 
 /// <summary>How restore stages its work.</summary>
@@ -157,4 +165,44 @@ public sealed class RestoreOptions
 
     /// <summary>Keep the replaced database and directories (renamed aside) after a successful restore. Default false.</summary>
     public bool KeepPrevious { get; set; }
+}
+
+/// <summary>The EC2 bootstrap agent (<c>registry-dr bootstrap</c>).</summary>
+public sealed class AgentOptions
+{
+    /// <summary>The instance metadata service (IMDSv2). Default <c>http://169.254.169.254</c>.</summary>
+    public string MetadataEndpoint { get; set; } = "http://169.254.169.254";
+
+    /// <summary>Override the instance id instead of reading it from instance metadata.</summary>
+    public string? InstanceId { get; set; }
+
+    /// <summary>Override the region instead of reading it from instance metadata.</summary>
+    public string? Region { get; set; }
+
+    /// <summary>The CloudFormation stack; default: the instance's <c>aws:cloudformation:stack-name</c> tag.</summary>
+    public string? StackName { get; set; }
+
+    /// <summary>The Auto Scaling group; default: the instance's <c>aws:autoscaling:groupName</c> tag.</summary>
+    public string? AutoScalingGroupName { get; set; }
+
+    /// <summary>The launch lifecycle hook to complete. Empty: no lifecycle action is sent. Default <c>registry-dr-launch</c>.</summary>
+    public string? LifecycleHookName { get; set; } = "registry-dr-launch";
+
+    /// <summary>The logical id CloudFormation waits on (creation/update policy). Empty: no signal is sent. Default <c>RegistryGroup</c>.</summary>
+    public string? SignalResource { get; set; } = "RegistryGroup";
+
+    /// <summary>Allow starting with an empty registry when the store holds no backup at all (the very first deploy only). Default false.</summary>
+    public bool AllowFirstBoot { get; set; }
+
+    /// <summary>How often a long restore records a lifecycle heartbeat. Default 5 minutes.</summary>
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>Where the agent records whether this node restored successfully. Default <c>/var/lib/registry-dr/node-state.json</c>.</summary>
+    public string StateFile { get; set; } = "/var/lib/registry-dr/node-state.json";
+
+    /// <summary>Auto Scaling API endpoint override (a VPC endpoint; the tests' stand-in). Default: the regional endpoint.</summary>
+    public string? AutoScalingEndpoint { get; set; }
+
+    /// <summary>CloudFormation API endpoint override. Default: the regional endpoint.</summary>
+    public string? CloudFormationEndpoint { get; set; }
 }
