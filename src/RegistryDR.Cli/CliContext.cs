@@ -90,6 +90,10 @@ internal sealed class CliContext : IDisposable
     private static int? Classify(Exception ex) => ex switch
     {
         ConfigurationException => ExitCodes.InvalidConfiguration,
+        Agent.BootstrapFailedException b when b.InnerException is BackupNotFoundException => ExitCodes.NoBackup,
+        Agent.BootstrapFailedException b when b.InnerException is RestoreFailedException => ExitCodes.RestoreFailed,
+        Agent.BootstrapFailedException => ExitCodes.Failed,
+        Aws.InstanceMetadataUnavailableException => ExitCodes.Failed,
         BackupNotFoundException => ExitCodes.NoBackup,
         ArtifactCorruptException or InvalidManifestException => ExitCodes.VerificationFailed,
         RestoreFailedException r when r.InnerException is ArtifactCorruptException or InvalidManifestException => ExitCodes.VerificationFailed,

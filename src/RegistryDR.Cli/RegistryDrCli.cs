@@ -4,6 +4,8 @@ using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using RegistryDR.Agent;
+using RegistryDR.Aws;
 using RegistryDR.Backup;
 using RegistryDR.Cli.Rendering;
 using RegistryDR.Configuration;
@@ -41,6 +43,7 @@ internal static class RegistryDrCli
         root.Subcommands.Add(VerifyCommand());
         root.Subcommands.Add(RestoreCommand());
         root.Subcommands.Add(WorkerCommand());
+        root.Subcommands.Add(BootstrapCommand());
         return root;
     }
 
@@ -132,6 +135,33 @@ internal static class RegistryDrCli
             {
                 Console.WriteLine(result.DryRun ? $"Plan for restoring backup {result.Plan.BackupId} (dry run: nothing was changed):" : $"Restored backup {result.Plan.BackupId} in {result.Elapsed.TotalSeconds:F1} s:");
                 for (var i = 0; i < result.Plan.Steps.Count; i++) Console.WriteLine($"  {i + 1}. {result.Plan.Steps[i]}");
+            }
+            return ExitCodes.Success;
+        }));
+        return command;
+    }
+
+    private static Command BootstrapCommand()
+    {
+        var json = JsonOption();
+        var command = new Command("bootstrap",
+            "EC2 agent, run once at boot: restore the newest valid backup, start the registry, wait for health, then complete the launch lifecycle action and signal CloudFormation.") { json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        {
+            var agentOptions = ctx.Options.Agent;
+            var agent = new BootstrapAgent(ctx.Options, ctx.Store,
+                new InstanceMetadataClient(agentOptions.MetadataEndpoint),
+                identity => AwsQueryControlPlane.FromDefaultCredentials(identity.Region, agentOptions.AutoScalingEndpoint, agentOptions.CloudFormationEndpoint),
+                ctx.LoggerFactory, ctx.Time);
+            var result = await agent.RunAsync(ct);
+            if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(result, JsonOutput));
+            else
+            {
+                Console.WriteLine(result.Status == NodeStatus.FirstBoot
+                    ? "Bootstrap complete: first boot with an empty registry (the store held no backup)."
+                    : $"Bootstrap complete: restored backup {result.BackupId}.");
+                if (result.SkippedBackups.Count > 0)
+                    Console.WriteLine($"Newer backups failed verification and were skipped: {string.Join(", ", result.SkippedBackups)}");
             }
             return ExitCodes.Success;
         }));

@@ -50,6 +50,8 @@ public sealed partial class BackupService
         try
         {
             progress.Phase(phase);
+            if (_options.Schedule.RequireRestoredNode && Agent.NodeStateFile.WhyBackupsAreRefused(_options.Agent.StateFile) is { } refusal)
+                throw new BackupFailedException(backupId, phase, "refused: " + refusal + ".");
             var roots = _options.Config.EffectiveDirectories.Select(ArchiveRoot.For).ToList();
             foreach (var root in roots)
                 if (!Directory.Exists(root.Path))

@@ -209,7 +209,7 @@ public sealed partial class RestoreService
     /// </summary>
     private async Task RestoreGlobalsAsync(string globalsPath, CancellationToken cancellationToken)
     {
-        var script = MakeRolesIdempotent(await File.ReadAllTextAsync(globalsPath, cancellationToken));
+        var script = MakeRolesIdempotent(await File.ReadAllTextAsync(globalsPath, cancellationToken), _options.Database.User);
         await ProcessRunner.RunCheckedAsync(
             new ProcessSpec(_tools.Psql, ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname=" + _options.Database.MaintenanceDatabase])
             {
@@ -220,9 +220,19 @@ public sealed partial class RestoreService
             cancellationToken: cancellationToken);
     }
 
-    internal static string MakeRolesIdempotent(string globals) =>
-        CreateRoleLine().Replace(globals, m =>
+    /// <remarks>
+    /// The role RegistryDR itself connects as keeps its current password: the backup may carry
+    /// another node's hash for it, and adopting that mid-restore would lock the restore (and the
+    /// operator's configured password file) out of the server.
+    /// </remarks>
+    internal static string MakeRolesIdempotent(string globals, string connectingUser)
+    {
+        var idempotent = CreateRoleLine().Replace(globals, m =>
             $"DO $registrydr$ BEGIN {m.Value.TrimEnd()} EXCEPTION WHEN duplicate_object THEN NULL; END $registrydr$;");
+        var quoted = "\"" + connectingUser.Replace("\"", "\"\"") + "\"";
+        var ownRole = new Regex($@"^(ALTER ROLE (?:{Regex.Escape(connectingUser)}|{Regex.Escape(quoted)}) WITH [^\n]*?) PASSWORD '(?:[^']|'')*'([^\n]*;)[ \t]*$", RegexOptions.Multiline);
+        return ownRole.Replace(idempotent, "$1$2");
+    }
 
     [GeneratedRegex(@"^CREATE ROLE [^;\n]+;[ \t]*$", RegexOptions.Multiline)]
     private static partial Regex CreateRoleLine();
