@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# user-data.sh - the body of a RegistryDR node's EC2 user data, for Amazon Linux 2023.
+#
+# cloudformation/registry.yaml's user data is a short stub: it downloads the release tarball
+# pinned by ArtifactSha256, checks it, extracts it, and runs this file (bootstrap/ inside the
+# release) with the stack's values in RDR_* variables. If this script, or anything before the
+# registry-dr agent runs, fails, the stub reports ABANDON and FAILURE itself; once the agent has
+# run it reports its own result (see /run/registry-dr/agent-invoked).
+#
+# It: installs prerequisites with dnf (PostgreSQL client tools, the AWS CLI, the .NET runtime
+# when dnf has it); writes the database password file (0600) from Secrets Manager when a secret
+# is given (the stub has already written it when the password came as a NoEcho parameter);
+# writes the registry-dr configuration from the RDR_* values; installs registry-dr-boot.sh and
+# the two systemd units; writes /etc/registry-dr/boot.env; and finally runs registry-dr-boot.sh
+# through registry-dr-bootstrap.service, which ends by starting registry-dr-worker.service.
+#
+# Inputs (environment; the stub sets them from template parameters):
+#   RDR_STACK_NAME, RDR_REGION, RDR_GROUP_NAME   the stack, its region and the Auto Scaling group
+#   RDR_ARTIFACT_URL, RDR_ARTIFACT_SHA256         the release (s3://...) and its SHA-256
+#   RDR_ARTIFACT_FILE                             optional: the stub's already checked download
+#   RDR_RELEASE_DIR                               optional: where the release is extracted
+#                                                 (default: the directory above this script)
+#   RDR_STORE_URL                                 Store:Url, s3://bucket/prefix
+#   RDR_SSE, RDR_KMS_KEY_ID                       Store:ServerSideEncryption (S3|Kms) and KmsKeyId
+#   RDR_ALLOW_FIRST_BOOT                          Agent:AllowFirstBoot, "true" or "false"
+#   RDR_CRON                                      Schedule:Cron
+#   RDR_DB_HOST, RDR_DB_PORT, RDR_DB_NAME, RDR_DB_USER, RDR_DB_BIN_DIRECTORY   Database:*
+#   RDR_DB_PASSWORD_SECRET_ARN                    optional Secrets Manager secret with the password
+#   RDR_REGISTRY_SERVICE                          the registry's systemd unit (stop/start commands)
+#   RDR_HEALTH_URL                                Registry:HealthUrl
+#   RDR_POSTGRES_CLIENT_PACKAGE                   dnf package with pg_dump etc. (postgresql15)
+#   RDR_DOTNET_PACKAGE                            dnf package with the .NET 10 runtime
+#   RDR_SKIP_PACKAGES=1                           do not run dnf (an image that has everything)
+#   RDR_ROOT, RDR_NO_SYSTEMD=1                    for a dry run (the tests): write every file under
+#                                                 RDR_ROOT and stop before systemctl
+set -euo pipefail
+
+log() { printf '%s registry-dr user-data: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+for name in RDR_STACK_NAME RDR_REGION RDR_GROUP_NAME RDR_ARTIFACT_URL RDR_ARTIFACT_SHA256 RDR_STORE_URL \
+  RDR_SSE RDR_ALLOW_FIRST_BOOT RDR_CRON RDR_DB_HOST RDR_DB_PORT RDR_DB_NAME RDR_DB_USER \
+  RDR_REGISTRY_SERVICE RDR_HEALTH_URL; do
+  [[ -n "${!name:-}" ]] || die "$name is not set"
+done
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+release_dir=${RDR_RELEASE_DIR:-$(dirname "$here")}
+root=${RDR_ROOT:-}
+config_dir=$root/etc/registry-dr
+state_dir=$root/var/lib/registry-dr
+install_dir=$root/opt/registry-dr/bootstrap
+unit_dir=$root/etc/systemd/system
+password_file=$config_dir/db-password
+export AWS_REGION=$RDR_REGION AWS_DEFAULT_REGION=$RDR_REGION
+
+umask 077
+install -d -m 0700 "$config_dir" "$state_dir" "$state_dir/staging"
+
+# --- prerequisites ----------------------------------------------------------------------------
+if [[ "${RDR_SKIP_PACKAGES:-0}" != 1 ]]; then
+  packages=("${RDR_POSTGRES_CLIENT_PACKAGE:-postgresql15}" awscli-2 tar gzip util-linux python3 curl)
+  log "installing ${packages[*]}"
+  dnf install -y -q "${packages[@]}"
+  dotnet_package=${RDR_DOTNET_PACKAGE:-dotnet-runtime-10.0}
+  if command -v dotnet >/dev/null 2>&1; then
+    log ".NET is already installed: $(command -v dotnet)"
+  elif dnf list --available -q "$dotnet_package" >/dev/null 2>&1; then
+    log "installing $dotnet_package"
+    dnf install -y -q "$dotnet_package"
+  elif [[ -f "$release_dir/libcoreclr.so" ]]; then
+    log "dnf has no $dotnet_package; the release is self-contained, so none is needed"
+  else
+    die "dnf has no $dotnet_package and the release is framework-dependent: use an image with the .NET 10 runtime or a self-contained release (bootstrap/package-release.sh --self-contained)"
+  fi
+fi
+
+# --- the database password --------------------------------------------------------------------
+if [[ -n "${RDR_DB_PASSWORD_SECRET_ARN:-}" ]]; then
+  log "reading the database password from Secrets Manager ($RDR_DB_PASSWORD_SECRET_ARN)"
+  secret=$(aws secretsmanager get-secret-value --secret-id "$RDR_DB_PASSWORD_SECRET_ARN" \
+    --query SecretString --output text) || die "cannot read $RDR_DB_PASSWORD_SECRET_ARN"
+  # A JSON secret {"password": "..."} (the RDS style) or the password itself. Passed on stdin,
+  # never on a command line.
+  password=$(printf '%s' "$secret" | python3 -c '
+import json, sys
+text = sys.stdin.read()
+try:
+    value = json.loads(text)
+except ValueError:
+    value = None
+sys.stdout.write(value["password"] if isinstance(value, dict) and "password" in value else text)
+')
+  unset secret
+  printf '%s\n' "$password" >"$password_file.new"
+  unset password
+  chmod 0600 "$password_file.new"
+  mv -f "$password_file.new" "$password_file"
+elif [[ -f "$password_file" ]]; then
+  chmod 0600 "$password_file"
+  log "using the database password file the user data stub wrote"
+else
+  log "WARNING: no database password (neither DatabasePasswordSecretArn nor DatabasePassword): Database:PasswordFile is not set"
+fi
+
+# --- the registry-dr configuration ------------------------------------------------------------
+generated=$config_dir/registry-dr.json.generated
+config_password_file=""
+if [[ -f "$password_file" ]]; then config_password_file=$password_file; fi
+RDR_PASSWORD_FILE=$config_password_file \
+RDR_STAGING=$state_dir/staging RDR_STATE_FILE=$state_dir/node-state.json \
+  python3 - "$generated" <<'PYTHON'
+import json, os, sys
+
+e = os.environ
+database = {
+    "Host": e["RDR_DB_HOST"], "Port": int(e["RDR_DB_PORT"]), "Name": e["RDR_DB_NAME"],
+    "User": e["RDR_DB_USER"],
+}
+if e.get("RDR_PASSWORD_FILE"):
+    database["PasswordFile"] = e["RDR_PASSWORD_FILE"]
+if e.get("RDR_DB_BIN_DIRECTORY"):
+    database["BinDirectory"] = e["RDR_DB_BIN_DIRECTORY"]
+store = {"Url": e["RDR_STORE_URL"], "Region": e["RDR_REGION"], "ServerSideEncryption": e["RDR_SSE"]}
+if e["RDR_SSE"] == "Kms" and e.get("RDR_KMS_KEY_ID"):
+    store["KmsKeyId"] = e["RDR_KMS_KEY_ID"]
+service = e["RDR_REGISTRY_SERVICE"]
+config = {
+    "Database": database,
+    "Registry": {
+        "StopCommand": ["systemctl", "stop", service],
+        "StartCommand": ["systemctl", "start", service],
+        "HealthUrl": e["RDR_HEALTH_URL"],
+    },
+    "Store": store,
+    "Schedule": {"Cron": e["RDR_CRON"], "RequireRestoredNode": True},
+    "Restore": {"StagingDirectory": e["RDR_STAGING"]},
+    "Agent": {
+        "Region": e["RDR_REGION"],
+        "StackName": e["RDR_STACK_NAME"],
+        "AutoScalingGroupName": e["RDR_GROUP_NAME"],
+        "LifecycleHookName": "registry-dr-launch",
+        "SignalResource": "RegistryGroup",
+        "AllowFirstBoot": e["RDR_ALLOW_FIRST_BOOT"] == "true",
+        "StateFile": e["RDR_STATE_FILE"],
+    },
+}
+with open(sys.argv[1] + ".new", "w") as f:
+    json.dump(config, f, indent=2)
+    f.write("\n")
+os.chmod(sys.argv[1] + ".new", 0o600)
+os.replace(sys.argv[1] + ".new", sys.argv[1])
+PYTHON
+log "wrote $generated (installed as $config_dir/registry-dr.json by registry-dr-boot.sh)"
+
+# --- boot script and units --------------------------------------------------------------------
+umask 022
+install -d -m 0755 "$install_dir" "$unit_dir"
+install -m 0755 "$here/registry-dr-boot.sh" "$install_dir/registry-dr-boot.sh"
+if [[ -f "$here/README.md" ]]; then install -m 0644 "$here/README.md" "$install_dir/README.md"; fi
+install -m 0644 "$here/registry-dr-bootstrap.service" "$unit_dir/registry-dr-bootstrap.service"
+install -m 0644 "$here/registry-dr-worker.service" "$unit_dir/registry-dr-worker.service"
+umask 077
+
+artifact_url=$RDR_ARTIFACT_URL
+if [[ -n "${RDR_ARTIFACT_FILE:-}" && -f "$RDR_ARTIFACT_FILE" ]]; then
+  # Already downloaded and checked by the stub: registry-dr-boot.sh checks it again, from disk.
+  artifact_url=file://$RDR_ARTIFACT_FILE
+fi
+cat >"$config_dir/boot.env.new" <<EOF
+# Written by user-data.sh for stack $RDR_STACK_NAME; read by registry-dr-bootstrap.service
+# and registry-dr-worker.service. Release: $RDR_ARTIFACT_URL
+REGISTRYDR_ARTIFACT_URL=$artifact_url
+REGISTRYDR_ARTIFACT_SHA256=$RDR_ARTIFACT_SHA256
+REGISTRYDR_CONFIG_SOURCE=$generated
+REGISTRYDR_CONFIG_PATH=$config_dir/registry-dr.json
+AWS_REGION=$RDR_REGION
+EOF
+mv -f "$config_dir/boot.env.new" "$config_dir/boot.env"
+log "wrote $config_dir/boot.env"
+
+# --- hand over to the bootstrap unit ----------------------------------------------------------
+if [[ "${RDR_NO_SYSTEMD:-0}" == 1 ]]; then
+  log "RDR_NO_SYSTEMD=1: not starting registry-dr-bootstrap.service"
+  exit 0
+fi
+systemctl daemon-reload
+log "starting registry-dr-bootstrap.service (restore, then the worker); follow it with: journalctl -fu registry-dr-bootstrap"
+if ! systemctl start registry-dr-bootstrap.service; then
+  journalctl -u registry-dr-bootstrap.service -n 30 --no-pager || true
+  die "registry-dr-bootstrap.service failed (its log: /var/log/registry-dr-boot.log)"
+fi
+log "done: the node restored, is in service, and registry-dr-worker.service is running"
