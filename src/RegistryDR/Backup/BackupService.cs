@@ -3,6 +3,7 @@ using System.Reflection;
 using Microsoft.Extensions.Logging;
 using RegistryDR.Archive;
 using RegistryDR.Configuration;
+using RegistryDR.Monitoring;
 using RegistryDR.Postgres;
 using RegistryDR.Processes;
 using RegistryDR.Progress;
@@ -24,9 +25,11 @@ public sealed partial class BackupService
     private readonly TimeProvider _time;
     private readonly PostgresConnectionFactory _postgres;
     private readonly PostgresTools _tools;
+    private readonly IOperationEvents _events;
 
-    public BackupService(RegistryDrOptions options, IBackupStore store, ILogger<BackupService> logger, TimeProvider time)
+    public BackupService(RegistryDrOptions options, IBackupStore store, ILogger<BackupService> logger, TimeProvider time, IOperationEvents? events = null)
     {
+        _events = events ?? NullOperationEvents.Instance;
         _options = options;
         _store = store;
         _logger = logger;
@@ -42,7 +45,9 @@ public sealed partial class BackupService
     {
         progress ??= NullProgress.Instance;
         var startedAt = _time.GetUtcNow();
+        var started = _time.GetTimestamp();
         var backupId = BackupLayout.NewBackupId(startedAt);
+        _events.BackupStarted(backupId);
         using var scope = _logger.BeginScope("backup {BackupId}", backupId);
         LogStarting(backupId, _store.Description);
         var written = new List<string>();
@@ -111,6 +116,7 @@ public sealed partial class BackupService
             cancellationToken.ThrowIfCancellationRequested();
             await _store.PutAsync(BackupLayout.ManifestKey(backupId), new MemoryStream(manifest.ToJson()), CancellationToken.None);
             LogCompleted(backupId, manifest.TotalSize, (manifest.CompletedAt - startedAt).TotalSeconds);
+            _events.BackupSucceeded(manifest, _time.GetElapsedTime(started));
             return manifest;
         }
         catch (Exception ex)
@@ -119,9 +125,11 @@ public sealed partial class BackupService
             if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
             {
                 LogCancelled(backupId, phase);
+                _events.BackupFailed(backupId, BackupFailureReason.Cancelled, _time.GetElapsedTime(started));
                 throw;
             }
             var failure = ex as BackupFailedException ?? new BackupFailedException(backupId, phase, ex.Message, ex);
+            _events.BackupFailed(backupId, Classify(failure, phase), _time.GetElapsedTime(started));
             LogFailed(failure, backupId, phase, failure.Reason);
             throw failure;
         }
@@ -149,6 +157,18 @@ public sealed partial class BackupService
             throw new BackupFailedException(backupId, "dump " + artifact, $"the store took {size} bytes of {h.BytesRead}.");
         return new BackupManifest.Artifact { Name = artifact, Key = key, Size = size, Sha256 = h.HashHex() };
     }
+
+    private static BackupFailureReason Classify(BackupFailedException failure, string phase) => failure.InnerException switch
+    {
+        _ when failure.Reason.StartsWith("refused:", StringComparison.Ordinal) => BackupFailureReason.Refused,
+        DatabaseUnavailableException or Npgsql.NpgsqlException => BackupFailureReason.Database,
+        StoreUnavailableException or Amazon.Runtime.AmazonClientException or Amazon.Runtime.AmazonServiceException => BackupFailureReason.Store,
+        ProcessFailedException => BackupFailureReason.Dump,
+        _ when phase == "archive config" => BackupFailureReason.Config,
+        _ when phase.StartsWith("dump", StringComparison.Ordinal) => BackupFailureReason.Dump,
+        _ when phase == "preflight" && failure.InnerException is null => BackupFailureReason.Config,
+        _ => BackupFailureReason.Other,
+    };
 
     private static string? CheckCustomFormat(HashingStream output) =>
         output.Head.StartsWith("PGDMP"u8) ? null : "pg_dump's output does not start with the custom-format signature 'PGDMP'.";

@@ -5,6 +5,7 @@ using Npgsql;
 using RegistryDR.Archive;
 using RegistryDR.Backup;
 using RegistryDR.Configuration;
+using RegistryDR.Monitoring;
 using RegistryDR.Postgres;
 using RegistryDR.Processes;
 using RegistryDR.Progress;
@@ -34,9 +35,11 @@ public sealed partial class RestoreService
     private readonly PostgresConnectionFactory _postgres;
     private readonly PostgresTools _tools;
     private readonly RegistryController _registry;
+    private readonly IOperationEvents _events;
 
-    public RestoreService(RegistryDrOptions options, IBackupStore store, ILogger<RestoreService> logger, TimeProvider time, HttpClient? http = null)
+    public RestoreService(RegistryDrOptions options, IBackupStore store, ILogger<RestoreService> logger, TimeProvider time, HttpClient? http = null, IOperationEvents? events = null)
     {
+        _events = events ?? NullOperationEvents.Instance;
         _options = options;
         _store = store;
         _logger = logger;
@@ -92,6 +95,7 @@ public sealed partial class RestoreService
         if (request.DryRun) return new RestoreResult(plan, true, _time.GetElapsedTime(started));
 
         LogRestoreStarting(id, _store.Description);
+        _events.RestoreStarted(id);
         var state = new NodeState();
         var staging = Path.Combine(StagingRoot, $"registry-dr-restore-{id}-{Guid.NewGuid():N}"[..48]);
         var dirSwaps = new List<DirectorySwap>();
@@ -141,11 +145,13 @@ public sealed partial class RestoreService
             }
             var elapsed = _time.GetElapsedTime(started);
             LogRestoreCompleted(id, elapsed.TotalSeconds);
+            _events.RestoreFinished(id, true, elapsed);
             return new RestoreResult(plan, false, elapsed);
         }
         catch (Exception ex)
         {
             var described = await RollBackAsync(id, state, dirSwaps);
+            _events.RestoreFinished(id, false, _time.GetElapsedTime(started));
             LogRestoreFailed(ex, id, described);
             if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested) throw;
             throw new RestoreFailedException(id, ex.Message, described, ex);
