@@ -11,6 +11,7 @@ packages=(
   awscli
   docker-registry skopeo
   shellcheck
+  prometheus
 )
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 
