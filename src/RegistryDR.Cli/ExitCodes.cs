@@ -14,6 +14,8 @@ internal static class ExitCodes
     public const int VerificationFailed = 4;
     /// <summary>A restore failed part-way; the message says what state the node is in.</summary>
     public const int RestoreFailed = 5;
+    /// <summary><c>status</c>: the registry is not protected (LATE, MISSING, or the store cannot be read).</summary>
+    public const int NotProtected = 6;
     /// <summary>Interrupted by SIGINT or SIGTERM.</summary>
     public const int Cancelled = 130;
 }

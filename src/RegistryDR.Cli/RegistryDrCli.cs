@@ -40,6 +40,7 @@ internal static class RegistryDrCli
         root.Options.Add(VerboseOption);
         root.Subcommands.Add(BackupCommand());
         root.Subcommands.Add(ListCommand());
+        root.Subcommands.Add(StatusCommand());
         root.Subcommands.Add(VerifyCommand());
         root.Subcommands.Add(RestoreCommand());
         root.Subcommands.Add(WorkerCommand());
@@ -92,6 +93,56 @@ internal static class RegistryDrCli
         }));
         return command;
     }
+
+    private static Command StatusCommand()
+    {
+        var json = JsonOption();
+        var command = new Command("status",
+            "Is the registry protected? The newest backup and its age against the schedule (OK, LATE, MISSING), whether the store is reachable, and the recovery point a restore now would give. Exit 0 only when OK.") { json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        {
+            var status = await ProtectionStatusReader.ReadAsync(ctx.Store, ctx.Options.Schedule.Cron, ctx.Time, ct);
+            if (ctx.Json)
+            {
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    state = status.State,
+                    store = status.Store,
+                    storeReachable = status.StoreReachable,
+                    storeError = status.StoreError,
+                    schedule = status.Schedule,
+                    intervalSeconds = status.Interval.TotalSeconds,
+                    newestBackupId = status.NewestBackupId,
+                    newestBackupTime = status.NewestBackupTime,
+                    newestBackupAgeSeconds = status.NewestBackupAge?.TotalSeconds,
+                    newestBackupSizeBytes = status.NewestBackupSize,
+                    recoveryPoint = status.RecoveryPoint,
+                    completeSets = status.CompleteSets,
+                    incompleteSets = status.IncompleteSets,
+                }, JsonOutput));
+            }
+            else
+            {
+                Console.WriteLine($"Protection:      {status.State.ToString().ToUpperInvariant()}");
+                Console.WriteLine($"Store:           {status.Store} ({(status.StoreReachable ? "reachable" : "UNREACHABLE: " + status.StoreError)})");
+                Console.WriteLine($"Schedule:        {status.Schedule} (every {status.Interval}; LATE after {status.Interval * ProtectionStatusReader.LateAfterIntervals})");
+                if (status.NewestBackupId is not null)
+                {
+                    Console.WriteLine($"Newest backup:   {status.NewestBackupId}, {TerminalProgress.Bytes(status.NewestBackupSize ?? 0)}, {Age(status.NewestBackupAge!.Value)} old");
+                    Console.WriteLine($"Recovery point:  a restore now returns the registry to {status.RecoveryPoint:u}");
+                }
+                else if (status.StoreReachable)
+                {
+                    Console.WriteLine("Newest backup:   none: a restore now has nothing to return");
+                }
+                Console.WriteLine($"Sets:            {status.CompleteSets} complete, {status.IncompleteSets} incomplete");
+            }
+            return status.State == ProtectionState.Ok ? ExitCodes.Success : ExitCodes.NotProtected;
+        }));
+        return command;
+    }
+
+    private static string Age(TimeSpan age) => age.TotalDays >= 1 ? $"{age.TotalDays:F1} days" : age.TotalHours >= 1 ? $"{age.TotalHours:F1} hours" : age.TotalMinutes >= 1 ? $"{age.TotalMinutes:F0} minutes" : $"{age.TotalSeconds:F0} seconds";
 
     private static Command VerifyCommand()
     {

@@ -21,9 +21,7 @@ internal sealed partial class CatchUpService(
         try
         {
             var now = time.GetUtcNow();
-            var cron = CronExpression.Parse(options.Schedule.Cron).WithTimeZone(TimeZoneInfo.Utc);
-            var next = cron.GetNextValidTimeAfter(now) ?? now;
-            var interval = (cron.GetNextValidTimeAfter(next) ?? next) - next;
+            var interval = ScheduleInterval.Of(options.Schedule.Cron, now);
             var sets = await new BackupCatalog(store).ListAsync(stoppingToken);
             var newest = sets.FirstOrDefault(s => s.IsComplete);
             if (newest is not null && now - newest.Time < interval) return;

@@ -128,11 +128,41 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public async Task Status_Json_ParsesAndSaysMissingThenOk()
+    {
+        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
+        try
+        {
+            await using var node = await TestNode.CreateAsync("file://" + storeDir);
+            var config = WriteConfig(node);
+            var missing = await RunCliAsync(null, "status", "--config", config, "--json");
+            Assert.AreEqual(6, missing.ExitCode, missing.Stderr);
+            Assert.AreEqual("Missing", JsonDocument.Parse(missing.Stdout).RootElement.GetProperty("state").GetString());
+
+            Assert.AreEqual(0, (await RunCliAsync(null, "backup", "--config", config)).ExitCode);
+            var ok = await RunCliAsync(null, "status", "--config", config, "--json");
+            Assert.AreEqual(0, ok.ExitCode, ok.Stderr);
+            var json = JsonDocument.Parse(ok.Stdout).RootElement;
+            Assert.AreEqual("Ok", json.GetProperty("state").GetString());
+            Assert.IsTrue(json.GetProperty("storeReachable").GetBoolean());
+            Assert.AreEqual(900, json.GetProperty("intervalSeconds").GetDouble());
+            Assert.IsGreaterThan(0L, json.GetProperty("newestBackupSizeBytes").GetInt64());
+            var table = await RunCliAsync(null, "status", "--config", config);
+            StringAssert.Contains(table.Stdout, "Protection:      OK");
+            StringAssert.Contains(table.Stdout, "Recovery point:");
+        }
+        finally
+        {
+            Directory.Delete(storeDir, recursive: true);
+        }
+    }
+
+    [TestMethod]
     public async Task Help_ListsEveryCommand()
     {
         var run = await RunCliAsync(null, "--help");
         Assert.AreEqual(0, run.ExitCode);
-        foreach (var command in new[] { "backup", "list", "verify", "restore", "worker" })
+        foreach (var command in new[] { "backup", "list", "status", "verify", "restore", "worker", "bootstrap" })
             StringAssert.Contains(run.Stdout, command);
     }
 }
