@@ -22,6 +22,12 @@ public sealed record BackupManifest
     public required IReadOnlyList<ConfigDirectory> ConfigDirectories { get; init; }
     public required IReadOnlyList<Artifact> Artifacts { get; init; }
 
+    /// <summary>Row counts per table taken in pg_dump's own snapshot; checked after every restore and drill.</summary>
+    public FingerprintInfo? Fingerprint { get; init; }
+
+    /// <summary>Why this set looks suspicious (empty database, far smaller than the previous set); empty when it does not.</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
+
     public long TotalSize => Artifacts.Sum(a => a.Size);
 
     public Artifact? Find(string name) => Artifacts.FirstOrDefault(a => a.Name == name);
@@ -37,6 +43,11 @@ public sealed record BackupManifest
         public required string Ctype { get; init; }
         /// <summary>pg_dump's archive format: "custom".</summary>
         public required string DumpFormat { get; init; }
+    }
+
+    public sealed record FingerprintInfo
+    {
+        public required IReadOnlyDictionary<string, long> RowCounts { get; init; }
     }
 
     public sealed record ConfigDirectory
@@ -100,6 +111,8 @@ public sealed record BackupManifest
         foreach (var required in new[] { BackupLayout.DatabaseArtifact, BackupLayout.GlobalsArtifact, BackupLayout.ConfigArtifact })
             if (manifest.Artifacts.Count(a => a.Name == required) != 1)
                 throw new InvalidManifestException(expectedBackupId, $"it must list exactly one '{required}' artifact.");
+        if (manifest.Fingerprint is { } fp && (fp.RowCounts is null || fp.RowCounts.Any(kv => string.IsNullOrEmpty(kv.Key) || kv.Value < 0)))
+            throw new InvalidManifestException(expectedBackupId, "its fingerprint has an empty table name or a negative row count.");
         foreach (var d in manifest.ConfigDirectories)
             if (d.Path is null || !System.IO.Path.IsPathFullyQualified(d.Path) || d.EntryPrefix is null || d.EntryPrefix.Length == 0 || d.EntryPrefix.StartsWith('/') || d.EntryPrefix.Split('/').Contains(".."))
                 throw new InvalidManifestException(expectedBackupId, $"config directory '{d.Path}' / '{d.EntryPrefix}' is not an absolute path with a relative entry prefix.");

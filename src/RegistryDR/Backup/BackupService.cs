@@ -79,9 +79,34 @@ public sealed partial class BackupService
 
             phase = "dump database";
             progress.Phase(phase);
-            artifacts.Add(await DumpAsync(backupId, BackupLayout.DatabaseArtifact,
-                new ProcessSpec(_tools.PgDump, ["--format=custom", $"--compress={_options.Database.CompressionLevel}", "--no-password"]) { Environment = _postgres.ToolEnvironment(), DisplayName = "pg_dump" },
-                written, progress, CheckCustomFormat, cancellationToken));
+            DatabaseFingerprint fingerprint;
+            await using (var snapshot = await ExportedSnapshot.BeginAsync(_postgres, cancellationToken))
+            {
+                // Counting runs in the exported snapshot while pg_dump dumps it, so it costs no extra wall time.
+                var counting = snapshot.CountAsync(cancellationToken);
+                Exception? dumpError = null;
+                try
+                {
+                    artifacts.Add(await DumpAsync(backupId, BackupLayout.DatabaseArtifact,
+                        new ProcessSpec(_tools.PgDump, ["--format=custom", $"--compress={_options.Database.CompressionLevel}", "--no-password", "--snapshot=" + snapshot.Id])
+                        { Environment = _postgres.ToolEnvironment(), DisplayName = "pg_dump" },
+                        written, progress, CheckCustomFormat, cancellationToken));
+                }
+                catch (Exception ex)
+                {
+                    dumpError = ex;
+                }
+                try
+                {
+                    fingerprint = await counting;
+                }
+                catch when (dumpError is not null)
+                {
+                    fingerprint = null!; // the dump's own failure is the one to report
+                }
+                if (dumpError is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(dumpError);
+            }
+            var warnings = await FlagSuspiciousDumpAsync(artifacts[^1], fingerprint, cancellationToken);
 
             phase = "archive config";
             progress.Phase(phase);
@@ -110,6 +135,8 @@ public sealed partial class BackupService
                 },
                 ConfigDirectories = roots.Select(r => new BackupManifest.ConfigDirectory { Path = r.Path, EntryPrefix = r.EntryPrefix }).ToList(),
                 Artifacts = artifacts,
+                Fingerprint = new BackupManifest.FingerprintInfo { RowCounts = fingerprint.RowCounts.ToDictionary() },
+                Warnings = warnings,
             };
             // Cancellation stops here at the latest: once the manifest put starts it is allowed to finish,
             // so a SIGTERM never leaves a set whose completeness depends on a half-sent manifest.
@@ -157,6 +184,42 @@ public sealed partial class BackupService
             throw new BackupFailedException(backupId, "dump " + artifact, $"the store took {size} bytes of {h.BytesRead}.");
         return new BackupManifest.Artifact { Name = artifact, Key = key, Size = size, Sha256 = h.HashHex() };
     }
+
+    /// <summary>
+    /// An empty database, or a dump far smaller than the previous set's, is usually a registry that
+    /// lost its data rather than a registry that shrank. The backup still completes (it is what
+    /// the database holds), but it is flagged in its manifest and the log so someone looks.
+    /// </summary>
+    private async Task<IReadOnlyList<string>> FlagSuspiciousDumpAsync(BackupManifest.Artifact dump, DatabaseFingerprint fingerprint, CancellationToken cancellationToken)
+    {
+        var warnings = new List<string>();
+        if (fingerprint.TotalRows == 0)
+            warnings.Add(fingerprint.RowCounts.Count == 0 ? "the database has no tables" : "the database's tables hold no rows");
+        try
+        {
+            var catalog = new BackupCatalog(_store);
+            var previous = (await catalog.ListAsync(cancellationToken)).FirstOrDefault(s => s.IsComplete);
+            if (previous is not null)
+            {
+                var manifest = await catalog.ReadManifestAsync(previous.BackupId, cancellationToken);
+                var before = manifest.Find(BackupLayout.DatabaseArtifact)?.Size ?? 0;
+                if (before > 0 && dump.Size < before * SuspiciousShrinkRatio)
+                {
+                    var rowsBefore = manifest.Fingerprint?.RowCounts.Values.Sum();
+                    warnings.Add($"the database dump is {dump.Size} bytes, {100.0 * dump.Size / before:F0}% of the previous set {previous.BackupId} ({before} bytes)" +
+                        (rowsBefore is { } r ? $"; rows went from {r} to {fingerprint.TotalRows}" : ""));
+                }
+            }
+        }
+        catch (Exception ex) when (ex is InvalidManifestException or StoreObjectNotFoundException)
+        {
+            // A previous set that cannot be compared is verify's business, not a reason to fail this backup.
+        }
+        foreach (var warning in warnings) LogSuspicious(dump.Key, warning);
+        return warnings;
+    }
+
+    internal const double SuspiciousShrinkRatio = 0.5;
 
     private static BackupFailureReason Classify(BackupFailedException failure, string phase) => failure.InnerException switch
     {
@@ -266,6 +329,9 @@ public sealed partial class BackupService
 
     [LoggerMessage(1005, LogLevel.Information, "Backup {BackupId} archived config: {Files} files, {Directories} directories, {Symlinks} symlinks, {Bytes} bytes")]
     private partial void LogArchived(string backupId, long files, long directories, long symlinks, long bytes);
+
+    [LoggerMessage(1007, LogLevel.Warning, "Backup {Key} is flagged: {Warning}")]
+    private partial void LogSuspicious(string key, string warning);
 
     [LoggerMessage(1006, LogLevel.Warning, "Could not delete {Key} of a failed backup; the bucket's lifecycle rule will")]
     private partial void LogCleanupFailed(Exception ex, string key);

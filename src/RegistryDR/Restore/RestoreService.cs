@@ -266,6 +266,22 @@ public sealed partial class RestoreService
             throw new ProcessFailedException($"pg_restore into the scratch database failed (exit {result.ExitCode}); the live database was not touched.{ProcessRunner.FormatTail(result.StandardError)}", result.ExitCode, result.StandardError);
         }
         LogDatabaseRestored(manifest.BackupId, ScratchDatabase, result.Elapsed.TotalSeconds);
+        await CheckFingerprintAsync(manifest, ScratchDatabase, cancellationToken);
+    }
+
+    /// <summary>Counts the loaded database's rows and compares them with the counts taken in pg_dump's snapshot.</summary>
+    internal async Task CheckFingerprintAsync(BackupManifest manifest, string database, CancellationToken cancellationToken)
+    {
+        if (manifest.Fingerprint is not { } recorded) return;
+        await using var connection = await _postgres.OpenAsync(database, cancellationToken);
+        var actual = await DatabaseFingerprint.CountAsync(connection, null, cancellationToken);
+        if (new DatabaseFingerprint(recorded.RowCounts).FirstDifference(actual) is { } difference)
+        {
+            await DropDatabaseAsync(database, CancellationToken.None);
+            throw new ArtifactCorruptException(manifest.BackupId, BackupLayout.DatabaseArtifact,
+                $"the restored database does not match the fingerprint taken when it was dumped: {difference}.");
+        }
+        LogFingerprintMatched(manifest.BackupId, actual.RowCounts.Count, actual.TotalRows);
     }
 
     private async Task SwapDatabaseAsync(string backupId, NodeState state)
@@ -459,6 +475,9 @@ public sealed partial class RestoreService
 
     [LoggerMessage(2003, LogLevel.Information, "Restore of backup {BackupId} complete in {Seconds:F1} s")]
     private partial void LogRestoreCompleted(string backupId, double seconds);
+
+    [LoggerMessage(2005, LogLevel.Information, "Backup {BackupId}: fingerprint matches ({Tables} tables, {Rows} rows)")]
+    private partial void LogFingerprintMatched(string backupId, int tables, long rows);
 
     [LoggerMessage(2004, LogLevel.Error, "Restore of backup {BackupId} failed. {NodeState}")]
     private partial void LogRestoreFailed(Exception ex, string backupId, string nodeState);
