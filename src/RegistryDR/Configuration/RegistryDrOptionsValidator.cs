@@ -72,6 +72,9 @@ public sealed class RegistryDrOptionsValidator : IValidateOptions<RegistryDrOpti
         if (!Quartz.CronExpression.TryParse(options.Schedule.Cron, out _))
             errors.Add($"Schedule:Cron '{options.Schedule.Cron}' is not a valid Quartz cron expression (six or seven fields, seconds first; e.g. \"0 0/15 * * * ?\" for every 15 minutes).");
 
+        if (options.Schedule.DrillCron is { Length: > 0 } drill && !Quartz.CronExpression.TryParse(drill, out _))
+            errors.Add($"Schedule:DrillCron '{drill}' is not a valid Quartz cron expression (empty disables drills).");
+
         if (options.Restore.StagingDirectory is { Length: > 0 } staging && !Path.IsPathFullyQualified(staging))
             errors.Add($"Restore:StagingDirectory '{staging}' must be an absolute path.");
 

@@ -35,6 +35,9 @@ public interface IOperationEvents
     void ScheduleMissed();
     /// <summary>A store request failed and is being retried.</summary>
     void StoreRetry(string operation);
+
+    /// <summary>A restore drill finished (scratch database and directory, checked, cleaned up).</summary>
+    void DrillFinished(string backupId, bool succeeded, TimeSpan duration) { }
 }
 
 public sealed class NullOperationEvents : IOperationEvents

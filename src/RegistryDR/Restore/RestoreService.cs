@@ -81,7 +81,7 @@ public sealed partial class RestoreService
         return new RestorePlan(id, manifest.CompletedAt, manifest.TotalSize, steps);
     }
 
-    private string StagingRoot => _options.Restore.StagingDirectory is { Length: > 0 } s ? s : Path.GetTempPath();
+    internal string StagingRoot => _options.Restore.StagingDirectory is { Length: > 0 } s ? s : Path.GetTempPath();
 
     public async Task<RestoreResult> RestoreAsync(RestoreRequest request, IOperationProgress? progress = null, CancellationToken cancellationToken = default)
     {
@@ -163,7 +163,7 @@ public sealed partial class RestoreService
         }
     }
 
-    private async Task<string> DownloadAsync(BackupManifest manifest, BackupManifest.Artifact artifact, string staging, IOperationProgress progress, CancellationToken cancellationToken)
+    internal async Task<string> DownloadAsync(BackupManifest manifest, BackupManifest.Artifact artifact, string staging, IOperationProgress progress, CancellationToken cancellationToken)
     {
         var path = Path.Combine(staging, Path.GetFileName(artifact.Key));
         await using (var source = await _store.OpenReadAsync(artifact.Key, cancellationToken))
@@ -188,7 +188,7 @@ public sealed partial class RestoreService
 
     private static bool IsDiskFull(IOException ex) => ex.HResult == 28 || ex.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase);
 
-    private async Task CheckDumpReadableAsync(string backupId, string dumpPath, CancellationToken cancellationToken)
+    internal async Task CheckDumpReadableAsync(string backupId, string dumpPath, CancellationToken cancellationToken)
     {
         var result = await ProcessRunner.RunAsync(new ProcessSpec(_tools.PgRestore, ["--list", dumpPath]) { DisplayName = "pg_restore --list" }, cancellationToken: cancellationToken);
         if (result.ExitCode != 0)
@@ -316,7 +316,7 @@ public sealed partial class RestoreService
         return await cmd.ExecuteScalarAsync() is not null;
     }
 
-    private async Task DropDatabaseAsync(string name, CancellationToken cancellationToken)
+    internal async Task DropDatabaseAsync(string name, CancellationToken cancellationToken)
     {
         await using var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken);
         await using var cmd = connection.CreateCommand();
@@ -383,8 +383,8 @@ public sealed partial class RestoreService
         return "Node state: " + string.Join("; ", notes) + ".";
     }
 
-    private static string Quote(string identifier) => "\"" + identifier.Replace("\"", "\"\"") + "\"";
-    private static string Literal(string value) => "'" + value.Replace("'", "''") + "'";
+    internal static string Quote(string identifier) => "\"" + identifier.Replace("\"", "\"\"") + "\"";
+    internal static string Literal(string value) => "'" + value.Replace("'", "''") + "'";
     private static string Truncate(string value, int max) => Encoding.UTF8.GetByteCount(value) <= max ? value : value[..max];
 
     private sealed class NodeState

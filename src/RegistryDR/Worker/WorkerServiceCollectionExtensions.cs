@@ -20,6 +20,7 @@ public static class WorkerServiceCollectionExtensions
         if (store is not null) services.AddSingleton(store);
         else services.AddSingleton(_ => BackupStoreFactory.Create(options.Store));
         services.AddSingleton<BackupService>();
+        services.AddSingleton<RegistryDR.Restore.DrillService>();
         services.AddQuartz(q =>
         {
             q.UseInMemoryStore();
@@ -28,6 +29,15 @@ public static class WorkerServiceCollectionExtensions
                 .ForJob(BackupJob.Key)
                 .WithIdentity("backup-schedule", "registry-dr")
                 .WithCronSchedule(options.Schedule.Cron, c => c.InTimeZone(TimeZoneInfo.Utc).WithMisfireInstruction(CronTriggerMisfireInstruction.FireAndProceed)));
+            if (!string.IsNullOrEmpty(options.Schedule.DrillCron))
+            {
+                q.AddJob<DrillJob>(j => j.WithIdentity(DrillJob.Key).StoreDurably().WithDescription("Rehearse a restore of the newest backup"));
+                // A missed drill is simply skipped: the next day's drill proves the same thing.
+                q.AddTrigger(t => t
+                    .ForJob(DrillJob.Key)
+                    .WithIdentity("drill-schedule", "registry-dr")
+                    .WithCronSchedule(options.Schedule.DrillCron, c => c.InTimeZone(TimeZoneInfo.Utc).WithMisfireInstruction(CronTriggerMisfireInstruction.DoNothing)));
+            }
         });
         // On SIGTERM the running backup is cancelled at once (BackupJob links the host's stopping
         // token); waiting for the job then only waits for it to delete its partial set, so the

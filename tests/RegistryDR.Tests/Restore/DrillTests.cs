@@ -1,0 +1,74 @@
+using RegistryDR.Backup;
+using RegistryDR.Restore;
+using RegistryDR.Tests.Infrastructure;
+
+namespace RegistryDR.Tests.Restore;
+
+/// <summary>A drill rehearses the restore for real and leaves the live node exactly as it was.</summary>
+[TestClass]
+public sealed class DrillTests
+{
+    private static async Task<int> CountScratchAsync(TestNode node)
+    {
+        await using var c = new Npgsql.NpgsqlConnection(node.Cluster.ConnectionString());
+        await c.OpenAsync();
+        await using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT count(*) FROM pg_database WHERE datname LIKE '%rdr_drill%'";
+        return (int)(long)(await cmd.ExecuteScalarAsync())!;
+    }
+
+    [TestMethod]
+    public async Task Drill_LoadsAndChecksTheNewestSet_AndCleansUp_LeavingTheLiveNodeUntouched()
+    {
+        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
+        try
+        {
+            await using var node = await TestNode.CreateAsync("file://" + storeDir);
+            var store = node.CreateStore();
+            var manifest = await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+            var live = await RegistrySchema.SnapshotAsync(node.ConnectionString);
+            var tree = DirectorySnapshot.Take(node.ConfigDirectories[0]);
+
+            var report = await new DrillService(node.Options, store, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance, TimeProvider.System).RunAsync();
+
+            Assert.IsTrue(report.Succeeded, report.Failure);
+            Assert.AreEqual(manifest.BackupId, report.BackupId);
+            Assert.AreEqual(manifest.Fingerprint!.RowCounts.Count, report.Tables);
+            Assert.AreEqual(manifest.Fingerprint.RowCounts.Values.Sum(), report.Rows);
+            Assert.IsGreaterThan(0L, report.ConfigFiles);
+            Assert.AreEqual(0, await CountScratchAsync(node), "the scratch database is dropped");
+            Assert.IsEmpty(Directory.GetDirectories(node.Options.Restore.StagingDirectory!), "the scratch directory is removed");
+            Assert.IsNull(live.FirstDifference(await RegistrySchema.SnapshotAsync(node.ConnectionString)));
+            Assert.IsNull(tree.FirstDifference(DirectorySnapshot.Take(node.ConfigDirectories[0])));
+        }
+        finally
+        {
+            Directory.Delete(storeDir, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public async Task Drill_OfACorruptSet_FailsNamingTheArtifact_AndStillCleansUp()
+    {
+        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
+        try
+        {
+            await using var node = await TestNode.CreateAsync("file://" + storeDir);
+            var store = node.CreateStore();
+            var manifest = await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+            var counts = manifest.Fingerprint!.RowCounts.ToDictionary();
+            counts["public.events"] -= 1;
+            File.WriteAllBytes(Path.Combine(storeDir, BackupLayout.ManifestKey(manifest.BackupId)),
+                (manifest with { Fingerprint = new BackupManifest.FingerprintInfo { RowCounts = counts } }).ToJson());
+
+            var report = await new DrillService(node.Options, store, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance, TimeProvider.System).RunAsync();
+            Assert.IsFalse(report.Succeeded);
+            StringAssert.Contains(report.Failure, "table public.events has");
+            Assert.AreEqual(0, await CountScratchAsync(node));
+        }
+        finally
+        {
+            Directory.Delete(storeDir, recursive: true);
+        }
+    }
+}
