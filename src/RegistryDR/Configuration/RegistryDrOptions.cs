@@ -134,6 +134,35 @@ public sealed class StoreOptions
     /// <summary>Parts uploaded at once, 1–16. Default 4.</summary>
     [Range(1, 16)]
     public int Concurrency { get; set; } = 4;
+
+    /// <summary>
+    /// How long one S3 request (a put, one part, the completion, a listing page, a delete, the
+    /// re-opening of a broken download) may keep being retried after throttling (503 SlowDown,
+    /// 429), server errors (500, 502, 503, 504), RequestTimeout, connection resets and timeouts,
+    /// counted from its first attempt; when it runs out the operation fails and a multipart
+    /// upload is aborted. Retries wait with exponential backoff and full jitter between
+    /// <see cref="RetryBaseDelay"/> and <see cref="RetryMaxDelay"/>. There is deliberately no
+    /// attempt count: this is the time a backup will wait out an S3 outage. Default 5 minutes;
+    /// zero disables retrying. 0 s – 1 day.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00", "1.00:00:00")]
+    public TimeSpan RetryBudget { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>The backoff before the first retry is drawn from 0 to this; each later one from 0 to twice the previous ceiling. Default 200 ms. 1 ms – 1 minute.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.001", "00:01:00")]
+    public TimeSpan RetryBaseDelay { get; set; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>The ceiling of the backoff between two retries of one request. Default 20 s. 1 ms – 10 minutes.</summary>
+    [Range(typeof(TimeSpan), "00:00:00.001", "00:10:00")]
+    public TimeSpan RetryMaxDelay { get; set; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>
+    /// How long one S3 request may take before it counts as a failed attempt (and is retried);
+    /// for a download, how long its body may go without delivering a byte before it is resumed.
+    /// Default 5 minutes. 1 s – 1 hour.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:01", "01:00:00")]
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromMinutes(5);
 }
 
 public enum S3ChecksumMode { WhenSupported, WhenRequired }
@@ -145,6 +174,12 @@ public sealed class ScheduleOptions
 {
     /// <summary>A Quartz cron expression (seconds first). Default every 15 minutes: <c>0 0/15 * * * ?</c>.</summary>
     public string Cron { get; set; } = "0 0/15 * * * ?";
+
+    /// <summary>
+    /// When the worker rehearses a restore (<c>registry-dr drill</c>: scratch database and directory,
+    /// fingerprint checked, cleaned up). A Quartz cron expression; empty disables. Default daily at 03:30 UTC.
+    /// </summary>
+    public string? DrillCron { get; set; } = "0 30 3 * * ?";
 
     /// <summary>Run one catch-up backup at start when the newest complete set is older than one interval. Default true.</summary>
     public bool CatchUpOnStart { get; set; } = true;
