@@ -98,6 +98,7 @@ internal sealed class CliContext : IDisposable
         ArtifactCorruptException or InvalidManifestException => ExitCodes.VerificationFailed,
         RestoreFailedException r when r.InnerException is ArtifactCorruptException or InvalidManifestException => ExitCodes.VerificationFailed,
         RestoreFailedException => ExitCodes.RestoreFailed,
+        Retention.PruneFailedException => ExitCodes.Failed,
         BackupFailedException or StoreUnavailableException or DatabaseUnavailableException or ProcessFailedException
             or IOException or UnauthorizedAccessException or TimeoutException or Archive.UnsafeArchiveException => ExitCodes.Failed,
         _ => null,

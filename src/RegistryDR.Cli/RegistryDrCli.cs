@@ -44,6 +44,7 @@ internal static class RegistryDrCli
         root.Subcommands.Add(VerifyCommand());
         root.Subcommands.Add(RestoreCommand());
         root.Subcommands.Add(DrillCommand());
+        root.Subcommands.Add(PruneCommand());
         root.Subcommands.Add(WorkerCommand());
         root.Subcommands.Add(BootstrapCommand());
         return root;
@@ -158,6 +159,7 @@ internal static class RegistryDrCli
             var progress = TerminalProgress.For(ctx.Json);
             var report = await new BackupVerifier(ctx.Store, ctx.Options.Database, ctx.LoggerFactory.CreateLogger<BackupVerifier>()).VerifyAsync(manifest, progress, ct);
             (progress as TerminalProgress)?.Done();
+            await RegistryDR.Retention.VerificationRecord.WriteAsync(ctx.Store, report.BackupId, "verify", ctx.Time, ct);
             if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(new { report.BackupId, valid = true, artifacts = report.Artifacts }, JsonOutput));
             else
             {
@@ -237,6 +239,29 @@ internal static class RegistryDrCli
             else
                 Console.Error.WriteLine($"Drill of backup {report.BackupId} FAILED: {report.Failure}");
             return report.Succeeded ? ExitCodes.Success : ExitCodes.VerificationFailed;
+        }));
+        return command;
+    }
+
+    private static Command PruneCommand()
+    {
+        var json = JsonOption();
+        var dryRun = new Option<bool>("--dry-run") { Description = "Print what would be deleted and why; delete nothing." };
+        var command = new Command("prune",
+            "Apply retention (Retention:KeepLast, KeepDailyDays, KeepWeeklyWeeks, IncompleteGrace). Never deletes the newest verified set, nor the only complete one.") { dryRun, json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        {
+            var pruner = new RegistryDR.Retention.Pruner(ctx.Store, ctx.Options.Retention, ctx.Time, ctx.LoggerFactory.CreateLogger<RegistryDR.Retention.Pruner>());
+            var plan = await pruner.PruneAsync(parse.GetValue(dryRun), ct);
+            if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(plan, JsonOutput));
+            else
+            {
+                Console.Write(plan.Render());
+                Console.WriteLine(parse.GetValue(dryRun)
+                    ? $"Dry run: {plan.DeleteCount} set(s) would be deleted, {plan.KeepCount} kept. Nothing was deleted."
+                    : $"{plan.DeleteCount} set(s) deleted, {plan.KeepCount} kept.");
+            }
+            return ExitCodes.Success;
         }));
         return command;
     }

@@ -54,11 +54,11 @@ public sealed partial class BootstrapAgent
         var skipped = new List<string>();
         try
         {
-            var (status, backupId) = await RestoreNewestValidAsync(skipped, cancellationToken);
+            var (status, backupId, generation) = await RestoreNewestValidAsync(identity, skipped, cancellationToken);
             await heartbeatStop.CancelAsync();
             await heartbeats;
             NodeStateFile.Write(Agent.StateFile, new NodeState(status, _time.GetUtcNow(), backupId, identity.InstanceId,
-                skipped.Count == 0 ? null : $"skipped corrupt sets: {string.Join(", ", skipped)}"));
+                skipped.Count == 0 ? null : $"skipped corrupt sets: {string.Join(", ", skipped)}") { Generation = generation.Number });
             await SignalAsync(aws, identity, lifecycle, success: true);
             LogSucceeded(status, backupId ?? "(none)");
             return new BootstrapResult(status, backupId, skipped, identity);
@@ -108,11 +108,20 @@ public sealed partial class BootstrapAgent
         return new LifecycleAction(identity.AutoScalingGroupName, Agent.LifecycleHookName, identity.InstanceId);
     }
 
-    private async Task<(NodeStatus, string?)> RestoreNewestValidAsync(List<string> skipped, CancellationToken cancellationToken)
+    private async Task<(NodeStatus, string?, Fencing.Generation)> RestoreNewestValidAsync(InstanceIdentity identity, List<string> skipped, CancellationToken cancellationToken)
     {
         var catalog = new BackupCatalog(_store);
         var sets = await catalog.ListAsync(cancellationToken);
         var complete = sets.Where(s => s.IsComplete).ToList();
+        if (complete.Count == 0 && !Agent.AllowFirstBoot)
+            throw new BackupNotFoundException(
+                $"The store {_store.Description} holds no complete backup ({sets.Count} incomplete). Refusing to start an empty registry: " +
+                "if this is the very first deploy, set Agent:AllowFirstBoot=true (the template's AllowFirstBoot parameter); otherwise check Store:Url.");
+        // Fence off whichever node wrote before: from here on only this node may write backups,
+        // so a zombie of the old node cannot publish a set the next replacement would restore.
+        var generation = await new Fencing.GenerationLedger(_store, _time).TakeNextAsync(
+            complete.Count == 0 ? "first-boot" : "restore", identity.InstanceId, complete.FirstOrDefault()?.BackupId, cancellationToken);
+        LogGeneration(generation.Number);
         if (complete.Count == 0)
         {
             if (!Agent.AllowFirstBoot)
@@ -123,7 +132,7 @@ public sealed partial class BootstrapAgent
             var registry = new RegistryController(_options.Registry, _logger, _time, _http);
             await registry.StartAsync(cancellationToken);
             await registry.WaitUntilHealthyAsync(cancellationToken);
-            return (NodeStatus.FirstBoot, null);
+            return (NodeStatus.FirstBoot, null, generation);
         }
 
         var restore = new RestoreService(_options, _store, _loggers.CreateLogger<RestoreService>(), _time, _http);
@@ -131,9 +140,9 @@ public sealed partial class BootstrapAgent
         {
             try
             {
-                await restore.RestoreAsync(new RestoreRequest(set.BackupId), cancellationToken: cancellationToken);
+                await restore.RestoreAsync(new RestoreRequest(set.BackupId, TakeGeneration: false), cancellationToken: cancellationToken);
                 if (skipped.Count > 0) LogRestoredOlder(set.BackupId, skipped.Count, string.Join(", ", skipped));
-                return (NodeStatus.Restored, set.BackupId);
+                return (NodeStatus.Restored, set.BackupId, generation);
             }
             catch (RestoreFailedException ex) when (ex.InnerException is ArtifactCorruptException or InvalidManifestException)
             {
@@ -200,6 +209,9 @@ public sealed partial class BootstrapAgent
         if (errors.Count > 0)
             throw new AggregateException("Telling AWS the bootstrap result failed: " + string.Join("; ", errors.Select(e => e.Message)), errors);
     }
+
+    [LoggerMessage(4013, LogLevel.Information, "Took fencing generation {Generation}: older nodes stop writing backups to this store")]
+    private partial void LogGeneration(long generation);
 
     [LoggerMessage(4000, LogLevel.Information, "Bootstrap on instance {InstanceId} in {Region}, stack {Stack}, group {Group}")]
     private partial void LogIdentity(string instanceId, string region, string stack, string group);

@@ -16,7 +16,11 @@ public enum NodeStatus
     Failed,
 }
 
-public sealed record NodeState(NodeStatus Status, DateTimeOffset At, string? BackupId, string? InstanceId, string? Reason);
+public sealed record NodeState(NodeStatus Status, DateTimeOffset At, string? BackupId, string? InstanceId, string? Reason)
+{
+    /// <summary>The fencing generation this node took when it restored or first-booted (see <see cref="Fencing.GenerationLedger"/>).</summary>
+    public long? Generation { get; init; }
+}
 
 /// <summary>
 /// What the bootstrap agent concluded about this node, on local disk. The backup path reads it

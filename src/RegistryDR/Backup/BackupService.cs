@@ -57,6 +57,7 @@ public sealed partial class BackupService
             progress.Phase(phase);
             if (_options.Schedule.RequireRestoredNode && Agent.NodeStateFile.WhyBackupsAreRefused(_options.Agent.StateFile) is { } refusal)
                 throw new BackupFailedException(backupId, phase, "refused: " + refusal + ".");
+            await CheckFencingAsync(backupId, phase, cancellationToken);
             var roots = _options.Config.EffectiveDirectories.Select(ArchiveRoot.For).ToList();
             foreach (var root in roots)
                 if (!Directory.Exists(root.Path))
@@ -138,6 +139,9 @@ public sealed partial class BackupService
                 Fingerprint = new BackupManifest.FingerprintInfo { RowCounts = fingerprint.RowCounts.ToDictionary() },
                 Warnings = warnings,
             };
+            // Checked again just before the set becomes complete: a node that lost its generation
+            // while dumping must not publish a set that the next restore would take as the newest.
+            await CheckFencingAsync(backupId, phase, cancellationToken);
             // Cancellation stops here at the latest: once the manifest put starts it is allowed to finish,
             // so a SIGTERM never leaves a set whose completeness depends on a half-sent manifest.
             cancellationToken.ThrowIfCancellationRequested();
@@ -183,6 +187,16 @@ public sealed partial class BackupService
         if (size != h.BytesRead)
             throw new BackupFailedException(backupId, "dump " + artifact, $"the store took {size} bytes of {h.BytesRead}.");
         return new BackupManifest.Artifact { Name = artifact, Key = key, Size = size, Sha256 = h.HashHex() };
+    }
+
+    private async Task CheckFencingAsync(string backupId, string phase, CancellationToken cancellationToken)
+    {
+        var held = Agent.NodeStateFile.Read(_options.Agent.StateFile)?.Generation;
+        if (await new Fencing.GenerationLedger(_store, _time).WhyWritingIsRefusedAsync(held, cancellationToken) is { } refusal)
+        {
+            LogFenced(backupId, refusal);
+            throw new BackupFailedException(backupId, phase, "refused: " + refusal + ".");
+        }
     }
 
     /// <summary>
@@ -329,6 +343,9 @@ public sealed partial class BackupService
 
     [LoggerMessage(1005, LogLevel.Information, "Backup {BackupId} archived config: {Files} files, {Directories} directories, {Symlinks} symlinks, {Bytes} bytes")]
     private partial void LogArchived(string backupId, long files, long directories, long symlinks, long bytes);
+
+    [LoggerMessage(1008, LogLevel.Critical, "Backup {BackupId} refused by fencing: {Reason}")]
+    private partial void LogFenced(string backupId, string reason);
 
     [LoggerMessage(1007, LogLevel.Warning, "Backup {Key} is flagged: {Warning}")]
     private partial void LogSuspicious(string key, string warning);

@@ -19,6 +19,7 @@ public sealed class RegistryDrOptions
     public ScheduleOptions Schedule { get; set; } = new();
     public RestoreOptions Restore { get; set; } = new();
     public AgentOptions Agent { get; set; } = new();
+    public Retention.RetentionOptions Retention { get; set; } = new();
 }
 
 /// <summary>The registry's metadata database.</summary>

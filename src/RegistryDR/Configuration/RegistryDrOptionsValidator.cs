@@ -78,6 +78,8 @@ public sealed class RegistryDrOptionsValidator : IValidateOptions<RegistryDrOpti
         if (options.Restore.StagingDirectory is { Length: > 0 } staging && !Path.IsPathFullyQualified(staging))
             errors.Add($"Restore:StagingDirectory '{staging}' must be an absolute path.");
 
+        Retention.RetentionOptions.Validate(options.Retention, errors);
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 

@@ -88,6 +88,8 @@ public sealed partial class DrillService
             var rows = manifest.Fingerprint?.RowCounts.Values.Sum() ?? 0;
             var tables = manifest.Fingerprint?.RowCounts.Count ?? 0;
 
+            // A passed drill is the strongest proof a set restores; retention keeps the newest such set.
+            await Retention.VerificationRecord.WriteAsync(_store, id, "drill", _time, cancellationToken);
             var elapsed = _time.GetElapsedTime(started);
             LogPassed(id, tables, rows, stats.Files, elapsed.TotalSeconds);
             _events.DrillFinished(id, true, elapsed);
@@ -132,12 +134,12 @@ public sealed partial class DrillService
             cancellationToken: cancellationToken);
     }
 
-    [LoggerMessage(5000, LogLevel.Information, "Drill of backup {BackupId} passed: {Tables} tables and {Rows} rows match the fingerprint, {Files} config files extracted, in {Seconds:F1} s")]
+    [LoggerMessage(5100, LogLevel.Information, "Drill of backup {BackupId} passed: {Tables} tables and {Rows} rows match the fingerprint, {Files} config files extracted, in {Seconds:F1} s")]
     private partial void LogPassed(string backupId, int tables, long rows, long files, double seconds);
 
-    [LoggerMessage(5001, LogLevel.Error, "Drill of backup {BackupId} FAILED: {Reason}")]
+    [LoggerMessage(5101, LogLevel.Error, "Drill of backup {BackupId} FAILED: {Reason}")]
     private partial void LogFailed(Exception ex, string backupId, string reason);
 
-    [LoggerMessage(5002, LogLevel.Warning, "Drill could not clean up {What}")]
+    [LoggerMessage(5102, LogLevel.Warning, "Drill could not clean up {What}")]
     private partial void LogCleanupFailed(Exception ex, string what);
 }

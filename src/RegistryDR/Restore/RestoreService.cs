@@ -13,11 +13,19 @@ using RegistryDR.Stores;
 
 namespace RegistryDR.Restore;
 
-public sealed record RestoreRequest(string? BackupId = "latest", bool DryRun = false);
+/// <param name="TakeGeneration">
+/// Take the next fencing generation just before the node changes, so that a previous writer stops.
+/// The bootstrap agent takes its own earlier and passes false.
+/// </param>
+public sealed record RestoreRequest(string? BackupId = "latest", bool DryRun = false, bool TakeGeneration = true);
 
 public sealed record RestorePlan(string BackupId, DateTimeOffset BackupTime, long Bytes, IReadOnlyList<string> Steps);
 
-public sealed record RestoreResult(RestorePlan Plan, bool DryRun, TimeSpan Elapsed);
+public sealed record RestoreResult(RestorePlan Plan, bool DryRun, TimeSpan Elapsed)
+{
+    /// <summary>The fencing generation this restore took (null for a dry run or when the caller took its own).</summary>
+    public Fencing.Generation? Generation { get; init; }
+}
 
 /// <summary>
 /// Brings a backup set back onto this node. Everything that can fail without harm happens
@@ -121,7 +129,10 @@ public sealed partial class RestoreService
             progress.Phase("restore database");
             await RestoreIntoScratchAsync(manifest, files[BackupLayout.DatabaseArtifact], progress, cancellationToken);
 
-            // 4. From here the node changes: stop, swap, start.
+            // 4. From here the node changes: fence off the previous writer, stop, swap, start.
+            Fencing.Generation? generation = null;
+            if (request.TakeGeneration)
+                generation = await new Fencing.GenerationLedger(_store, _time).TakeNextAsync("restore", null, id, cancellationToken);
             progress.Phase("stop registry");
             state.RegistryStopped = true;
             await _registry.StopAsync(cancellationToken);
@@ -137,6 +148,12 @@ public sealed partial class RestoreService
             progress.Phase("wait for health");
             await _registry.WaitUntilHealthyAsync(cancellationToken);
 
+            if (generation is not null)
+            {
+                // This node now holds the newest generation; record it so its own backups are allowed.
+                Agent.NodeStateFile.Write(_options.Agent.StateFile,
+                    new Agent.NodeState(Agent.NodeStatus.Restored, _time.GetUtcNow(), id, null, "restored with registry-dr restore") { Generation = generation.Number });
+            }
             progress.Phase("clean up");
             if (!_options.Restore.KeepPrevious)
             {
@@ -146,7 +163,7 @@ public sealed partial class RestoreService
             var elapsed = _time.GetElapsedTime(started);
             LogRestoreCompleted(id, elapsed.TotalSeconds);
             _events.RestoreFinished(id, true, elapsed);
-            return new RestoreResult(plan, false, elapsed);
+            return new RestoreResult(plan, false, elapsed) { Generation = generation };
         }
         catch (Exception ex)
         {

@@ -90,6 +90,32 @@ public sealed class FileSystemStore : IBackupStore
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// Writes a temporary file, then hard-links it to the key: link(2) fails if the key exists,
+    /// atomically, also on NFS, so exactly one of two racing nodes wins.
+    /// </summary>
+    public async Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken)
+    {
+        var path = PathFor(key);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var temp = path + PartialMarker + Guid.NewGuid().ToString("N");
+        try
+        {
+            await using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            {
+                await file.WriteAsync(content, cancellationToken);
+                file.Flush(flushToDisk: true);
+            }
+            return Internal.PosixLink.TryLink(temp, path);
+        }
+        finally
+        {
+            TryDelete(temp);
+        }
+    }
+
+    public bool CreateIsAtomic => true;
+
     public Task CheckAccessAsync(CancellationToken cancellationToken)
     {
         try

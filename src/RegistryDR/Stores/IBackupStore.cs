@@ -24,6 +24,17 @@ public interface IBackupStore
 
     /// <summary>Proves the store can be reached and listed; throws <see cref="StoreUnavailableException"/> otherwise.</summary>
     Task CheckAccessAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Creates <paramref name="key"/> only if it does not exist yet; false when it already does.
+    /// Used for fencing generations, where two nodes must never both win. See
+    /// <see cref="CreateIsAtomic"/> for whether the store can promise that.
+    /// </summary>
+    Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) =>
+        throw new NotSupportedException($"{Description} cannot create objects conditionally.");
+
+    /// <summary>Whether <see cref="TryCreateAsync"/> is atomic against a concurrent writer (documented per store).</summary>
+    bool CreateIsAtomic => false;
 }
 
 public sealed record StoreItem(string Key, long Size, DateTimeOffset LastModified);

@@ -12,7 +12,7 @@ namespace RegistryDR.Worker;
 /// of missed fires into a single catch-up run rather than a burst.
 /// </summary>
 [DisallowConcurrentExecution]
-public sealed partial class BackupJob(BackupService backups, IHostApplicationLifetime lifetime, ILogger<BackupJob> logger) : IJob
+public sealed partial class BackupJob(BackupService backups, Retention.Pruner pruner, RegistryDR.Configuration.RegistryDrOptions options, IHostApplicationLifetime lifetime, ILogger<BackupJob> logger) : IJob
 {
     public static readonly JobKey Key = new("backup", "registry-dr");
 
@@ -28,17 +28,37 @@ public sealed partial class BackupJob(BackupService backups, IHostApplicationLif
         catch (OperationCanceledException) when (linked.IsCancellationRequested)
         {
             LogCancelled();
+            return;
         }
         catch (Exception ex)
         {
             // Logged with its reason by BackupService; the job itself must not throw, or Quartz
-            // would treat the trigger as broken. The next fire tries again.
+            // would treat the trigger as broken. The next fire tries again. Never prune after a
+            // failure: the sets that exist are all there is.
             LogWillRetry(ex.GetType().Name, context.NextFireTimeUtc);
+            return;
+        }
+        if (!options.Retention.PruneAfterBackup) return;
+        try
+        {
+            await pruner.PruneAsync(dryRun: false, linked.Token);
+        }
+        catch (OperationCanceledException) when (linked.IsCancellationRequested)
+        {
+            LogCancelled();
+        }
+        catch (Exception ex)
+        {
+            // The pruner logged each set it could not delete; they are tried again after the next backup.
+            LogPruneFailed(ex.Message);
         }
     }
 
     [LoggerMessage(3000, LogLevel.Warning, "Scheduled backup cancelled because the worker is stopping")]
     private partial void LogCancelled();
+
+    [LoggerMessage(3002, LogLevel.Warning, "Pruning after the backup failed: {Reason}")]
+    private partial void LogPruneFailed(string reason);
 
     [LoggerMessage(3001, LogLevel.Warning, "Scheduled backup failed ({Error}); the next attempt is at {NextFire:u}")]
     private partial void LogWillRetry(string error, DateTimeOffset? nextFire);

@@ -21,6 +21,8 @@ public static class WorkerServiceCollectionExtensions
         else services.AddSingleton(_ => BackupStoreFactory.Create(options.Store));
         services.AddSingleton<BackupService>();
         services.AddSingleton<RegistryDR.Restore.DrillService>();
+        services.AddSingleton(options.Retention);
+        services.AddSingleton<Retention.Pruner>();
         services.AddQuartz(q =>
         {
             q.UseInMemoryStore();

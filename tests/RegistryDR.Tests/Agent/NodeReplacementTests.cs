@@ -328,6 +328,7 @@ public sealed class NodeReplacementTests
                 ["Store"] = new { store.Url, store.ServiceUrl, store.Region, store.ForcePathStyle, Checksums = store.Checksums.ToString(), ServerSideEncryption = store.ServerSideEncryption.ToString(), store.PartSizeMiB },
                 ["Schedule"] = new { Cron = aws is null ? "0/2 * * * * ?" : "0/3 * * * * ?", RequireRestoredNode = aws is not null, CatchUpOnStart = false },
                 ["Restore"] = new { StagingDirectory = Path.Combine(Root, "staging-" + name) },
+                ["Agent"] = new { StateFile = stateFile },
             };
             if (aws is not null)
                 config["Agent"] = new

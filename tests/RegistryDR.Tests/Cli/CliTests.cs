@@ -33,6 +33,7 @@ public sealed class CliTests
             Config = new { Directories = o.Config.Directories, Exclude = o.Config.Exclude },
             Store = new { o.Store.Url },
             Restore = new { o.Restore.StagingDirectory },
+            Agent = new { o.Agent.StateFile },
         }));
         return path;
     }

@@ -48,6 +48,8 @@ internal sealed class TestNode : IAsyncDisposable
             Config = new ConfigDirectoriesOptions { Directories = [dtrData, dtrEtc], Exclude = ["*.sock"] },
             Store = new StoreOptions { Url = storeUrl },
             Restore = new RestoreOptions { StagingDirectory = Path.Combine(root, "staging") },
+            // Each node its own state file: the default under /var/lib is shared by the whole machine.
+            Agent = new AgentOptions { StateFile = Path.Combine(root, "state", "node-state.json") },
         };
         Directory.CreateDirectory(options.Restore.StagingDirectory!);
         configureStore?.Invoke(options.Store);

@@ -145,4 +145,58 @@ public sealed class WorkerTests
         var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
         Assert.AreEqual(1, sets.Count, "exactly one catch-up backup");
     }
+
+    /// <summary>Counts manifest writes, i.e. backups that completed.</summary>
+    private sealed class CountingStore(IBackupStore inner) : IBackupStore
+    {
+        public int Completed;
+        public string Description => inner.Description;
+        public async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
+        {
+            var n = await inner.PutAsync(key, content, cancellationToken);
+            if (key.EndsWith(BackupManifest.FileName, StringComparison.Ordinal)) Interlocked.Increment(ref Completed);
+            return n;
+        }
+        public Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => inner.OpenReadAsync(key, cancellationToken);
+        public IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => inner.ListAsync(prefix, cancellationToken);
+        public Task DeleteAsync(string key, CancellationToken cancellationToken) => inner.DeleteAsync(key, cancellationToken);
+        public Task CheckAccessAsync(CancellationToken cancellationToken) => inner.CheckAccessAsync(cancellationToken);
+    }
+
+    [TestMethod]
+    public async Task PrunesAfterEachSuccessfulBackup_NeverAfterAFailedOne()
+    {
+        await using var node = await TestNode.CreateAsync(FileStore());
+        node.Options.Schedule.Cron = "0/2 * * * * ?";
+        node.Options.Schedule.CatchUpOnStart = false;
+        node.Options.Retention.KeepLast = 1; // all sets are from today: the daily and weekly rules keep only the newest too
+        var store = new CountingStore(node.CreateStore());
+        using (var host = BuildHost(node, store))
+        {
+            await host.StartAsync();
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (Volatile.Read(ref store.Completed) < 3)
+            {
+                if (DateTime.UtcNow > deadline) Assert.Fail($"only {store.Completed} backups completed");
+                await Task.Delay(250);
+            }
+            await host.StopAsync();
+        }
+        await Task.Delay(500);
+        var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
+        Assert.AreEqual(1, sets.Count(s => s.IsComplete), "older sets were pruned after the later backups succeeded");
+        var survivor = sets.First(s => s.IsComplete).BackupId;
+
+        // Now every backup fails: nothing may be pruned, whatever the rules say.
+        node.Options.Database.Port = RegistryDR.Tests.Backup.BackupFailureTests.FreePort();
+        node.Options.Retention.IncompleteGrace = TimeSpan.FromHours(1);
+        using (var host = BuildHost(node, store))
+        {
+            await host.StartAsync();
+            await Task.Delay(TimeSpan.FromSeconds(5));
+            await host.StopAsync();
+        }
+        var after = await new BackupCatalog(store).ListAsync(CancellationToken.None);
+        Assert.AreEqual(survivor, after.Single(s => s.IsComplete).BackupId);
+    }
 }
