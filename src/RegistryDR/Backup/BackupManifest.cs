@@ -99,12 +99,24 @@ public sealed record BackupManifest
         if (manifest.BackupId != expectedBackupId)
             throw new InvalidManifestException(expectedBackupId, $"it names backup '{manifest.BackupId}', not the set it is stored in.");
         var setPrefix = BackupLayout.SetPrefix(expectedBackupId);
+        long totalSize = 0;
         foreach (var a in manifest.Artifacts)
         {
-            if (a.Key is null || !a.Key.StartsWith(setPrefix, StringComparison.Ordinal) || a.Key.Contains("..", StringComparison.Ordinal) || a.Key.Length == setPrefix.Length)
+            // RespectNullableAnnotations covers properties, not list elements: "artifacts": [null]
+            // reached the checks below as a NullReferenceException (found by the fuzz tests).
+            if (a is null)
+                throw new InvalidManifestException(expectedBackupId, "its artifact list contains null.");
+            // The key must also be one the stores accept ("backups/<id>//x", "backups/<id>/./x",
+            // a backslash or a NUL passed here and then failed the download with ArgumentException).
+            if (a.Key is null || !a.Key.StartsWith(setPrefix, StringComparison.Ordinal) || a.Key.Contains("..", StringComparison.Ordinal) || a.Key.Length == setPrefix.Length || !IsStoreKey(a.Key))
                 throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has key '{a.Key}', outside its set's prefix '{setPrefix}'.");
             if (a.Size < 0)
                 throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has a negative size.");
+            // TotalSize adds the sizes up for the restore plan; sizes whose sum is not a long made
+            // it throw OverflowException after Parse had accepted them (found by the fuzz tests).
+            if (a.Size > long.MaxValue - totalSize)
+                throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' makes the sizes add up to more than {long.MaxValue} bytes.");
+            totalSize += a.Size;
             if (a.Sha256 is null || a.Sha256.Length != 64 || !a.Sha256.All(char.IsAsciiHexDigitLower))
                 throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has no valid lower-case hex SHA-256.");
         }
@@ -113,10 +125,37 @@ public sealed record BackupManifest
                 throw new InvalidManifestException(expectedBackupId, $"it must list exactly one '{required}' artifact.");
         if (manifest.Fingerprint is { } fp && (fp.RowCounts is null || fp.RowCounts.Any(kv => string.IsNullOrEmpty(kv.Key) || kv.Value < 0)))
             throw new InvalidManifestException(expectedBackupId, "its fingerprint has an empty table name or a negative row count.");
+        if (manifest.Fingerprint?.RowCounts is { } counts && counts.Values.Aggregate(0m, (sum, n) => sum + n) > long.MaxValue)
+            throw new InvalidManifestException(expectedBackupId, "its fingerprint's row counts add up to more than a 64-bit count.");
         foreach (var d in manifest.ConfigDirectories)
-            if (d.Path is null || !System.IO.Path.IsPathFullyQualified(d.Path) || d.EntryPrefix is null || d.EntryPrefix.Length == 0 || d.EntryPrefix.StartsWith('/') || d.EntryPrefix.Split('/').Contains(".."))
-                throw new InvalidManifestException(expectedBackupId, $"config directory '{d.Path}' / '{d.EntryPrefix}' is not an absolute path with a relative entry prefix.");
+            if (d is null || d.Path is null || !System.IO.Path.IsPathFullyQualified(d.Path) || d.EntryPrefix is null || d.EntryPrefix.Length == 0 || d.EntryPrefix.StartsWith('/') || d.EntryPrefix.Split('/').Contains(".."))
+                throw new InvalidManifestException(expectedBackupId, $"config directory '{d?.Path}' / '{d?.EntryPrefix}' is not an absolute path with a relative entry prefix.");
+        // Restore and verification turn these into archive roots, whose rules are stricter than
+        // the loop above: "/", "//x", "/a/./b", a trailing '/', a NUL, overlapping directories or
+        // an empty list passed here and then failed mid-restore with ArgumentException (and a null
+        // entry with NullReferenceException; found by the fuzz tests). Check them once, here.
+        try
+        {
+            Archive.Internal.EntryNames.ValidateRoots(manifest.ConfigDirectories.Select(d => new Archive.ArchiveRoot(d.Path, d.EntryPrefix)).ToList());
+        }
+        catch (ArgumentException ex)
+        {
+            throw new InvalidManifestException(expectedBackupId, $"its config directories cannot be restored: {ex.Message}");
+        }
         return manifest;
+    }
+
+    private static bool IsStoreKey(string key)
+    {
+        try
+        {
+            Stores.StoreKeys.Validate(key);
+            return true;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
     }
 }
 

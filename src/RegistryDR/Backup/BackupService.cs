@@ -69,6 +69,8 @@ public sealed partial class BackupService
                     $"pg_dump {pgDumpVersion} ({_tools.PgDump}) is older than the PostgreSQL server {server.Version}; install the server's client tools or set Database:BinDirectory.");
 
             var artifacts = new List<BackupManifest.Artifact>();
+            written.Add(BackupLayout.InProgressKey(backupId));
+            await _store.PutAsync(BackupLayout.InProgressKey(backupId), new MemoryStream(InProgressMarker.Create(startedAt).ToJson()), cancellationToken);
 
             phase = "dump roles";
             progress.Phase(phase);
@@ -146,6 +148,7 @@ public sealed partial class BackupService
             // so a SIGTERM never leaves a set whose completeness depends on a half-sent manifest.
             cancellationToken.ThrowIfCancellationRequested();
             await _store.PutAsync(BackupLayout.ManifestKey(backupId), new MemoryStream(manifest.ToJson()), CancellationToken.None);
+            await DeleteQuietlyAsync([BackupLayout.InProgressKey(backupId)]);
             LogCompleted(backupId, manifest.TotalSize, (manifest.CompletedAt - startedAt).TotalSeconds);
             _events.BackupSucceeded(manifest, _time.GetElapsedTime(started));
             return manifest;

@@ -13,10 +13,19 @@ namespace RegistryDR.Worker;
 /// schedule interval (or there is none), fire one backup now. One, not one per missed fire.
 /// </summary>
 internal sealed partial class CatchUpService(
-    ISchedulerFactory schedulers, IBackupStore store, RegistryDrOptions options, TimeProvider time, ILogger<CatchUpService> logger) : BackgroundService
+    ISchedulerFactory schedulers, IBackupStore store, RegistryDrOptions options, TimeProvider time, ILogger<CatchUpService> logger,
+    AbandonedSetCleaner cleaner) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        try
+        {
+            await cleaner.CleanAsync(stoppingToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            LogCleanupFailed(ex);
+        }
         if (!options.Schedule.CatchUpOnStart) return;
         try
         {
@@ -40,6 +49,9 @@ internal sealed partial class CatchUpService(
 
     [LoggerMessage(3100, LogLevel.Information, "Newest complete backup is {BackupId}, older than one interval ({Interval}); running one catch-up backup now")]
     private partial void LogCatchingUp(string backupId, TimeSpan interval);
+
+    [LoggerMessage(3102, LogLevel.Warning, "Could not check the store for partial sets left by a killed backup; retention will remove them")]
+    private partial void LogCleanupFailed(Exception ex);
 
     [LoggerMessage(3101, LogLevel.Warning, "Could not check the store for a catch-up backup; the schedule continues")]
     private partial void LogCatchUpFailed(Exception ex);

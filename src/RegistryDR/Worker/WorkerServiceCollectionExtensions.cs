@@ -20,6 +20,7 @@ public static class WorkerServiceCollectionExtensions
         if (store is not null) services.AddSingleton(store);
         else services.AddSingleton(_ => BackupStoreFactory.Create(options.Store));
         services.AddSingleton<BackupService>();
+        services.AddSingleton<AbandonedSetCleaner>();
         services.AddSingleton<RegistryDR.Restore.DrillService>();
         services.AddSingleton(options.Retention);
         services.AddSingleton<Retention.Pruner>();
