@@ -69,6 +69,8 @@ internal sealed class CliContext : IDisposable
             Json = json,
         };
         var logger = context.LoggerFactory.CreateLogger("registry-dr");
+        if (RegistryDrConfiguration.PermissionWarning(parse.GetValue(RegistryDrCli.ConfigOption)) is { } warning)
+            logger.LogWarning("{Warning}", warning);
         try
         {
             return await body(context, cts.Token);

@@ -45,6 +45,20 @@ public static class RegistryDrConfiguration
         return Bind(configuration);
     }
 
+    /// <summary>
+    /// The configuration file says where the database password lives and how to reach the store;
+    /// others reading it is worth a warning (returned, for the caller to log), not a refusal.
+    /// </summary>
+    public static string? PermissionWarning(string? configPath)
+    {
+        var path = string.IsNullOrEmpty(configPath) ? RegistryDrOptions.DefaultConfigPath : Path.GetFullPath(configPath);
+        if (OperatingSystem.IsWindows() || !File.Exists(path)) return null;
+        var mode = File.GetUnixFileMode(path);
+        const UnixFileMode others = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
+        return (mode & others) == 0 ? null
+            : $"Configuration file {path} can be read or written by users other than its owner (mode {Convert.ToString((int)mode, 8)}); chmod 600 it.";
+    }
+
     public static RegistryDrOptions Bind(IConfiguration configuration)
     {
         var options = new RegistryDrOptions();
