@@ -8,11 +8,13 @@
 # run it reports its own result (see /run/registry-dr/agent-invoked).
 #
 # It: installs prerequisites with dnf (PostgreSQL client tools, the AWS CLI, the .NET runtime
-# when dnf has it); writes the database password file (0600) from Secrets Manager when a secret
-# is given (the stub has already written it when the password came as a NoEcho parameter);
-# writes the registry-dr configuration from the RDR_* values; installs registry-dr-boot.sh and
-# the two systemd units; writes /etc/registry-dr/boot.env; and finally runs registry-dr-boot.sh
-# through registry-dr-bootstrap.service, which ends by starting registry-dr-worker.service.
+# when dnf has it, the CloudWatch agent); writes the database password file (0600) from Secrets
+# Manager when a secret is given (the stub has already written it when the password came as a
+# NoEcho parameter); writes the registry-dr configuration from the RDR_* values; installs
+# registry-dr-boot.sh and the two systemd units; writes /etc/registry-dr/boot.env; configures and
+# starts the CloudWatch agent to ship registry-dr's EMF metrics log; and finally runs
+# registry-dr-boot.sh through registry-dr-bootstrap.service, which ends by starting
+# registry-dr-worker.service.
 #
 # Inputs (environment; the stub sets them from template parameters):
 #   RDR_STACK_NAME, RDR_REGION, RDR_GROUP_NAME   the stack, its region and the Auto Scaling group
@@ -28,6 +30,12 @@
 #   RDR_DB_PASSWORD_SECRET_ARN                    optional Secrets Manager secret with the password
 #   RDR_REGISTRY_SERVICE                          the registry's systemd unit (stop/start commands)
 #   RDR_HEALTH_URL                                Registry:HealthUrl
+#   RDR_MONITORING_URL                            optional: a Monitoring:Urls entry for the load
+#                                                 balancer's health check (http://0.0.0.0:PORT);
+#                                                 empty = registry-dr listens on loopback only
+#   RDR_METRICS_LOG_GROUP                         optional: CloudWatch Logs group the CloudWatch
+#                                                 agent ships the EMF metrics log to; empty = the
+#                                                 agent is not configured
 #   RDR_POSTGRES_CLIENT_PACKAGE                   dnf package with pg_dump etc. (postgresql15)
 #   RDR_DOTNET_PACKAGE                            dnf package with the .NET 10 runtime
 #   RDR_SKIP_PACKAGES=1                           do not run dnf (an image that has everything)
@@ -76,6 +84,11 @@ if [[ "${RDR_SKIP_PACKAGES:-0}" != 1 ]]; then
   else
     die "dnf has no $dotnet_package and the release is framework-dependent: use an image with the .NET 10 runtime or a self-contained release (bootstrap/package-release.sh --self-contained)"
   fi
+  # Metrics must never stop a node from restoring: without the agent, the node still restores and
+  # backs up, and the backup-staleness alarm (no data = breaching) says the metrics are missing.
+  if [[ -n "${RDR_METRICS_LOG_GROUP:-}" ]] && ! dnf install -y -q amazon-cloudwatch-agent; then
+    log "WARNING: could not install amazon-cloudwatch-agent; backup metrics will not reach CloudWatch"
+  fi
 fi
 
 # --- the database password --------------------------------------------------------------------
@@ -112,6 +125,7 @@ config_password_file=""
 if [[ -f "$password_file" ]]; then config_password_file=$password_file; fi
 RDR_PASSWORD_FILE=$config_password_file \
 RDR_STAGING=$state_dir/staging RDR_STATE_FILE=$state_dir/node-state.json \
+RDR_MONITORING_URL=${RDR_MONITORING_URL:-} \
   python3 - "$generated" <<'PYTHON'
 import json, os, sys
 
@@ -148,6 +162,9 @@ config = {
         "StateFile": e["RDR_STATE_FILE"],
     },
 }
+if e.get("RDR_MONITORING_URL"):
+    # Loopback for a local Prometheus or curl, plus the load balancer's health-check port.
+    config["Monitoring"] = {"Urls": ["http://127.0.0.1:9465", e["RDR_MONITORING_URL"]]}
 with open(sys.argv[1] + ".new", "w") as f:
     json.dump(config, f, indent=2)
     f.write("\n")
@@ -181,6 +198,56 @@ AWS_REGION=$RDR_REGION
 EOF
 mv -f "$config_dir/boot.env.new" "$config_dir/boot.env"
 log "wrote $config_dir/boot.env"
+
+# --- the CloudWatch agent ---------------------------------------------------------------------
+# registry-dr appends one embedded-metric-format (EMF) JSON line per backup to its metrics log
+# (Monitoring:EmfLogPath). The agent ships each line as a log event, and CloudWatch Logs extracts
+# the RegistryDR/* metrics the template's BackupStaleAlarm watches (docs/monitoring.md).
+emf_log=/var/log/registry-dr/metrics.emf.log
+cwagent_dir=/opt/aws/amazon-cloudwatch-agent
+cwagent_config=$root$cwagent_dir/etc/amazon-cloudwatch-agent.json
+if [[ -n "${RDR_METRICS_LOG_GROUP:-}" ]]; then
+  umask 022
+  install -d -m 0755 "$root/var/log/registry-dr" "$(dirname "$cwagent_config")"
+  RDR_EMF_LOG=$emf_log python3 - "$cwagent_config" <<'PYTHON'
+import json, os, sys
+
+e = os.environ
+config = {
+    # cwagent (the package's own user) can read the log: registry-dr writes it 0644 in a 0755 directory.
+    "agent": {"region": e["RDR_REGION"], "run_as_user": "cwagent"},
+    "logs": {
+        "logs_collected": {
+            "files": {
+                "collect_list": [{
+                    "file_path": e["RDR_EMF_LOG"],
+                    "log_group_name": e["RDR_METRICS_LOG_GROUP"],
+                    "log_stream_name": "{instance_id}",
+                }]
+            }
+        },
+        # Seconds between uploads: the alarm counts one-minute periods.
+        "force_flush_interval": 5,
+    },
+}
+with open(sys.argv[1] + ".new", "w") as f:
+    json.dump(config, f, indent=2)
+    f.write("\n")
+os.replace(sys.argv[1] + ".new", sys.argv[1])
+PYTHON
+  umask 077
+  log "wrote $cwagent_config (ships $emf_log to log group $RDR_METRICS_LOG_GROUP)"
+  if [[ "${RDR_NO_SYSTEMD:-0}" != 1 ]]; then
+    if [[ -x $cwagent_dir/bin/amazon-cloudwatch-agent-ctl ]] &&
+      "$cwagent_dir/bin/amazon-cloudwatch-agent-ctl" -a fetch-config -m ec2 -s -c "file:$cwagent_config"; then
+      log "started the CloudWatch agent"
+    else
+      log "WARNING: the CloudWatch agent did not start; backup metrics will not reach CloudWatch"
+    fi
+  fi
+else
+  log "no RDR_METRICS_LOG_GROUP: the CloudWatch agent is not configured; metrics stay on the node ($emf_log, /metrics)"
+fi
 
 # --- hand over to the bootstrap unit ----------------------------------------------------------
 if [[ "${RDR_NO_SYSTEMD:-0}" == 1 ]]; then

@@ -61,11 +61,12 @@ internal sealed class CliContext : IDisposable
             return ExitCodes.InvalidConfiguration;
         }
         var verbose = parse.GetValue(RegistryDrCli.VerboseOption);
+        var loggers = CreateLoggerFactory(verbose ? LogLevel.Debug : LogLevel.Information);
         using var context = new CliContext
         {
             Options = options,
-            LoggerFactory = CreateLoggerFactory(verbose ? LogLevel.Debug : LogLevel.Information),
-            Store = BackupStoreFactory.Create(options.Store),
+            LoggerFactory = loggers,
+            Store = BackupStoreFactory.Create(options.Store, logger: loggers.CreateLogger("RegistryDR.Stores")),
             Json = json,
         };
         var logger = context.LoggerFactory.CreateLogger("registry-dr");

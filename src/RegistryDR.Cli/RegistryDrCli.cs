@@ -9,6 +9,7 @@ using RegistryDR.Aws;
 using RegistryDR.Backup;
 using RegistryDR.Cli.Rendering;
 using RegistryDR.Configuration;
+using RegistryDR.Monitoring;
 using RegistryDR.Restore;
 using RegistryDR.Worker;
 
@@ -203,10 +204,14 @@ internal static class RegistryDrCli
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
         {
             var agentOptions = ctx.Options.Agent;
+            // The load balancer's health check must see "restoring" while the agent works, so the
+            // monitoring endpoints are served by the agent too until the worker takes over.
+            var metrics = new OperationMetrics(ctx.Time);
+            await using var monitoring = ctx.Options.Monitoring.Enabled ? await MonitoringServer.StartAsync(ctx.Options, metrics, ctx.LoggerFactory, ct) : null;
             var agent = new BootstrapAgent(ctx.Options, ctx.Store,
                 new InstanceMetadataClient(agentOptions.MetadataEndpoint),
                 identity => AwsQueryControlPlane.FromDefaultCredentials(identity.Region, agentOptions.AutoScalingEndpoint, agentOptions.CloudFormationEndpoint),
-                ctx.LoggerFactory, ctx.Time);
+                ctx.LoggerFactory, ctx.Time, events: metrics);
             var result = await agent.RunAsync(ct);
             if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(result, JsonOutput));
             else
@@ -286,6 +291,7 @@ internal static class RegistryDrCli
             builder.Logging.SetMinimumLevel(parse.GetValue(VerboseOption) ? LogLevel.Debug : LogLevel.Information);
             builder.Logging.AddFilter("Quartz", LogLevel.Warning);
             CliContext.ConfigureConsole(builder.Logging);
+            builder.Services.AddRegistryDrMonitoring(options);
             builder.Services.AddRegistryDrWorker(options);
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMinutes(2));
             using var host = builder.Build();

@@ -25,10 +25,13 @@ public sealed partial class BootstrapAgent
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly HttpClient? _http;
+    private readonly Monitoring.IOperationEvents? _events;
 
     public BootstrapAgent(RegistryDrOptions options, IBackupStore store, IInstanceMetadata metadata,
-        Func<InstanceIdentity, IAwsControlPlane> controlPlane, ILoggerFactory loggers, TimeProvider time, HttpClient? http = null)
+        Func<InstanceIdentity, IAwsControlPlane> controlPlane, ILoggerFactory loggers, TimeProvider time, HttpClient? http = null,
+        Monitoring.IOperationEvents? events = null)
     {
+        _events = events;
         _options = options;
         _store = store;
         _metadata = metadata;
@@ -135,7 +138,7 @@ public sealed partial class BootstrapAgent
             return (NodeStatus.FirstBoot, null, generation);
         }
 
-        var restore = new RestoreService(_options, _store, _loggers.CreateLogger<RestoreService>(), _time, _http);
+        var restore = new RestoreService(_options, _store, _loggers.CreateLogger<RestoreService>(), _time, _http, _events);
         foreach (var set in complete)
         {
             try

@@ -69,7 +69,7 @@ internal static class ConfigArchiveReader
         try
         {
             using var gzip = new GZipInputStream(input, GzipBufferSize) { IsStreamOwner = false };
-            var reader = new TarEntryReader(gzip);
+            var reader = new TarEntryReader(new DecompressorGuard(gzip));
             while (reader.ReadNext() is { } member)
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -108,5 +108,54 @@ internal static class ConfigArchiveReader
         policy.EnsureEveryRootPresent();
         extractor?.Finish();
         return new ArchiveStats(files, directories, symlinks, bytes);
+    }
+
+    /// <summary>
+    /// SharpZipLib's inflater does not always report damaged deflate data as a
+    /// SharpZipBaseException: a corrupt dynamic Huffman table makes it throw
+    /// IndexOutOfRangeException (found by the fuzz tests). Whatever it throws while decoding the
+    /// bytes is damaged data, so it becomes <see cref="InvalidDataException"/> here, at the gzip
+    /// boundary, where it cannot mask a fault in our own tar code. I/O errors of the underlying
+    /// stream and cancellation pass through unchanged.
+    /// </summary>
+    private sealed class DecompressorGuard(Stream gzip) : Stream
+    {
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position
+        {
+            get => throw new NotSupportedException();
+            set => throw new NotSupportedException();
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            try
+            {
+                return gzip.Read(buffer);
+            }
+            catch (Exception ex) when (ex is not (IOException or SharpZipBaseException or OperationCanceledException or OutOfMemoryException))
+            {
+                throw new InvalidDataException($"The archive is not a valid gzip stream: its compressed data is damaged ({ex.GetType().Name}: {ex.Message})", ex);
+            }
+        }
+
+        public override void Flush()
+        {
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

@@ -7,7 +7,10 @@ namespace RegistryDR.Archive;
 public sealed class UnsafeArchiveException : Exception
 {
     public UnsafeArchiveException(string entryName, string reason)
-        : base($"Archive entry '{Printable(entryName)}' is refused: {reason}.")
+        // The reason can quote the archive too (a link target, a path), so it is made printable
+        // as well; only the name was, and a newline in a link target reached the logs raw
+        // (found by the fuzz tests).
+        : base($"Archive entry '{Printable(entryName)}' is refused: {Printable(reason)}.")
     {
         EntryName = entryName;
     }
@@ -16,7 +19,7 @@ public sealed class UnsafeArchiveException : Exception
     public string EntryName { get; }
 
     // Names come from an untrusted archive; control characters would garble logs and terminals.
-    private static string Printable(string name)
+    internal static string Printable(string name)
     {
         var builder = new System.Text.StringBuilder(name.Length);
         foreach (var c in name)

@@ -20,6 +20,7 @@ public sealed class RegistryDrOptions
     public RestoreOptions Restore { get; set; } = new();
     public AgentOptions Agent { get; set; } = new();
     public Retention.RetentionOptions Retention { get; set; } = new();
+    public Monitoring.MonitoringOptions Monitoring { get; set; } = new();
 }
 
 /// <summary>The registry's metadata database.</summary>

@@ -79,6 +79,7 @@ public sealed class RegistryDrOptionsValidator : IValidateOptions<RegistryDrOpti
             errors.Add($"Restore:StagingDirectory '{staging}' must be an absolute path.");
 
         Retention.RetentionOptions.Validate(options.Retention, errors);
+        Monitoring.MonitoringOptions.Validate(options.Monitoring, errors);
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

@@ -5,7 +5,11 @@ using Amazon;
 using Amazon.Runtime;
 using Amazon.S3;
 using Amazon.S3.Model;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using RegistryDR.Configuration;
+using RegistryDR.Monitoring;
+using RegistryDR.Stores.Internal;
 
 namespace RegistryDR.Stores;
 
@@ -15,6 +19,10 @@ namespace RegistryDR.Stores;
 /// uploaded a few at a time, so memory stays near PartSize × (Concurrency + 1) whatever the
 /// artifact's size, and an upload that fails or is cancelled is aborted rather than left to
 /// accrue storage. An object only becomes visible when CompleteMultipartUpload succeeds.
+/// Every request is retried on throttling, server errors and broken connections within
+/// <see cref="StoreOptions.RetryBudget"/> (<see cref="S3RetryPolicy"/>): a part from its own
+/// buffer, since the source cannot be rewound. Downloads resume where their connection broke
+/// (<see cref="ResumableReadStream"/>).
 /// </summary>
 public sealed class S3Store : IBackupStore, IDisposable
 {
@@ -22,8 +30,13 @@ public sealed class S3Store : IBackupStore, IDisposable
     private readonly StoreLocation _location;
     private readonly StoreOptions _options;
     private readonly int _partSize;
+    private readonly S3RetryPolicy _retry;
 
-    public S3Store(StoreLocation location, StoreOptions options, AWSCredentials? credentials = null)
+    /// <param name="events">Told about every retry (<see cref="IOperationEvents.StoreRetry"/>).</param>
+    /// <param name="logger">Warned about every retry, with its error and backoff.</param>
+    /// <param name="time">The clock of the retry budget, the backoff and the request deadlines.</param>
+    public S3Store(StoreLocation location, StoreOptions options, AWSCredentials? credentials = null,
+        IOperationEvents? events = null, ILogger? logger = null, TimeProvider? time = null)
     {
         if (location.Kind != StoreKind.S3) throw new ArgumentException("Not an s3:// location.", nameof(location));
         _location = location;
@@ -31,6 +44,8 @@ public sealed class S3Store : IBackupStore, IDisposable
         _partSize = options.PartSizeMiB * 1024 * 1024;
         var config = CreateClientConfig(options);
         _s3 = credentials is null ? new AmazonS3Client(config) : new AmazonS3Client(credentials, config);
+        _retry = new S3RetryPolicy(options, time ?? TimeProvider.System, events ?? NullOperationEvents.Instance,
+            logger ?? NullLogger.Instance, location.ToString());
     }
 
     internal static AmazonS3Config CreateClientConfig(StoreOptions options)
@@ -38,8 +53,16 @@ public sealed class S3Store : IBackupStore, IDisposable
         var config = new AmazonS3Config
         {
             ForcePathStyle = options.ForcePathStyle,
-            MaxErrorRetry = 4,
-            Timeout = TimeSpan.FromMinutes(5),
+            // The SDK makes one attempt per call and S3RetryPolicy owns every retry. Left to the
+            // SDK, retries would be invisible (no StoreRetry, no log line), bounded by a count
+            // rather than by time (so Store:RetryBudget would not be real: its 2 retries with
+            // their own backoff inside each of our attempts, and its retry quota failing calls
+            // fast once many have failed), and would stack multiplicatively with ours. The
+            // stale-connection retries (a reset on a pooled connection, up to 10, outside
+            // MaxErrorRetry) are turned off for the same reason: a reset is ours to count.
+            MaxErrorRetry = 0,
+            MaxStaleConnectionRetries = 0,
+            Timeout = options.RequestTimeout,
         };
         if (options.Checksums == S3ChecksumMode.WhenRequired)
         {
@@ -78,16 +101,20 @@ public sealed class S3Store : IBackupStore, IDisposable
             var firstLength = await FillAsync(content, first, _partSize, cancellationToken);
             if (firstLength < _partSize)
             {
-                // Small artifacts (manifest, roles, small config trees) go in one request.
-                var request = new PutObjectRequest
+                // Small artifacts (manifest, roles, small config trees) go in one request, which
+                // is idempotent: a retry after a lost answer writes the same bytes again.
+                await _retry.RunAsync("put", $"the upload of '{fullKey}'", ct =>
                 {
-                    BucketName = _location.Bucket,
-                    Key = fullKey,
-                    InputStream = new MemoryStream(first, 0, firstLength, writable: false),
-                    AutoCloseStream = true,
-                };
-                ApplyEncryption(request);
-                await Call(() => _s3.PutObjectAsync(request, cancellationToken), fullKey);
+                    var request = new PutObjectRequest
+                    {
+                        BucketName = _location.Bucket,
+                        Key = fullKey,
+                        InputStream = new MemoryStream(first, 0, firstLength, writable: false),
+                        AutoCloseStream = true,
+                    };
+                    ApplyEncryption(request);
+                    return _s3.PutObjectAsync(request, ct);
+                }, cancellationToken);
                 return firstLength;
             }
             return await MultipartAsync(fullKey, content, first, cancellationToken);
@@ -100,20 +127,26 @@ public sealed class S3Store : IBackupStore, IDisposable
 
     private async Task<long> MultipartAsync(string fullKey, Stream content, byte[] firstPart, CancellationToken cancellationToken)
     {
-        var initiate = new InitiateMultipartUploadRequest { BucketName = _location.Bucket, Key = fullKey };
-        if (_options.ServerSideEncryption == ServerSideEncryptionMode.S3) initiate.ServerSideEncryptionMethod = ServerSideEncryptionMethod.AES256;
-        else if (_options.ServerSideEncryption == ServerSideEncryptionMode.Kms)
+        // A retried initiate whose first answer was lost leaves an empty upload behind; the
+        // bucket's lifecycle rule for incomplete multipart uploads removes it.
+        var uploadId = (await _retry.RunAsync("initiate", $"starting the upload of '{fullKey}'", ct =>
         {
-            initiate.ServerSideEncryptionMethod = ServerSideEncryptionMethod.AWSKMS;
-            if (!string.IsNullOrEmpty(_options.KmsKeyId)) initiate.ServerSideEncryptionKeyManagementServiceKeyId = _options.KmsKeyId;
-        }
-        var uploadId = (await Call(() => _s3.InitiateMultipartUploadAsync(initiate, cancellationToken), fullKey)).UploadId;
+            var initiate = new InitiateMultipartUploadRequest { BucketName = _location.Bucket, Key = fullKey };
+            if (_options.ServerSideEncryption == ServerSideEncryptionMode.S3) initiate.ServerSideEncryptionMethod = ServerSideEncryptionMethod.AES256;
+            else if (_options.ServerSideEncryption == ServerSideEncryptionMode.Kms)
+            {
+                initiate.ServerSideEncryptionMethod = ServerSideEncryptionMethod.AWSKMS;
+                if (!string.IsNullOrEmpty(_options.KmsKeyId)) initiate.ServerSideEncryptionKeyManagementServiceKeyId = _options.KmsKeyId;
+            }
+            return _s3.InitiateMultipartUploadAsync(initiate, ct);
+        }, cancellationToken)).UploadId;
 
         using var failFast = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var etags = new List<PartETag>();
         var inFlight = new List<Task>();
         using var slots = new SemaphoreSlim(_options.Concurrency);
         long total = 0;
+        var completeSent = false;
         try
         {
             var partNumber = 0;
@@ -133,7 +166,9 @@ public sealed class S3Store : IBackupStore, IDisposable
                 {
                     try
                     {
-                        var response = await Call(() => _s3.UploadPartAsync(new UploadPartRequest
+                        // The buffer stays ours until the part is stored, so every retry re-sends
+                        // exactly these bytes: the source stream has moved on and cannot rewind.
+                        var response = await _retry.RunAsync("part", $"part {number} of '{fullKey}'", ct => _s3.UploadPartAsync(new UploadPartRequest
                         {
                             BucketName = _location.Bucket,
                             Key = fullKey,
@@ -141,7 +176,7 @@ public sealed class S3Store : IBackupStore, IDisposable
                             PartNumber = number,
                             PartSize = size,
                             InputStream = new MemoryStream(data, 0, size, writable: false),
-                        }, failFast.Token), fullKey);
+                        }, ct), failFast.Token);
                         lock (etags) etags.Add(new PartETag(number, response.ETag));
                     }
                     catch
@@ -171,13 +206,8 @@ public sealed class S3Store : IBackupStore, IDisposable
             }
             await Task.WhenAll(inFlight);
             etags.Sort((a, b) => a.PartNumber!.Value.CompareTo(b.PartNumber!.Value));
-            await Call(() => _s3.CompleteMultipartUploadAsync(new CompleteMultipartUploadRequest
-            {
-                BucketName = _location.Bucket,
-                Key = fullKey,
-                UploadId = uploadId,
-                PartETags = etags,
-            }, cancellationToken), fullKey);
+            completeSent = true;
+            await CompleteAsync(fullKey, uploadId, etags, total, cancellationToken);
             return total;
         }
         catch (Exception ex)
@@ -185,6 +215,10 @@ public sealed class S3Store : IBackupStore, IDisposable
             failFast.Cancel();
             try { await Task.WhenAll(inFlight); } catch { /* the first failure is the one to report */ }
             await AbortQuietlyAsync(fullKey, uploadId);
+            // A completion whose answer was lost may have gone through after all (the abort then
+            // finds nothing to abort). Then the object is whole and ours, and the put succeeded.
+            if (completeSent && await IsCompletedUploadQuietlyAsync(fullKey, etags, total))
+                return total;
             // A part failure cancels its siblings; report the part's own error, not their cancellation.
             var root = inFlight.Where(t => t.IsFaulted).Select(t => t.Exception!.GetBaseException()).FirstOrDefault();
             if (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested && root is not null)
@@ -193,18 +227,105 @@ public sealed class S3Store : IBackupStore, IDisposable
         }
     }
 
-    private async Task AbortQuietlyAsync(string fullKey, string uploadId)
+    /// <summary>
+    /// Completes the upload, retrying like any request. CompleteMultipartUpload is not idempotent:
+    /// when an attempt went through but its answer was lost, the retry finds no such upload. The
+    /// object at the key then tells whether it was ours that completed.
+    /// </summary>
+    private async Task CompleteAsync(string fullKey, string uploadId, List<PartETag> etags, long total, CancellationToken cancellationToken)
+    {
+        var attempts = 0;
+        await _retry.RunAsync("complete", $"completing the upload of '{fullKey}'", async ct =>
+        {
+            attempts++;
+            try
+            {
+                return await _s3.CompleteMultipartUploadAsync(new CompleteMultipartUploadRequest
+                {
+                    BucketName = _location.Bucket,
+                    Key = fullKey,
+                    UploadId = uploadId,
+                    PartETags = etags,
+                }, ct);
+            }
+            catch (AmazonS3Exception ex) when (attempts > 1 && ex.ErrorCode == "NoSuchUpload")
+            {
+                if (await IsCompletedUploadAsync(fullKey, etags, total, ct)) return null;
+                throw;
+            }
+        }, cancellationToken);
+    }
+
+    /// <summary>
+    /// Whether the object at the key is the one this upload's parts make: the right size and,
+    /// when the parts' ETags are MD5s (no SSE-KMS), the multipart ETag S3 computes from them —
+    /// the MD5 of the parts' MD5s, a dash and the number of parts. Keys are unique to a backup
+    /// set, so nothing else writes this key meanwhile.
+    /// </summary>
+    private async Task<bool> IsCompletedUploadAsync(string fullKey, List<PartETag> etags, long total, CancellationToken cancellationToken)
+    {
+        GetObjectMetadataResponse head;
+        try
+        {
+            head = await _s3.GetObjectMetadataAsync(_location.Bucket, fullKey, cancellationToken);
+        }
+        catch (AmazonS3Exception ex) when (ex.StatusCode == HttpStatusCode.NotFound)
+        {
+            return false;
+        }
+        if (head.ContentLength != total) return false;
+        var expected = MultipartETag(etags);
+        return expected is null || string.Equals(head.ETag?.Trim('"'), expected, StringComparison.OrdinalIgnoreCase);
+    }
+
+    private async Task<bool> IsCompletedUploadQuietlyAsync(string fullKey, List<PartETag> etags, long total)
     {
         try
         {
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _location.Bucket, Key = fullKey, UploadId = uploadId }, cts.Token);
+            using var cts = new CancellationTokenSource(_options.RequestTimeout, _retry.Time);
+            return await IsCompletedUploadAsync(fullKey, etags, total, cts.Token);
         }
         catch (Exception)
         {
-            // The bucket's lifecycle rule for incomplete multipart uploads is the backstop.
+            return false; // unknown counts as not stored; the caller deletes the key on failure anyway
         }
     }
+
+    internal static string? MultipartETag(IReadOnlyList<PartETag> etags)
+    {
+        var md5s = new byte[etags.Count * 16];
+        for (var i = 0; i < etags.Count; i++)
+        {
+            var hex = etags[i].ETag?.Trim('"');
+            if (hex is not { Length: 32 } || !hex.All(char.IsAsciiHexDigit)) return null;
+            Convert.FromHexString(hex).CopyTo(md5s, i * 16);
+        }
+        return Convert.ToHexStringLower(System.Security.Cryptography.MD5.HashData(md5s)) + "-" + etags.Count;
+    }
+
+    /// <summary>
+    /// Aborts a failed upload so its parts stop accruing storage. Retried like any request, but
+    /// within at most 30 s: the put has already failed, and its error should not wait for a
+    /// second full budget. The bucket's lifecycle rule for incomplete uploads is the backstop.
+    /// </summary>
+    private async Task AbortQuietlyAsync(string fullKey, string uploadId)
+    {
+        var budget = _options.RetryBudget < AbortBudget ? _options.RetryBudget : AbortBudget;
+        try
+        {
+            // Not the caller's token: a cancelled backup must still clean up after itself.
+            using var cts = new CancellationTokenSource(AbortBudget + _options.RequestTimeout, _retry.Time);
+            await _retry.RunAsync("abort", $"aborting the upload of '{fullKey}'", ct =>
+                _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _location.Bucket, Key = fullKey, UploadId = uploadId }, ct),
+                cts.Token, budget);
+        }
+        catch (Exception)
+        {
+            // NoSuchUpload (a completion went through after all), or S3 is still unreachable.
+        }
+    }
+
+    private static readonly TimeSpan AbortBudget = TimeSpan.FromSeconds(30);
 
     private static async Task<int> FillAsync(Stream source, byte[] buffer, int count, CancellationToken cancellationToken)
     {
@@ -235,81 +356,95 @@ public sealed class S3Store : IBackupStore, IDisposable
     public async Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken)
     {
         var fullKey = FullKey(key);
+        GetObjectResponse response;
         try
         {
-            var response = await Call(() => _s3.GetObjectAsync(_location.Bucket, fullKey, cancellationToken), fullKey);
-            return new ResponseOwningStream(response);
+            response = await _retry.RunAsync("get", $"reading '{fullKey}'",
+                ct => _s3.GetObjectAsync(new GetObjectRequest { BucketName = _location.Bucket, Key = fullKey }, ct), cancellationToken);
         }
         catch (StoreUnavailableException ex) when (ex.InnerException is AmazonS3Exception { StatusCode: HttpStatusCode.NotFound })
         {
             throw new StoreObjectNotFoundException(key, Description);
         }
+        return new ResumableReadStream(response, (offset, etag, ct) => _s3.GetObjectAsync(new GetObjectRequest
+        {
+            BucketName = _location.Bucket,
+            Key = fullKey,
+            ByteRange = new ByteRange($"bytes={offset}-"),
+            EtagToMatch = etag,
+        }, ct), _retry, fullKey, Description);
     }
 
     public async IAsyncEnumerable<StoreItem> ListAsync(string prefix, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var request = new ListObjectsV2Request { BucketName = _location.Bucket, Prefix = _location.Prefix.Length == 0 ? prefix : _location.Prefix + "/" + prefix };
+        var fullPrefix = _location.Prefix.Length == 0 ? prefix : _location.Prefix + "/" + prefix;
+        string? continuation = null;
         while (true)
         {
-            var response = await Call(() => _s3.ListObjectsV2Async(request, cancellationToken), request.Prefix);
+            var response = await _retry.RunAsync("list", $"listing '{fullPrefix}'", ct => _s3.ListObjectsV2Async(
+                new ListObjectsV2Request { BucketName = _location.Bucket, Prefix = fullPrefix, ContinuationToken = continuation }, ct), cancellationToken);
             foreach (var o in response.S3Objects ?? [])
                 yield return new StoreItem(RelativeKey(o.Key), o.Size ?? 0, o.LastModified is { } lm ? new DateTimeOffset(lm.ToUniversalTime()) : DateTimeOffset.MinValue);
             if (response.IsTruncated != true) yield break;
-            request.ContinuationToken = response.NextContinuationToken;
+            continuation = response.NextContinuationToken;
         }
     }
+
+    /// <summary>
+    /// A put with <c>If-None-Match: *</c>: S3 (since 2024) and Ceph RGW in an unversioned bucket refuse
+    /// it with 412 when the key exists, so exactly one of two racing nodes wins. Servers that ignore
+    /// the header (Ceph RGW on a versioned bucket, older MinIO) make it last-writer-wins: see
+    /// docs/architecture.md, "Fencing".
+    /// </summary>
+    public async Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken)
+    {
+        var fullKey = FullKey(key);
+        var bytes = content.ToArray();
+        try
+        {
+            await _retry.RunAsync("put", $"creating '{fullKey}'", ct =>
+            {
+                var request = new PutObjectRequest { BucketName = _location.Bucket, Key = fullKey, InputStream = new MemoryStream(bytes, writable: false), IfNoneMatch = "*" };
+                ApplyEncryption(request);
+                return _s3.PutObjectAsync(request, ct);
+            }, cancellationToken);
+            return true;
+        }
+        catch (Exception ex) when (ConditionFailed(ex))
+        {
+            // A retry after a lost answer meets the object its first attempt created: if the
+            // bytes there are ours, this node won; otherwise another node did.
+            try
+            {
+                await using var existing = await OpenReadAsync(key, cancellationToken);
+                using var buffer = new MemoryStream();
+                await existing.CopyToAsync(buffer, cancellationToken);
+                return buffer.ToArray().AsSpan().SequenceEqual(bytes);
+            }
+            catch (StoreObjectNotFoundException)
+            {
+                return false;
+            }
+        }
+    }
+
+    public bool CreateIsAtomic => true;
+
+    private static bool ConditionFailed(Exception ex) =>
+        (ex as AmazonS3Exception ?? ex.InnerException as AmazonS3Exception) is { } s3 &&
+        (s3.StatusCode is HttpStatusCode.PreconditionFailed || s3.ErrorCode is "PreconditionFailed" or "ConditionalRequestConflict");
 
     public async Task DeleteAsync(string key, CancellationToken cancellationToken)
     {
         var fullKey = FullKey(key);
-        await Call(() => _s3.DeleteObjectAsync(_location.Bucket, fullKey, cancellationToken), fullKey);
+        await _retry.RunAsync("delete", $"deleting '{fullKey}'", ct => _s3.DeleteObjectAsync(_location.Bucket, fullKey, ct), cancellationToken);
     }
 
     public async Task CheckAccessAsync(CancellationToken cancellationToken)
     {
-        var request = new ListObjectsV2Request { BucketName = _location.Bucket, Prefix = _location.Prefix, MaxKeys = 1 };
-        await Call(() => _s3.ListObjectsV2Async(request, cancellationToken), _location.Prefix);
-    }
-
-    /// <summary>Turns SDK and network failures into one exception type whose message names the store, the key and the S3 error code.</summary>
-    private async Task<T> Call<T>(Func<Task<T>> action, string fullKey)
-    {
-        try
-        {
-            return await action();
-        }
-        catch (AmazonS3Exception ex)
-        {
-            throw new StoreUnavailableException($"S3 refused a request for '{fullKey}' in {Description}: {ex.ErrorCode ?? "error"} (HTTP {(int)ex.StatusCode}){(string.IsNullOrEmpty(ex.Message) ? "" : ": " + ex.Message)}", ex);
-        }
-        catch (Exception ex) when (ex is AmazonClientException or HttpRequestException or IOException && ex is not OperationCanceledException)
-        {
-            throw new StoreUnavailableException($"S3 store {Description} could not be reached for '{fullKey}': {ex.GetBaseException().Message}", ex);
-        }
+        await _retry.RunAsync("list", $"listing '{_location.Prefix}'", ct => _s3.ListObjectsV2Async(
+            new ListObjectsV2Request { BucketName = _location.Bucket, Prefix = _location.Prefix, MaxKeys = 1 }, ct), cancellationToken);
     }
 
     public void Dispose() => _s3.Dispose();
-
-    /// <summary>Keeps the GetObject response alive for as long as its body is read.</summary>
-    private sealed class ResponseOwningStream(GetObjectResponse response) : Stream
-    {
-        private readonly Stream _inner = response.ResponseStream;
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => response.ContentLength;
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count) => _inner.Read(buffer, offset, count);
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => _inner.ReadAsync(buffer, cancellationToken);
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => _inner.ReadAsync(buffer, offset, count, cancellationToken);
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) response.Dispose();
-            base.Dispose(disposing);
-        }
-    }
 }

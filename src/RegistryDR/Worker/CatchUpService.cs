@@ -14,7 +14,7 @@ namespace RegistryDR.Worker;
 /// </summary>
 internal sealed partial class CatchUpService(
     ISchedulerFactory schedulers, IBackupStore store, RegistryDrOptions options, TimeProvider time, ILogger<CatchUpService> logger,
-    AbandonedSetCleaner cleaner) : BackgroundService
+    AbandonedSetCleaner cleaner, RegistryDR.Monitoring.IOperationEvents events) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -35,6 +35,7 @@ internal sealed partial class CatchUpService(
             var newest = sets.FirstOrDefault(s => s.IsComplete);
             if (newest is not null && now - newest.Time < interval) return;
             LogCatchingUp(newest?.BackupId ?? "none", interval);
+            if (newest is not null) events.ScheduleMissed(); // fires were missed while the worker was down
             var scheduler = await schedulers.GetScheduler(stoppingToken);
             await scheduler.TriggerJob(BackupJob.Key, new JobDataMap(), stoppingToken);
         }

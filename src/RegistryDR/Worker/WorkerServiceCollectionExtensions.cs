@@ -1,6 +1,8 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Quartz;
+using RegistryDR.Monitoring;
 using RegistryDR.Backup;
 using RegistryDR.Configuration;
 using RegistryDR.Stores;
@@ -16,9 +18,12 @@ public static class WorkerServiceCollectionExtensions
     public static IServiceCollection AddRegistryDrWorker(this IServiceCollection services, RegistryDrOptions options, IBackupStore? store = null)
     {
         services.AddSingleton(options);
+        // Monitoring (AddRegistryDrMonitoring, called first) replaces this; without it events go nowhere.
+        services.TryAddSingleton<IOperationEvents>(NullOperationEvents.Instance);
         services.AddSingleton(TimeProvider.System);
         if (store is not null) services.AddSingleton(store);
-        else services.AddSingleton(_ => BackupStoreFactory.Create(options.Store));
+        else services.AddSingleton(sp => BackupStoreFactory.Create(options.Store, null,
+            sp.GetService<IOperationEvents>(), sp.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()?.CreateLogger("RegistryDR.Stores"), sp.GetService<TimeProvider>()));
         services.AddSingleton<BackupService>();
         services.AddSingleton<AbandonedSetCleaner>();
         services.AddSingleton<RegistryDR.Restore.DrillService>();
@@ -27,6 +32,7 @@ public static class WorkerServiceCollectionExtensions
         services.AddQuartz(q =>
         {
             q.UseInMemoryStore();
+            q.AddTriggerListener<MisfireListener>([]);
             q.AddJob<BackupJob>(j => j.WithIdentity(BackupJob.Key).StoreDurably().WithDescription("Back up the registry's database and config"));
             q.AddTrigger(t => t
                 .ForJob(BackupJob.Key)

@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace RegistryDR.Archive.Internal;
 
 /// <summary>
@@ -6,6 +8,12 @@ namespace RegistryDR.Archive.Internal;
 /// </summary>
 internal static class EntryNames
 {
+    /// <summary>NAME_MAX: the longest file name component, in bytes.</summary>
+    public const int MaxSegmentBytes = 255;
+
+    /// <summary>PATH_MAX less its terminating NUL: the longest path, or symbolic link target, the kernel accepts.</summary>
+    public const int MaxPathBytes = 4095;
+
     /// <summary>True for "a/b/c": non-empty, no leading or trailing '/', no empty, '.' or '..' segment, no NUL.</summary>
     public static bool IsCanonicalRelative(string path)
     {
@@ -99,6 +107,16 @@ internal static class EntryNames
         {
             // Non-canonical spellings ("a//b", "a/./b") would slip past the duplicate check.
             throw new UnsafeArchiveException(rawName, "its name has an empty or '.' segment");
+        }
+
+        // Linux refuses a name component over NAME_MAX (255 bytes) and a path of PATH_MAX (4096
+        // bytes with its NUL) or more, so our writer, which stats every path it archives, can
+        // never produce such an entry. Without this check validation accepted it and extraction
+        // then failed with an IOException (ENAMETOOLONG), which the reader does not document
+        // (found by the fuzz tests); it also bounds the memory each remembered name takes.
+        if (segments.Any(s => Encoding.UTF8.GetByteCount(s) > MaxSegmentBytes) || Encoding.UTF8.GetByteCount(name) + 1 > MaxPathBytes)
+        {
+            throw new UnsafeArchiveException(rawName, $"its name is longer than Linux allows ({MaxSegmentBytes} bytes per segment, {MaxPathBytes} bytes in all)");
         }
 
         ArchiveRoot? best = null;

@@ -98,6 +98,14 @@ internal sealed class EntryPolicy
             throw new UnsafeArchiveException(name, reason);
         }
 
+        // symlink(2) refuses a target of PATH_MAX bytes or more, and readlink never returns one,
+        // so our writer cannot produce it; accepted here, it passed validation and then failed
+        // extraction with an undocumented IOException (ENAMETOOLONG; found by the fuzz tests).
+        if (kind == MemberKind.Symlink && System.Text.Encoding.UTF8.GetByteCount(member.LinkName) > EntryNames.MaxPathBytes)
+        {
+            throw new UnsafeArchiveException(name, $"its symbolic link target is longer than the {EntryNames.MaxPathBytes} bytes Linux allows");
+        }
+
         _seen[key] = kind switch
         {
             MemberKind.File => Seen.File,

@@ -58,6 +58,11 @@ internal sealed class TarEntryReader
         string? longLink = null;
         var sawExtension = false;
 
+        // One budget for all extended headers in front of one entry: bounding each record alone
+        // let a chain of them (distinct PAX keys, or repeated GNU records) hold memory without
+        // limit, from a small, highly compressible archive (found by the fuzz tests).
+        long metadataBudget = MaxMetadataBytes;
+
         while (true)
         {
             if (!ReadHeaderBlock())
@@ -82,7 +87,7 @@ internal sealed class TarEntryReader
             {
                 case TarHeader.LF_XHDR:
                     pax ??= new Dictionary<string, string>(StringComparer.Ordinal);
-                    foreach (var (key, value) in ParsePax(ReadMetadata(rawName, size)))
+                    foreach (var (key, value) in ParsePax(ReadMetadata(rawName, size, ref metadataBudget)))
                     {
                         if (key.StartsWith("GNU.sparse.", StringComparison.Ordinal))
                         {
@@ -95,11 +100,11 @@ internal sealed class TarEntryReader
                     sawExtension = true;
                     continue;
                 case TarHeader.LF_GNU_LONGNAME:
-                    longName = Utf8.GetString(ReadMetadata(rawName, size)).TrimEnd('\0');
+                    longName = Utf8.GetString(ReadMetadata(rawName, size, ref metadataBudget)).TrimEnd('\0');
                     sawExtension = true;
                     continue;
                 case TarHeader.LF_GNU_LONGLINK:
-                    longLink = Utf8.GetString(ReadMetadata(rawName, size)).TrimEnd('\0');
+                    longLink = Utf8.GetString(ReadMetadata(rawName, size, ref metadataBudget)).TrimEnd('\0');
                     sawExtension = true;
                     continue;
             }
@@ -121,7 +126,8 @@ internal sealed class TarEntryReader
                 member = member with { ModifiedSeconds = seconds, ModifiedNanoseconds = nanoseconds };
             }
 
-            _currentName = member.Name;
+            // Quoted in truncation messages: printable, like every name the reader reports.
+            _currentName = UnsafeArchiveException.Printable(member.Name);
             _dataRemaining = Math.Max(member.Size, 0);
             _paddingRemaining = (int)((BlockSize - (_dataRemaining % BlockSize)) % BlockSize);
             return member;
@@ -229,12 +235,19 @@ internal sealed class TarEntryReader
         }
     }
 
-    private byte[] ReadMetadata(string rawName, long size)
+    private byte[] ReadMetadata(string rawName, long size, ref long budget)
     {
         if (size < 0 || size > MaxMetadataBytes)
         {
             throw new UnsafeArchiveException(rawName, $"its extended header declares {size} bytes, outside 0..{MaxMetadataBytes}");
         }
+
+        if (size > budget)
+        {
+            throw new UnsafeArchiveException(rawName, $"the extended headers before one entry add up to more than {MaxMetadataBytes} bytes");
+        }
+
+        budget -= size;
 
         var data = new byte[size];
         if (ReadFully(data) < size)
@@ -336,7 +349,11 @@ internal sealed class TarEntryReader
             if (space < 0
                 || !int.TryParse(Encoding.ASCII.GetString(data, position, space - position), NumberStyles.None, CultureInfo.InvariantCulture, out var length)
                 || length <= space - position + 1
-                || position + length > data.Length
+                // Compared as a difference: "position + length" overflows int for a length near
+                // int.MaxValue after an earlier record, and the overflowed sum then passed this
+                // check and indexed outside the array (IndexOutOfRangeException instead of
+                // InvalidDataException; found by the fuzz tests).
+                || length > data.Length - position
                 || data[position + length - 1] != (byte)'\n')
             {
                 throw new InvalidDataException("The archive contains a malformed PAX extended header.");
