@@ -21,6 +21,7 @@ public sealed partial class CompositeOperationEvents(IReadOnlyList<IOperationEve
     public void RestoreStarted(string backupId) => Each(s => s.RestoreStarted(backupId));
     public void RestoreFinished(string backupId, bool succeeded, TimeSpan duration) => Each(s => s.RestoreFinished(backupId, succeeded, duration));
     public void ScheduleMissed() => Each(s => s.ScheduleMissed());
+    public void DrillFinished(string backupId, bool succeeded, TimeSpan duration) => Each(s => s.DrillFinished(backupId, succeeded, duration));
     public void StoreRetry(string operation) => Each(s => s.StoreRetry(operation));
 
     private void Each(Action<IOperationEvents> report)

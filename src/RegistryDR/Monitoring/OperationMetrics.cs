@@ -99,6 +99,18 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
         }
     }
 
+    public void DrillFinished(string backupId, bool succeeded, TimeSpan duration)
+    {
+        lock (_lock)
+        {
+            if (succeeded) { _drillSuccesses++; _lastDrillSuccess = time.GetUtcNow(); }
+            else _drillFailures++;
+        }
+    }
+
+    private long _drillSuccesses, _drillFailures;
+    private DateTimeOffset? _lastDrillSuccess;
+
     public void ScheduleMissed()
     {
         lock (_lock) _scheduleMissed++;
@@ -126,7 +138,12 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
                 Enum.GetValues<BackupFailureReason>().ToDictionary(r => r, r => _failures[(int)r]),
                 _restoresRunning > 0, _lastRestoreDuration, _restoreSuccesses, _restoreFailures,
                 _scheduleMissed,
-                new SortedDictionary<string, long>(_storeRetries, StringComparer.Ordinal));
+                new SortedDictionary<string, long>(_storeRetries, StringComparer.Ordinal))
+            {
+                DrillSuccesses = _drillSuccesses,
+                DrillFailures = _drillFailures,
+                LastDrillSuccess = _lastDrillSuccess,
+            };
         }
     }
 
@@ -141,5 +158,10 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
         long RestoreSuccesses,
         long RestoreFailures,
         long ScheduleMissed,
-        IReadOnlyDictionary<string, long> StoreRetries);
+        IReadOnlyDictionary<string, long> StoreRetries)
+    {
+        public long DrillSuccesses { get; init; }
+        public long DrillFailures { get; init; }
+        public DateTimeOffset? LastDrillSuccess { get; init; }
+    }
 }

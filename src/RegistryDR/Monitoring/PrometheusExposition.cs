@@ -63,6 +63,13 @@ internal static class PrometheusExposition
         Sample(w, "registrydr_restores_total", s.RestoreSuccesses, ("result", "success"));
         Sample(w, "registrydr_restores_total", s.RestoreFailures, ("result", "failure"));
 
+        Family(w, "registrydr_drills_total", "counter", "Restore drills finished since the process started, by result.");
+        Sample(w, "registrydr_drills_total", s.DrillSuccesses, ("result", "success"));
+        Sample(w, "registrydr_drills_total", s.DrillFailures, ("result", "failure"));
+
+        Family(w, "registrydr_drill_last_success_timestamp_seconds", "gauge", "Unix time of the newest passed restore drill by this process (absent until one).");
+        if (s.LastDrillSuccess is { } drill) Sample(w, "registrydr_drill_last_success_timestamp_seconds", drill.ToUnixTimeMilliseconds() / 1000.0);
+
         Family(w, "registrydr_schedule_missed_total", "counter", "Scheduled backups missed (previous one still running, or the process was down) and collapsed into a catch-up.");
         Sample(w, "registrydr_schedule_missed_total", s.ScheduleMissed);
 

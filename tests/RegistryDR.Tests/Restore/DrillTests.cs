@@ -71,4 +71,28 @@ public sealed class DrillTests
             Directory.Delete(storeDir, recursive: true);
         }
     }
+
+    [TestMethod]
+    public async Task ADrillsResult_IsAMetric()
+    {
+        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
+        try
+        {
+            await using var node = await TestNode.CreateAsync("file://" + storeDir);
+            var store = node.CreateStore();
+            await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+            var metrics = new RegistryDR.Monitoring.OperationMetrics(TimeProvider.System);
+            var report = await new DrillService(node.Options, store, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance, TimeProvider.System, metrics).RunAsync();
+            Assert.IsTrue(report.Succeeded, report.Failure);
+            var text = RegistryDR.Monitoring.PrometheusExposition.Render(metrics.Read(), DateTimeOffset.UtcNow, "test");
+            StringAssert.Contains(text, "registrydr_drills_total{result=\"success\"} 1");
+            StringAssert.Contains(text, "registrydr_drill_last_success_timestamp_seconds ");
+            // A passed drill marks the set verified, which retention then protects.
+            CollectionAssert.Contains((await RegistryDR.Retention.VerificationRecord.ReadVerifiedIdsAsync(store, CancellationToken.None)).ToList(), report.BackupId);
+        }
+        finally
+        {
+            Directory.Delete(storeDir, recursive: true);
+        }
+    }
 }
