@@ -19,7 +19,7 @@ echo "== dotnet test"
 set +e
 dotnet test RegistryDR.sln --configuration Release \
   --logger "trx;LogFileName=results.trx" --logger "console;verbosity=normal" \
-  --results-directory "$results" 2>&1 | tee "$results/console.log" | grep -E '^\s+(Passed|Failed|Skipped) |Error Message|error|Total|Passed!|Failed!' 
+  --results-directory "$results" 2>&1 | tee "$results/console.log" | grep -a -E '^\s+(Passed|Failed|Skipped) |Error Message|error|Total|Passed!|Failed!' 
 status=${PIPESTATUS[0]}
 set -e
 
