@@ -15,16 +15,10 @@ public sealed class RoundTripTests
     [TestMethod]
     public async Task FileSystemStore_RoundTrip_RestoresEveryRowAndFile()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
-        {
-            await using var node = await TestNode.CreateAsync("file://" + storeDir);
-            await RoundTripAsync(node, node.CreateStore());
-        }
-        finally
-        {
-            Directory.Delete(storeDir, recursive: true);
-        }
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file://" + storeDir);
+        await RoundTripAsync(node, node.CreateStore());
     }
 
     [TestMethod]

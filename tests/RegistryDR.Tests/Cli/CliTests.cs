@@ -41,67 +41,55 @@ public sealed class CliTests
     [TestMethod]
     public async Task BackupListVerifyRestore_ThroughTheExecutable()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
-        {
-            await using var node = await TestNode.CreateAsync("file://" + storeDir);
-            var config = WriteConfig(node);
-            var expected = await RegistrySchema.SnapshotAsync(node.ConnectionString);
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file://" + storeDir);
+        var config = WriteConfig(node);
+        var expected = await RegistrySchema.SnapshotAsync(node.ConnectionString);
 
-            var backup = await RunCliAsync(null, "backup", "--config", config, "--json");
-            Assert.AreEqual(0, backup.ExitCode, backup.Stderr);
-            var id = JsonDocument.Parse(backup.Stdout).RootElement.GetProperty("backupId").GetString()!;
+        var backup = await RunCliAsync(null, "backup", "--config", config, "--json");
+        Assert.AreEqual(0, backup.ExitCode, backup.Stderr);
+        var id = JsonDocument.Parse(backup.Stdout).RootElement.GetProperty("backupId").GetString()!;
 
-            var list = await RunCliAsync(null, "list", "--config", config, "--json");
-            Assert.AreEqual(0, list.ExitCode, list.Stderr);
-            var sets = JsonDocument.Parse(list.Stdout).RootElement;
-            Assert.AreEqual(1, sets.GetArrayLength());
-            Assert.AreEqual(id, sets[0].GetProperty("backupId").GetString());
-            Assert.AreEqual("Complete", sets[0].GetProperty("state").GetString());
+        var list = await RunCliAsync(null, "list", "--config", config, "--json");
+        Assert.AreEqual(0, list.ExitCode, list.Stderr);
+        var sets = JsonDocument.Parse(list.Stdout).RootElement;
+        Assert.AreEqual(1, sets.GetArrayLength());
+        Assert.AreEqual(id, sets[0].GetProperty("backupId").GetString());
+        Assert.AreEqual("Complete", sets[0].GetProperty("state").GetString());
 
-            var table = await RunCliAsync(null, "list", "--config", config);
-            StringAssert.Contains(table.Stdout, id);
-            StringAssert.Contains(table.Stdout, "complete");
+        var table = await RunCliAsync(null, "list", "--config", config);
+        StringAssert.Contains(table.Stdout, id);
+        StringAssert.Contains(table.Stdout, "complete");
 
-            var verify = await RunCliAsync(null, "verify", id, "--config", config);
-            Assert.AreEqual(0, verify.ExitCode, verify.Stderr);
-            StringAssert.Contains(verify.Stdout, "is valid");
+        var verify = await RunCliAsync(null, "verify", id, "--config", config);
+        Assert.AreEqual(0, verify.ExitCode, verify.Stderr);
+        StringAssert.Contains(verify.Stdout, "is valid");
 
-            var dry = await RunCliAsync(null, "restore", "--dry-run", "--config", config);
-            Assert.AreEqual(0, dry.ExitCode, dry.Stderr);
-            StringAssert.Contains(dry.Stdout, "dry run: nothing was changed");
+        var dry = await RunCliAsync(null, "restore", "--dry-run", "--config", config);
+        Assert.AreEqual(0, dry.ExitCode, dry.Stderr);
+        StringAssert.Contains(dry.Stdout, "dry run: nothing was changed");
 
-            await node.WipeAsync();
-            var restore = await RunCliAsync(null, "restore", "--backup", "latest", "--config", config);
-            Assert.AreEqual(0, restore.ExitCode, restore.Stderr);
-            Assert.IsNull(expected.FirstDifference(await RegistrySchema.SnapshotAsync(node.ConnectionString)));
+        await node.WipeAsync();
+        var restore = await RunCliAsync(null, "restore", "--backup", "latest", "--config", config);
+        Assert.AreEqual(0, restore.ExitCode, restore.Stderr);
+        Assert.IsNull(expected.FirstDifference(await RegistrySchema.SnapshotAsync(node.ConnectionString)));
 
-            // Logs are one line per event on stderr and never carry the password.
-            Assert.DoesNotContain(node.Cluster.SuperUserPassword, backup.Stderr + restore.Stderr + backup.Stdout + restore.Stdout);
-            StringAssert.Contains(backup.Stderr, $"Backup {id} complete");
-        }
-        finally
-        {
-            Directory.Delete(storeDir, recursive: true);
-        }
+        // Logs are one line per event on stderr and never carry the password.
+        Assert.DoesNotContain(node.Cluster.SuperUserPassword, backup.Stderr + restore.Stderr + backup.Stdout + restore.Stdout);
+        StringAssert.Contains(backup.Stderr, $"Backup {id} complete");
     }
 
     [TestMethod]
     public async Task EnvironmentVariables_OverrideTheFile()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
-        {
-            await using var node = await TestNode.CreateAsync("file:///nonexistent-store-from-file");
-            var config = WriteConfig(node);
-            var list = await RunCliAsync(new Dictionary<string, string?> { ["REGISTRYDR__Store__Url"] = "file://" + storeDir }, "list", "--config", config);
-            Assert.AreEqual(0, list.ExitCode, list.Stderr);
-            StringAssert.Contains(list.Stdout, "No backups in file://" + storeDir);
-        }
-        finally
-        {
-            Directory.Delete(storeDir, recursive: true);
-        }
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file:///nonexistent-store-from-file");
+        var config = WriteConfig(node);
+        var list = await RunCliAsync(new Dictionary<string, string?> { ["REGISTRYDR__Store__Url"] = "file://" + storeDir }, "list", "--config", config);
+        Assert.AreEqual(0, list.ExitCode, list.Stderr);
+        StringAssert.Contains(list.Stdout, "No backups in file://" + storeDir);
     }
 
     [TestMethod]
@@ -115,47 +103,35 @@ public sealed class CliTests
     [TestMethod]
     public async Task NoBackup_ExitsThree()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
-        {
-            var run = await RunCliAsync(new Dictionary<string, string?> { ["REGISTRYDR__Store__Url"] = "file://" + storeDir }, "verify", "latest");
-            Assert.AreEqual(3, run.ExitCode, run.Stderr);
-            StringAssert.Contains(run.Stderr, "There are no backups");
-        }
-        finally
-        {
-            Directory.Delete(storeDir, recursive: true);
-        }
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        var run = await RunCliAsync(new Dictionary<string, string?> { ["REGISTRYDR__Store__Url"] = "file://" + storeDir }, "verify", "latest");
+        Assert.AreEqual(3, run.ExitCode, run.Stderr);
+        StringAssert.Contains(run.Stderr, "There are no backups");
     }
 
     [TestMethod]
     public async Task Status_Json_ParsesAndSaysMissingThenOk()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
-        {
-            await using var node = await TestNode.CreateAsync("file://" + storeDir);
-            var config = WriteConfig(node);
-            var missing = await RunCliAsync(null, "status", "--config", config, "--json");
-            Assert.AreEqual(6, missing.ExitCode, missing.Stderr);
-            Assert.AreEqual("Missing", JsonDocument.Parse(missing.Stdout).RootElement.GetProperty("state").GetString());
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file://" + storeDir);
+        var config = WriteConfig(node);
+        var missing = await RunCliAsync(null, "status", "--config", config, "--json");
+        Assert.AreEqual(6, missing.ExitCode, missing.Stderr);
+        Assert.AreEqual("Missing", JsonDocument.Parse(missing.Stdout).RootElement.GetProperty("state").GetString());
 
-            Assert.AreEqual(0, (await RunCliAsync(null, "backup", "--config", config)).ExitCode);
-            var ok = await RunCliAsync(null, "status", "--config", config, "--json");
-            Assert.AreEqual(0, ok.ExitCode, ok.Stderr);
-            var json = JsonDocument.Parse(ok.Stdout).RootElement;
-            Assert.AreEqual("Ok", json.GetProperty("state").GetString());
-            Assert.IsTrue(json.GetProperty("storeReachable").GetBoolean());
-            Assert.AreEqual(900, json.GetProperty("intervalSeconds").GetDouble());
-            Assert.IsGreaterThan(0L, json.GetProperty("newestBackupSizeBytes").GetInt64());
-            var table = await RunCliAsync(null, "status", "--config", config);
-            StringAssert.Contains(table.Stdout, "Protection:      OK");
-            StringAssert.Contains(table.Stdout, "Recovery point:");
-        }
-        finally
-        {
-            Directory.Delete(storeDir, recursive: true);
-        }
+        Assert.AreEqual(0, (await RunCliAsync(null, "backup", "--config", config)).ExitCode);
+        var ok = await RunCliAsync(null, "status", "--config", config, "--json");
+        Assert.AreEqual(0, ok.ExitCode, ok.Stderr);
+        var json = JsonDocument.Parse(ok.Stdout).RootElement;
+        Assert.AreEqual("Ok", json.GetProperty("state").GetString());
+        Assert.IsTrue(json.GetProperty("storeReachable").GetBoolean());
+        Assert.AreEqual(900, json.GetProperty("intervalSeconds").GetDouble());
+        Assert.IsGreaterThan(0L, json.GetProperty("newestBackupSizeBytes").GetInt64());
+        var table = await RunCliAsync(null, "status", "--config", config);
+        StringAssert.Contains(table.Stdout, "Protection:      OK");
+        StringAssert.Contains(table.Stdout, "Recovery point:");
     }
 
     [TestMethod]

@@ -1,3 +1,4 @@
+using RegistryDR.Tests.Infrastructure;
 using Microsoft.Extensions.Configuration;
 using RegistryDR.Configuration;
 
@@ -64,21 +65,15 @@ public sealed class ConfigurationTests
     [TestMethod]
     public void JsonFile_IsLayeredUnderEnvironmentVariables()
     {
-        var dir = Directory.CreateTempSubdirectory("rdr-config-").FullName;
-        try
-        {
-            var file = Path.Combine(dir, "registry-dr.json");
-            File.WriteAllText(file, """{ "Database": { "Name": "from_file", "Port": 5433 }, "Store": { "Url": "s3://backups-bucket/dtr" } }""");
-            var env = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["Database:Port"] = "6543" }).Build();
-            var options = RegistryDrConfiguration.Load(file, env);
-            Assert.AreEqual("from_file", options.Database.Name);
-            Assert.AreEqual(6543, options.Database.Port);
-            Assert.AreEqual("s3://backups-bucket/dtr", options.Store.Url);
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        using var dirScope = new TempDirectory("rdr-config-");
+        var dir = dirScope.Path;
+        var file = Path.Combine(dir, "registry-dr.json");
+        File.WriteAllText(file, """{ "Database": { "Name": "from_file", "Port": 5433 }, "Store": { "Url": "s3://backups-bucket/dtr" } }""");
+        var env = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["Database:Port"] = "6543" }).Build();
+        var options = RegistryDrConfiguration.Load(file, env);
+        Assert.AreEqual("from_file", options.Database.Name);
+        Assert.AreEqual(6543, options.Database.Port);
+        Assert.AreEqual("s3://backups-bucket/dtr", options.Store.Url);
     }
 
     [TestMethod]

@@ -1,3 +1,4 @@
+using RegistryDR.Tests.Infrastructure;
 using System.Diagnostics;
 using System.Formats.Tar;
 using System.IO.Compression;
@@ -286,27 +287,21 @@ public sealed class BootScriptTests
     public async Task TheSystemdUnitsVerify()
     {
         if (!DeploymentTestSupport.IsOnPath("systemd-analyze")) Assert.Inconclusive("systemd-analyze is not installed");
-        var directory = Directory.CreateTempSubdirectory("rdr-units-").FullName;
-        try
+        using var directoryScope = new TempDirectory("rdr-units-");
+        var directory = directoryScope.Path;
+        var units = new[] { "registry-dr-bootstrap.service", "registry-dr-worker.service" }.Select(unit =>
         {
-            var units = new[] { "registry-dr-bootstrap.service", "registry-dr-worker.service" }.Select(unit =>
-            {
-                var copy = Path.Combine(directory, unit);
-                File.Copy(Path.Combine(DeploymentTestSupport.BootstrapDirectory, unit), copy);
-                return copy;
-            }).ToList();
+            var copy = Path.Combine(directory, unit);
+            File.Copy(Path.Combine(DeploymentTestSupport.BootstrapDirectory, unit), copy);
+            return copy;
+        }).ToList();
 
-            var run = await DeploymentTestSupport.RunAsync("systemd-analyze", ["verify", "--man=no", .. units], null, ScriptTimeout, TestContext.CancellationToken);
+        var run = await DeploymentTestSupport.RunAsync("systemd-analyze", ["verify", "--man=no", .. units], null, ScriptTimeout, TestContext.CancellationToken);
 
-            // The only complaint allowed here: the programs live under /opt/registry-dr on a node, not on this machine.
-            var problems = run.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Where(line => !line.Contains("is not executable: No such file or directory", StringComparison.Ordinal))
-                .ToList();
-            Assert.IsEmpty(problems, run.ToString());
-        }
-        finally
-        {
-            Directory.Delete(directory, recursive: true);
-        }
+        // The only complaint allowed here: the programs live under /opt/registry-dr on a node, not on this machine.
+        var problems = run.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(line => !line.Contains("is not executable: No such file or directory", StringComparison.Ordinal))
+            .ToList();
+        Assert.IsEmpty(problems, run.ToString());
     }
 }

@@ -63,54 +63,48 @@ public sealed class ProcessFaultTests
     [TestMethod]
     public async Task KillDashNineMidBackup_ThenRestart_NextBackupSucceeds_AndNoPartialSetIsLeft()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
-        {
-            await using var node = await TestNode.CreateAsync("file://" + storeDir);
-            await AddIncompressibleRowsAsync(node.ConnectionString, 48);
-            var config = WriteConfig(node, new { Cron = "0 0 0 1 1 ? *", CatchUpOnStart = true, DrillCron = "" });
-            var log = Path.Combine(node.Root, "worker.log");
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file://" + storeDir);
+        await AddIncompressibleRowsAsync(node.ConnectionString, 48);
+        var config = WriteConfig(node, new { Cron = "0 0 0 1 1 ? *", CatchUpOnStart = true, DrillCron = "" });
+        var log = Path.Combine(node.Root, "worker.log");
 
-            using (var worker = StartWorker(config, log))
-            {
-                // The catch-up backup starts at once; wait until it is writing, then kill -9.
-                var deadline = DateTime.UtcNow.AddSeconds(60);
-                var probe = node.CreateStore();
-                while (!(await new BackupCatalog(probe).ListAsync(CancellationToken.None)).Any(s => !s.IsComplete))
-                {
-                    if (DateTime.UtcNow > deadline || worker.HasExited)
-                        Assert.Fail("the worker never started a backup: " + string.Join("\n", Directory.GetFiles(storeDir, "*", SearchOption.AllDirectories)) + "\n" + File.ReadAllText(log));
-                    await Task.Delay(50);
-                }
-                worker.Kill(); // SIGKILL: no clean-up code runs
-                await worker.WaitForExitAsync();
-            }
-            var killed = await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None);
-            Assert.AreEqual(1, killed.Count);
-            Assert.IsFalse(killed[0].IsComplete, "a killed backup is never complete");
-
-            using (var worker = StartWorker(config, log))
-            {
-                var deadline = DateTime.UtcNow.AddSeconds(120);
-                IReadOnlyList<BackupSetInfo> sets;
-                while (!(sets = await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None)).Any(s => s.IsComplete))
-                {
-                    if (DateTime.UtcNow > deadline || worker.HasExited) Assert.Fail("the restarted worker took no backup: " + File.ReadAllText(log));
-                    await Task.Delay(200);
-                }
-                worker.Kill(entireProcessTree: true);
-                await worker.WaitForExitAsync();
-                Assert.IsFalse(sets.Any(s => s.BackupId == killed[0].BackupId), "the killed backup's partial set was removed at restart");
-            }
-            var final = await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None);
-            Assert.IsTrue(final.All(s => s.IsComplete), string.Join(", ", final.Select(s => $"{s.BackupId}:{s.State}")));
-            StringAssert.Contains(File.ReadAllText(log), $"Removed the partial set {killed[0].BackupId}");
-            await DrillPassesAsync(node);
-        }
-        finally
+        using (var worker = StartWorker(config, log))
         {
-            Directory.Delete(storeDir, recursive: true);
+            // The catch-up backup starts at once; wait until it is writing, then kill -9.
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            var probe = node.CreateStore();
+            while (!(await new BackupCatalog(probe).ListAsync(CancellationToken.None)).Any(s => !s.IsComplete))
+            {
+                if (DateTime.UtcNow > deadline || worker.HasExited)
+                    Assert.Fail("the worker never started a backup: " + string.Join("\n", Directory.GetFiles(storeDir, "*", SearchOption.AllDirectories)) + "\n" + File.ReadAllText(log));
+                await Task.Delay(50);
+            }
+            worker.Kill(); // SIGKILL: no clean-up code runs
+            await worker.WaitForExitAsync();
         }
+        var killed = await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None);
+        Assert.AreEqual(1, killed.Count);
+        Assert.IsFalse(killed[0].IsComplete, "a killed backup is never complete");
+
+        using (var worker = StartWorker(config, log))
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(120);
+            IReadOnlyList<BackupSetInfo> sets;
+            while (!(sets = await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None)).Any(s => s.IsComplete))
+            {
+                if (DateTime.UtcNow > deadline || worker.HasExited) Assert.Fail("the restarted worker took no backup: " + File.ReadAllText(log));
+                await Task.Delay(200);
+            }
+            worker.Kill(entireProcessTree: true);
+            await worker.WaitForExitAsync();
+            Assert.IsFalse(sets.Any(s => s.BackupId == killed[0].BackupId), "the killed backup's partial set was removed at restart");
+        }
+        var final = await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None);
+        Assert.IsTrue(final.All(s => s.IsComplete), string.Join(", ", final.Select(s => $"{s.BackupId}:{s.State}")));
+        StringAssert.Contains(File.ReadAllText(log), $"Removed the partial set {killed[0].BackupId}");
+        await DrillPassesAsync(node);
     }
 
     [TestMethod]
@@ -175,50 +169,44 @@ public sealed class ProcessFaultTests
     public async Task PostgresDownAtAScheduledRun_IsAFailureWithItsReason_AndTheNextRunSucceeds()
     {
         await using var cluster = await PostgresCluster.StartAsync();
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        var database = await cluster.CreateDatabaseAsync();
+        await RegistrySchema.CreateAndSeedAsync(cluster.ConnectionString(database));
+        await using var node = await TestNode.CreateAsync("file://" + storeDir);
+        node.Options.Database.Port = cluster.Port;
+        node.Options.Database.Name = database;
+        File.WriteAllText(node.Options.Database.PasswordFile!, cluster.SuperUserPassword + "\n");
+        node.Options.Schedule.Cron = "0/2 * * * * ?";
+        node.Options.Schedule.CatchUpOnStart = false;
+        node.Options.Schedule.DrillCron = null;
+
+        var events = new RecordingEvents();
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddSingleton<IOperationEvents>(events);
+        builder.Services.AddRegistryDrWorker(node.Options, node.CreateStore());
+        using var host = builder.Build();
+
+        await cluster.StopAsync();
+        await host.StartAsync();
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!events.Snapshot().Contains("failed:Database"))
         {
-            var database = await cluster.CreateDatabaseAsync();
-            await RegistrySchema.CreateAndSeedAsync(cluster.ConnectionString(database));
-            await using var node = await TestNode.CreateAsync("file://" + storeDir);
-            node.Options.Database.Port = cluster.Port;
-            node.Options.Database.Name = database;
-            File.WriteAllText(node.Options.Database.PasswordFile!, cluster.SuperUserPassword + "\n");
-            node.Options.Schedule.Cron = "0/2 * * * * ?";
-            node.Options.Schedule.CatchUpOnStart = false;
-            node.Options.Schedule.DrillCron = null;
-
-            var events = new RecordingEvents();
-            var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-            builder.Services.AddSingleton<IOperationEvents>(events);
-            builder.Services.AddRegistryDrWorker(node.Options, node.CreateStore());
-            using var host = builder.Build();
-
-            await cluster.StopAsync();
-            await host.StartAsync();
-            var deadline = DateTime.UtcNow.AddSeconds(60);
-            while (!events.Snapshot().Contains("failed:Database"))
-            {
-                if (DateTime.UtcNow > deadline) Assert.Fail("no failed run recorded: " + string.Join(", ", events.Snapshot()));
-                await Task.Delay(200);
-            }
-            Assert.IsEmpty((await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None)).Where(s => s.IsComplete));
-
-            await cluster.StartAgainAsync();
-            deadline = DateTime.UtcNow.AddSeconds(60);
-            while (!events.Snapshot().Contains("succeeded"))
-            {
-                if (DateTime.UtcNow > deadline) Assert.Fail("no run succeeded after PostgreSQL came back: " + string.Join(", ", events.Snapshot()));
-                await Task.Delay(200);
-            }
-            await host.StopAsync();
-            Assert.IsTrue((await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None)).Any(s => s.IsComplete));
-            node.Options.Database.Port = cluster.Port;
-            await DrillPassesAsync(node);
+            if (DateTime.UtcNow > deadline) Assert.Fail("no failed run recorded: " + string.Join(", ", events.Snapshot()));
+            await Task.Delay(200);
         }
-        finally
+        Assert.IsEmpty((await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None)).Where(s => s.IsComplete));
+
+        await cluster.StartAgainAsync();
+        deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!events.Snapshot().Contains("succeeded"))
         {
-            Directory.Delete(storeDir, recursive: true);
+            if (DateTime.UtcNow > deadline) Assert.Fail("no run succeeded after PostgreSQL came back: " + string.Join(", ", events.Snapshot()));
+            await Task.Delay(200);
         }
+        await host.StopAsync();
+        Assert.IsTrue((await new BackupCatalog(node.CreateStore()).ListAsync(CancellationToken.None)).Any(s => s.IsComplete));
+        node.Options.Database.Port = cluster.Port;
+        await DrillPassesAsync(node);
     }
 }

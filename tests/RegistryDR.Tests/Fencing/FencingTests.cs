@@ -21,15 +21,9 @@ public sealed class FencingTests
     [TestMethod]
     public async Task RacingNodes_NeverShareAGeneration_FileStore()
     {
-        var dir = Directory.CreateTempSubdirectory("rdr-fence-").FullName;
-        try
-        {
-            CollectionAssert.AreEqual(Enumerable.Range(1, 12).Select(i => (long)i).ToList(), (await TakeConcurrentlyAsync(new FileSystemStore(dir), 12)).ToList());
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        using var dirScope = new TempDirectory("rdr-fence-");
+        var dir = dirScope.Path;
+        CollectionAssert.AreEqual(Enumerable.Range(1, 12).Select(i => (long)i).ToList(), (await TakeConcurrentlyAsync(new FileSystemStore(dir), 12)).ToList());
     }
 
     [TestMethod]
@@ -48,51 +42,39 @@ public sealed class FencingTests
     [TestMethod]
     public async Task ANodeThatLostItsGeneration_StopsWriting_NamingTheNewNode_AndWritesNothing()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
-        {
-            await using var node = await TestNode.CreateAsync("file://" + storeDir);
-            var store = node.CreateStore();
-            var backups = new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System);
-            // A restore by hand takes generation 1 and records it for this node.
-            await backups.RunAsync();
-            var restored = await new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest"));
-            Assert.AreEqual(1, restored.Generation!.Number);
-            Assert.AreEqual(1, NodeStateFile.Read(node.Options.Agent.StateFile)!.Generation);
-            await backups.RunAsync(); // still the writer
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file://" + storeDir);
+        var store = node.CreateStore();
+        var backups = new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System);
+        // A restore by hand takes generation 1 and records it for this node.
+        await backups.RunAsync();
+        var restored = await new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest"));
+        Assert.AreEqual(1, restored.Generation!.Number);
+        Assert.AreEqual(1, NodeStateFile.Read(node.Options.Agent.StateFile)!.Generation);
+        await backups.RunAsync(); // still the writer
 
-            // Another node takes over (it restored elsewhere, during a partition).
-            await new GenerationLedger(store, TimeProvider.System).TakeNextAsync("restore", "i-newnode", null, CancellationToken.None);
-            var before = (await new BackupCatalog(store).ListAsync(CancellationToken.None)).Count;
-            var ex = await Assert.ThrowsExactlyAsync<BackupFailedException>(() => backups.RunAsync());
-            StringAssert.Contains(ex.Message, "a newer node took over this store (generation 2 was taken by");
-            StringAssert.Contains(ex.Message, "i-newnode");
-            StringAssert.Contains(ex.Message, "this node holds generation 1 and stops writing backups");
-            Assert.AreEqual(before, (await new BackupCatalog(store).ListAsync(CancellationToken.None)).Count, "a fenced node writes nothing");
-        }
-        finally
-        {
-            Directory.Delete(storeDir, recursive: true);
-        }
+        // Another node takes over (it restored elsewhere, during a partition).
+        await new GenerationLedger(store, TimeProvider.System).TakeNextAsync("restore", "i-newnode", null, CancellationToken.None);
+        var before = (await new BackupCatalog(store).ListAsync(CancellationToken.None)).Count;
+        var ex = await Assert.ThrowsExactlyAsync<BackupFailedException>(() => backups.RunAsync());
+        StringAssert.Contains(ex.Message, "a newer node took over this store (generation 2 was taken by");
+        StringAssert.Contains(ex.Message, "i-newnode");
+        StringAssert.Contains(ex.Message, "this node holds generation 1 and stops writing backups");
+        Assert.AreEqual(before, (await new BackupCatalog(store).ListAsync(CancellationToken.None)).Count, "a fenced node writes nothing");
     }
 
     [TestMethod]
     public async Task ANodeWithoutAGeneration_IsFencedOnceAnotherNodeTookOne()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
-        {
-            await using var node = await TestNode.CreateAsync("file://" + storeDir);
-            var store = node.CreateStore();
-            var backups = new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System);
-            await backups.RunAsync(); // no fencing in use yet: a node set up by hand may write
-            await new GenerationLedger(store, TimeProvider.System).TakeNextAsync("first-boot", "i-other", null, CancellationToken.None);
-            var ex = await Assert.ThrowsExactlyAsync<BackupFailedException>(() => backups.RunAsync());
-            StringAssert.Contains(ex.Message, "this node holds no generation");
-        }
-        finally
-        {
-            Directory.Delete(storeDir, recursive: true);
-        }
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file://" + storeDir);
+        var store = node.CreateStore();
+        var backups = new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System);
+        await backups.RunAsync(); // no fencing in use yet: a node set up by hand may write
+        await new GenerationLedger(store, TimeProvider.System).TakeNextAsync("first-boot", "i-other", null, CancellationToken.None);
+        var ex = await Assert.ThrowsExactlyAsync<BackupFailedException>(() => backups.RunAsync());
+        StringAssert.Contains(ex.Message, "this node holds no generation");
     }
 }

@@ -18,30 +18,24 @@ public sealed class DockerRegistryTests
     [TestMethod]
     public void Oci_images_are_deterministic_per_seed_and_differ_between_seeds()
     {
-        var root = Directory.CreateTempSubdirectory("registrydr-oci-").FullName;
-        try
-        {
-            var first = OciImages.CreateImageLayout(Path.Combine(root, "a"), "v1", seed: 1, layers: 2, layerBytes: 10_000);
-            var again = OciImages.CreateImageLayout(Path.Combine(root, "b"), "v1", seed: 1, layers: 2, layerBytes: 10_000);
-            var other = OciImages.CreateImageLayout(Path.Combine(root, "c"), "v1", seed: 2, layers: 2, layerBytes: 10_000);
+        using var rootScope = new TempDirectory("registrydr-oci-");
+        var root = rootScope.Path;
+        var first = OciImages.CreateImageLayout(Path.Combine(root, "a"), "v1", seed: 1, layers: 2, layerBytes: 10_000);
+        var again = OciImages.CreateImageLayout(Path.Combine(root, "b"), "v1", seed: 1, layers: 2, layerBytes: 10_000);
+        var other = OciImages.CreateImageLayout(Path.Combine(root, "c"), "v1", seed: 2, layers: 2, layerBytes: 10_000);
 
-            Assert.AreEqual(OciImages.ManifestDigest(first, "v1"), OciImages.ManifestDigest(again, "v1"));
-            Assert.AreNotEqual(OciImages.ManifestDigest(first, "v1"), OciImages.ManifestDigest(other, "v1"));
-            // Manifest, config and two layers, none shared between the seeds.
-            var firstBlobs = Directory.GetFiles(Path.Combine(first, "blobs", "sha256")).Select(Path.GetFileName).ToHashSet();
-            var otherBlobs = Directory.GetFiles(Path.Combine(other, "blobs", "sha256")).Select(Path.GetFileName).ToHashSet();
-            Assert.HasCount(4, firstBlobs);
-            Assert.IsFalse(firstBlobs.Overlaps(otherBlobs), "different seeds must not share blobs");
+        Assert.AreEqual(OciImages.ManifestDigest(first, "v1"), OciImages.ManifestDigest(again, "v1"));
+        Assert.AreNotEqual(OciImages.ManifestDigest(first, "v1"), OciImages.ManifestDigest(other, "v1"));
+        // Manifest, config and two layers, none shared between the seeds.
+        var firstBlobs = Directory.GetFiles(Path.Combine(first, "blobs", "sha256")).Select(Path.GetFileName).ToHashSet();
+        var otherBlobs = Directory.GetFiles(Path.Combine(other, "blobs", "sha256")).Select(Path.GetFileName).ToHashSet();
+        Assert.HasCount(4, firstBlobs);
+        Assert.IsFalse(firstBlobs.Overlaps(otherBlobs), "different seeds must not share blobs");
 
-            // A second tag in the same layout keeps the first.
-            OciImages.CreateImageLayout(first, "v2", seed: 3, layers: 1, layerBytes: 10_000);
-            Assert.AreEqual(OciImages.ManifestDigest(again, "v1"), OciImages.ManifestDigest(first, "v1"));
-            Assert.AreNotEqual(OciImages.ManifestDigest(first, "v1"), OciImages.ManifestDigest(first, "v2"));
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
+        // A second tag in the same layout keeps the first.
+        OciImages.CreateImageLayout(first, "v2", seed: 3, layers: 1, layerBytes: 10_000);
+        Assert.AreEqual(OciImages.ManifestDigest(again, "v1"), OciImages.ManifestDigest(first, "v1"));
+        Assert.AreNotEqual(OciImages.ManifestDigest(first, "v1"), OciImages.ManifestDigest(first, "v2"));
     }
 
     [TestMethod]

@@ -47,60 +47,54 @@ public sealed class LoadBalancerStatusTests
         var s3 = await TestEnvironment.S3Async();
         var bucket = "regdr-lbstatus-" + Guid.NewGuid().ToString("N")[..12];
         await s3.CreateBucketAsync(bucket, TestContext.CancellationToken);
-        var root = Directory.CreateTempSubdirectory("rdr-lbstatus-").FullName;
-        try
+        using var rootScope = new TempDirectory("rdr-lbstatus-");
+        var root = rootScope.Path;
+        var port = DockerRegistryProcess.FreePort();
+        var config = DockerRegistryProcess.WriteConfig(Path.Combine(root, "registry", "config.yml"), port, s3, bucket);
+        var options = new RegistryDrOptions();
+        options.Registry.HealthUrl = $"http://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}/v2/";
+        options.Agent.StateFile = Path.Combine(root, "state", "node-state.json");
+        var metrics = new OperationMetrics(TimeProvider.System);
+        await using var server = await MonitoringTestSupport.StartServerAsync(options, metrics);
+
+        // 1. The registry is not running: unavailable, and the reason says why. The process itself is up.
+        var down = await GetAsync(server);
+        Assert.AreEqual(HttpStatusCode.ServiceUnavailable, down.Status, down.ToString());
+        StringAssert.StartsWith(Reason(down), "registry unhealthy: ");
+        Assert.AreEqual(HttpStatusCode.OK, (await MonitoringTestSupport.GetAsync(server, "/healthz", TestContext.CancellationToken)).Status);
+
+        // 2. A real docker-registry serves: available (within the probe cache's second).
+        await using (var registry = await DockerRegistryProcess.StartAsync(config, port, TestContext.CancellationToken))
         {
-            var port = DockerRegistryProcess.FreePort();
-            var config = DockerRegistryProcess.WriteConfig(Path.Combine(root, "registry", "config.yml"), port, s3, bucket);
-            var options = new RegistryDrOptions();
-            options.Registry.HealthUrl = $"http://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}/v2/";
-            options.Agent.StateFile = Path.Combine(root, "state", "node-state.json");
-            var metrics = new OperationMetrics(TimeProvider.System);
-            await using var server = await MonitoringTestSupport.StartServerAsync(options, metrics);
+            AssertOk(await MonitoringTestSupport.GetUntilAsync(server, StatusPath, a => a.Status == HttpStatusCode.OK, TestContext.CancellationToken));
 
-            // 1. The registry is not running: unavailable, and the reason says why. The process itself is up.
-            var down = await GetAsync(server);
-            Assert.AreEqual(HttpStatusCode.ServiceUnavailable, down.Status, down.ToString());
-            StringAssert.StartsWith(Reason(down), "registry unhealthy: ");
-            Assert.AreEqual(HttpStatusCode.OK, (await MonitoringTestSupport.GetAsync(server, "/healthz", TestContext.CancellationToken)).Status);
+            // 3. A restore is running: unavailable at once, without asking the registry.
+            metrics.RestoreStarted("20261122T021500Z-3fa9c1");
+            AssertUnavailable(await GetAsync(server), "restoring");
+            metrics.RestoreFinished("20261122T021500Z-3fa9c1", succeeded: true, TimeSpan.FromMinutes(4));
+            AssertOk(await GetAsync(server));
 
-            // 2. A real docker-registry serves: available (within the probe cache's second).
-            await using (var registry = await DockerRegistryProcess.StartAsync(config, port, TestContext.CancellationToken))
-            {
-                AssertOk(await MonitoringTestSupport.GetUntilAsync(server, StatusPath, a => a.Status == HttpStatusCode.OK, TestContext.CancellationToken));
+            // 4. With Schedule:RequireRestoredNode, only a node that restored (or first-booted) takes traffic.
+            options.Schedule.RequireRestoredNode = true;
+            AssertUnavailable(await GetAsync(server), "node did not restore: no readable node state file");
+            WriteState(options, NodeStatus.Failed);
+            AssertUnavailable(await GetAsync(server), "node did not restore: Failed");
+            WriteState(options, NodeStatus.Restoring);
+            AssertUnavailable(await GetAsync(server), "restoring");
+            WriteState(options, NodeStatus.Restored);
+            AssertOk(await GetAsync(server));
+            WriteState(options, NodeStatus.FirstBoot);
+            AssertOk(await GetAsync(server));
+            File.Delete(options.Agent.StateFile);
+            AssertUnavailable(await GetAsync(server), "node did not restore: no readable node state file");
+            WriteState(options, NodeStatus.Restored);
+            AssertOk(await GetAsync(server));
 
-                // 3. A restore is running: unavailable at once, without asking the registry.
-                metrics.RestoreStarted("20261122T021500Z-3fa9c1");
-                AssertUnavailable(await GetAsync(server), "restoring");
-                metrics.RestoreFinished("20261122T021500Z-3fa9c1", succeeded: true, TimeSpan.FromMinutes(4));
-                AssertOk(await GetAsync(server));
-
-                // 4. With Schedule:RequireRestoredNode, only a node that restored (or first-booted) takes traffic.
-                options.Schedule.RequireRestoredNode = true;
-                AssertUnavailable(await GetAsync(server), "node did not restore: no readable node state file");
-                WriteState(options, NodeStatus.Failed);
-                AssertUnavailable(await GetAsync(server), "node did not restore: Failed");
-                WriteState(options, NodeStatus.Restoring);
-                AssertUnavailable(await GetAsync(server), "restoring");
-                WriteState(options, NodeStatus.Restored);
-                AssertOk(await GetAsync(server));
-                WriteState(options, NodeStatus.FirstBoot);
-                AssertOk(await GetAsync(server));
-                File.Delete(options.Agent.StateFile);
-                AssertUnavailable(await GetAsync(server), "node did not restore: no readable node state file");
-                WriteState(options, NodeStatus.Restored);
-                AssertOk(await GetAsync(server));
-
-                // 5. The registry goes away: unavailable again once the cached answer expires.
-                await registry.StopAsync();
-                var gone = await MonitoringTestSupport.GetUntilAsync(server, StatusPath, a => a.Status != HttpStatusCode.OK, TestContext.CancellationToken);
-                Assert.AreEqual(HttpStatusCode.ServiceUnavailable, gone.Status, gone.ToString());
-                StringAssert.StartsWith(Reason(gone), "registry unhealthy: ");
-            }
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
+            // 5. The registry goes away: unavailable again once the cached answer expires.
+            await registry.StopAsync();
+            var gone = await MonitoringTestSupport.GetUntilAsync(server, StatusPath, a => a.Status != HttpStatusCode.OK, TestContext.CancellationToken);
+            Assert.AreEqual(HttpStatusCode.ServiceUnavailable, gone.Status, gone.ToString());
+            StringAssert.StartsWith(Reason(gone), "registry unhealthy: ");
         }
     }
 

@@ -1,3 +1,4 @@
+using RegistryDR.Tests.Infrastructure;
 using System.Text.Json;
 using Microsoft.Extensions.Configuration;
 using RegistryDR.Monitoring;
@@ -48,63 +49,51 @@ public sealed class MonitoringDeploymentTests
     [Timeout(300_000, CooperativeCancellation = true)]
     public async Task UserData_ListensOnTheHealthCheckPort_AndShipsTheEmfLogWithTheCloudWatchAgent()
     {
-        var root = Directory.CreateTempSubdirectory("rdr-userdata-monitoring-").FullName;
-        try
-        {
-            var values = StackValues(root);
-            values["RDR_MONITORING_URL"] = "http://0.0.0.0:8080";
-            values["RDR_METRICS_LOG_GROUP"] = "/registry-dr/registry-prod/metrics";
-            var run = await UserDataAsync(values);
-            Assert.AreEqual(0, run.ExitCode, run.ToString());
+        using var rootScope = new TempDirectory("rdr-userdata-monitoring-");
+        var root = rootScope.Path;
+        var values = StackValues(root);
+        values["RDR_MONITORING_URL"] = "http://0.0.0.0:8080";
+        values["RDR_METRICS_LOG_GROUP"] = "/registry-dr/registry-prod/metrics";
+        var run = await UserDataAsync(values);
+        Assert.AreEqual(0, run.ExitCode, run.ToString());
 
-            // registry-dr's configuration: the load balancer's port besides loopback, and valid.
-            var generated = Path.Combine(root, "etc", "registry-dr", "registry-dr.json.generated");
-            var configuration = new ConfigurationBuilder().AddJsonFile(generated).Build();
-            var monitoring = new MonitoringOptions();
-            configuration.GetSection("Monitoring").Bind(monitoring, o => o.ErrorOnUnknownConfiguration = true);
-            CollectionAssert.AreEqual(new[] { "http://127.0.0.1:9465", "http://0.0.0.0:8080" }, monitoring.EffectiveUrls.ToList());
-            var errors = new List<string>();
-            MonitoringOptions.Validate(monitoring, errors);
-            Assert.IsEmpty(errors, string.Join("; ", errors));
-            Assert.AreEqual(MonitoringOptions.DefaultEmfLogPath, monitoring.EmfLogPath, "the agent below tails the default path");
-            // The EMF Stack dimension, which the template's alarm selects, comes from Agent:StackName.
-            Assert.AreEqual("registry-prod", configuration["Agent:StackName"]);
+        // registry-dr's configuration: the load balancer's port besides loopback, and valid.
+        var generated = Path.Combine(root, "etc", "registry-dr", "registry-dr.json.generated");
+        var configuration = new ConfigurationBuilder().AddJsonFile(generated).Build();
+        var monitoring = new MonitoringOptions();
+        configuration.GetSection("Monitoring").Bind(monitoring, o => o.ErrorOnUnknownConfiguration = true);
+        CollectionAssert.AreEqual(new[] { "http://127.0.0.1:9465", "http://0.0.0.0:8080" }, monitoring.EffectiveUrls.ToList());
+        var errors = new List<string>();
+        MonitoringOptions.Validate(monitoring, errors);
+        Assert.IsEmpty(errors, string.Join("; ", errors));
+        Assert.AreEqual(MonitoringOptions.DefaultEmfLogPath, monitoring.EmfLogPath, "the agent below tails the default path");
+        // The EMF Stack dimension, which the template's alarm selects, comes from Agent:StackName.
+        Assert.AreEqual("registry-prod", configuration["Agent:StackName"]);
 
-            // The CloudWatch agent: that file, to the stack's log group, one stream per instance.
-            var agentConfig = Path.Combine(root, "opt", "aws", "amazon-cloudwatch-agent", "etc", "amazon-cloudwatch-agent.json");
-            using var agent = JsonDocument.Parse(File.ReadAllText(agentConfig));
-            var files = agent.RootElement.GetProperty("logs").GetProperty("logs_collected").GetProperty("files").GetProperty("collect_list");
-            Assert.AreEqual(1, files.GetArrayLength());
-            Assert.AreEqual(MonitoringOptions.DefaultEmfLogPath, files[0].GetProperty("file_path").GetString());
-            Assert.AreEqual("/registry-dr/registry-prod/metrics", files[0].GetProperty("log_group_name").GetString());
-            Assert.AreEqual("{instance_id}", files[0].GetProperty("log_stream_name").GetString());
-            Assert.AreEqual("eu-west-1", agent.RootElement.GetProperty("agent").GetProperty("region").GetString());
-            Assert.IsTrue(Directory.Exists(Path.Combine(root, "var", "log", "registry-dr")));
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
+        // The CloudWatch agent: that file, to the stack's log group, one stream per instance.
+        var agentConfig = Path.Combine(root, "opt", "aws", "amazon-cloudwatch-agent", "etc", "amazon-cloudwatch-agent.json");
+        using var agent = JsonDocument.Parse(File.ReadAllText(agentConfig));
+        var files = agent.RootElement.GetProperty("logs").GetProperty("logs_collected").GetProperty("files").GetProperty("collect_list");
+        Assert.AreEqual(1, files.GetArrayLength());
+        Assert.AreEqual(MonitoringOptions.DefaultEmfLogPath, files[0].GetProperty("file_path").GetString());
+        Assert.AreEqual("/registry-dr/registry-prod/metrics", files[0].GetProperty("log_group_name").GetString());
+        Assert.AreEqual("{instance_id}", files[0].GetProperty("log_stream_name").GetString());
+        Assert.AreEqual("eu-west-1", agent.RootElement.GetProperty("agent").GetProperty("region").GetString());
+        Assert.IsTrue(Directory.Exists(Path.Combine(root, "var", "log", "registry-dr")));
     }
 
     [TestMethod]
     [Timeout(300_000, CooperativeCancellation = true)]
     public async Task UserData_WithoutMonitoringValues_KeepsTheDefaults_AndConfiguresNoAgent()
     {
-        var root = Directory.CreateTempSubdirectory("rdr-userdata-monitoring-").FullName;
-        try
-        {
-            var run = await UserDataAsync(StackValues(root));
-            Assert.AreEqual(0, run.ExitCode, run.ToString());
-            using var generated = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "etc", "registry-dr", "registry-dr.json.generated")));
-            Assert.IsFalse(generated.RootElement.TryGetProperty("Monitoring", out _), "loopback only, by default");
-            Assert.IsFalse(File.Exists(Path.Combine(root, "opt", "aws", "amazon-cloudwatch-agent", "etc", "amazon-cloudwatch-agent.json")));
-            StringAssert.Contains(run.Output, "the CloudWatch agent is not configured");
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
+        using var rootScope = new TempDirectory("rdr-userdata-monitoring-");
+        var root = rootScope.Path;
+        var run = await UserDataAsync(StackValues(root));
+        Assert.AreEqual(0, run.ExitCode, run.ToString());
+        using var generated = JsonDocument.Parse(File.ReadAllText(Path.Combine(root, "etc", "registry-dr", "registry-dr.json.generated")));
+        Assert.IsFalse(generated.RootElement.TryGetProperty("Monitoring", out _), "loopback only, by default");
+        Assert.IsFalse(File.Exists(Path.Combine(root, "opt", "aws", "amazon-cloudwatch-agent", "etc", "amazon-cloudwatch-agent.json")));
+        StringAssert.Contains(run.Output, "the CloudWatch agent is not configured");
     }
 
     [TestMethod]

@@ -23,57 +23,45 @@ public sealed class SecretsTests
     [TestMethod]
     public async Task ThePasswordReachesTheTools_OnlyThroughTheirEnvironment()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file://" + storeDir);
+        var record = Path.Combine(node.Root, "argv-record");
+        // Each tool is wrapped: the wrapper records its argv and whether PGPASSWORD is set, then runs the real one.
+        var bin = Path.Combine(node.Root, "wrapped-bin");
+        Directory.CreateDirectory(bin);
+        foreach (var tool in new[] { "pg_dump", "pg_dumpall", "pg_restore", "psql" })
         {
-            await using var node = await TestNode.CreateAsync("file://" + storeDir);
-            var record = Path.Combine(node.Root, "argv-record");
-            // Each tool is wrapped: the wrapper records its argv and whether PGPASSWORD is set, then runs the real one.
-            var bin = Path.Combine(node.Root, "wrapped-bin");
-            Directory.CreateDirectory(bin);
-            foreach (var tool in new[] { "pg_dump", "pg_dumpall", "pg_restore", "psql" })
-            {
-                var path = Path.Combine(bin, tool);
-                File.WriteAllText(path, $"#!/bin/sh\nprintf '%s argv: %s | env PGPASSWORD set: %s\\n' '{tool}' \"$*\" \"${{PGPASSWORD:+yes}}\" >> '{record}'\nexec '{Path.Combine(node.Cluster.BinDirectory, tool)}' \"$@\"\n");
-                File.SetUnixFileMode(path, (UnixFileMode)0b111_101_101);
-            }
-            node.Options.Database.BinDirectory = bin;
-            var logger = new ListLogger();
-            await new BackupService(node.Options, node.CreateStore(), logger, TimeProvider.System).RunAsync();
+            var path = Path.Combine(bin, tool);
+            File.WriteAllText(path, $"#!/bin/sh\nprintf '%s argv: %s | env PGPASSWORD set: %s\\n' '{tool}' \"$*\" \"${{PGPASSWORD:+yes}}\" >> '{record}'\nexec '{Path.Combine(node.Cluster.BinDirectory, tool)}' \"$@\"\n");
+            File.SetUnixFileMode(path, (UnixFileMode)0b111_101_101);
+        }
+        node.Options.Database.BinDirectory = bin;
+        var logger = new ListLogger();
+        await new BackupService(node.Options, node.CreateStore(), logger, TimeProvider.System).RunAsync();
 
-            var lines = File.ReadAllLines(record);
-            Assert.IsTrue(lines.Any(l => l.StartsWith("pg_dump argv:", StringComparison.Ordinal)));
-            Assert.IsTrue(lines.Any(l => l.StartsWith("pg_dumpall argv:", StringComparison.Ordinal)));
-            foreach (var line in lines)
-            {
-                Assert.DoesNotContain(node.Cluster.SuperUserPassword, line, "a password in argv is visible to every user through ps");
-                // `--version` needs no connection and gets no password; every connecting call gets it in its environment.
-                if (!line.Contains("argv: --version", StringComparison.Ordinal)) StringAssert.EndsWith(line, "env PGPASSWORD set: yes");
-            }
-            Assert.IsFalse(logger.Lines.Any(l => l.Contains(node.Cluster.SuperUserPassword, StringComparison.Ordinal)));
-        }
-        finally
+        var lines = File.ReadAllLines(record);
+        Assert.IsTrue(lines.Any(l => l.StartsWith("pg_dump argv:", StringComparison.Ordinal)));
+        Assert.IsTrue(lines.Any(l => l.StartsWith("pg_dumpall argv:", StringComparison.Ordinal)));
+        foreach (var line in lines)
         {
-            Directory.Delete(storeDir, recursive: true);
+            Assert.DoesNotContain(node.Cluster.SuperUserPassword, line, "a password in argv is visible to every user through ps");
+            // `--version` needs no connection and gets no password; every connecting call gets it in its environment.
+            if (!line.Contains("argv: --version", StringComparison.Ordinal)) StringAssert.EndsWith(line, "env PGPASSWORD set: yes");
         }
+        Assert.IsFalse(logger.Lines.Any(l => l.Contains(node.Cluster.SuperUserPassword, StringComparison.Ordinal)));
     }
 
     [TestMethod]
     public async Task APasswordFileOthersCanRead_IsWarnedAbout()
     {
-        var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
-        try
-        {
-            await using var node = await TestNode.CreateAsync("file://" + storeDir);
-            File.SetUnixFileMode(node.Options.Database.PasswordFile!, (UnixFileMode)0b110_100_100);
-            var logger = new ListLogger();
-            await new BackupService(node.Options, node.CreateStore(), logger, TimeProvider.System).RunAsync();
-            Assert.IsTrue(logger.Lines.Any(l => l.StartsWith("Warning:", StringComparison.Ordinal) && l.Contains("chmod 600", StringComparison.Ordinal)), string.Join("\n", logger.Lines));
-        }
-        finally
-        {
-            Directory.Delete(storeDir, recursive: true);
-        }
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file://" + storeDir);
+        File.SetUnixFileMode(node.Options.Database.PasswordFile!, (UnixFileMode)0b110_100_100);
+        var logger = new ListLogger();
+        await new BackupService(node.Options, node.CreateStore(), logger, TimeProvider.System).RunAsync();
+        Assert.IsTrue(logger.Lines.Any(l => l.StartsWith("Warning:", StringComparison.Ordinal) && l.Contains("chmod 600", StringComparison.Ordinal)), string.Join("\n", logger.Lines));
     }
 
     [TestMethod]

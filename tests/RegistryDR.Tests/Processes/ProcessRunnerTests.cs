@@ -1,3 +1,4 @@
+using RegistryDR.Tests.Infrastructure;
 using RegistryDR.Processes;
 using RegistryDR.Stores;
 
@@ -9,21 +10,15 @@ public sealed class ProcessRunnerTests
     [TestMethod]
     public async Task ChildFailingAfterOutput_FailsTheConsumersRead_SoNothingIsStored()
     {
-        var root = Directory.CreateTempSubdirectory("rdr-proc-").FullName;
-        try
-        {
-            var store = new FileSystemStore(root);
-            var ex = await Assert.ThrowsExactlyAsync<ProcessFailedException>(() => ProcessRunner.RunCheckedAsync(
-                new ProcessSpec("/bin/sh", ["-c", "head -c 3000000 /dev/zero; echo 'disk on fire' >&2; exit 3"]),
-                readStdout: (stdout, ct) => store.PutAsync("a/b.bin", stdout, ct)));
-            Assert.AreEqual(3, ex.ExitCode);
-            StringAssert.Contains(ex.Message, "disk on fire");
-            Assert.IsEmpty(Directory.GetFiles(root, "*", SearchOption.AllDirectories), "a failed producer must leave no object, not even a temporary one");
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
+        using var rootScope = new TempDirectory("rdr-proc-");
+        var root = rootScope.Path;
+        var store = new FileSystemStore(root);
+        var ex = await Assert.ThrowsExactlyAsync<ProcessFailedException>(() => ProcessRunner.RunCheckedAsync(
+            new ProcessSpec("/bin/sh", ["-c", "head -c 3000000 /dev/zero; echo 'disk on fire' >&2; exit 3"]),
+            readStdout: (stdout, ct) => store.PutAsync("a/b.bin", stdout, ct)));
+        Assert.AreEqual(3, ex.ExitCode);
+        StringAssert.Contains(ex.Message, "disk on fire");
+        Assert.IsEmpty(Directory.GetFiles(root, "*", SearchOption.AllDirectories), "a failed producer must leave no object, not even a temporary one");
     }
 
     [TestMethod]
