@@ -97,9 +97,13 @@ cat > "$work/registry-dr.json" <<JSON
     "HealthUrl": "http://127.0.0.1:$regport/v2/",
     "HealthTimeout": "00:00:30"
   },
-  "Store": { "Url": "file://$work/store" }
+  "Store": { "Url": "file://$work/store" },
+  "Agent": { "StateFile": "$work/state/node-state.json" },
+  "Monitoring": { "Enabled": false, "EmfLogPath": "" }
 }
 JSON
+
+chmod 600 "$work/registry-dr.json"
 
 fingerprint() {
   {
@@ -119,6 +123,7 @@ rdr backup
 fingerprint > "$work/before.txt"
 rdr list
 rdr verify latest
+rdr status
 
 log "Losing the node: registry stopped, database dropped, config directories deleted"
 "$work/registry-ctl" stop
@@ -135,6 +140,7 @@ if ! diff -u "$work/before.txt" "$work/after.txt"; then
   exit 1
 fi
 curl -fsS "http://127.0.0.1:$regport/v2/" >/dev/null
+rdr drill latest
 echo "OK: 3 tables ($(grep -c '^' "$work/before.txt") fingerprint lines: row counts, row hashes, sequence, owner) are identical after restore"
 echo "OK: every file under the config directories has the same mode, owner, link target and SHA-256"
 echo "OK: the registry answers http://127.0.0.1:$regport/v2/ after restore"

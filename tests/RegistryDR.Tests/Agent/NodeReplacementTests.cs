@@ -329,6 +329,8 @@ public sealed class NodeReplacementTests
                 ["Schedule"] = new { Cron = aws is null ? "0/2 * * * * ?" : "0/3 * * * * ?", RequireRestoredNode = aws is not null, CatchUpOnStart = false },
                 ["Restore"] = new { StagingDirectory = Path.Combine(Root, "staging-" + name) },
                 ["Agent"] = new { StateFile = stateFile },
+                // Keep the test's nodes off the machine's real log directory and monitoring port.
+                ["Monitoring"] = new { Enabled = false, EmfLogPath = "" },
             };
             if (aws is not null)
                 config["Agent"] = new

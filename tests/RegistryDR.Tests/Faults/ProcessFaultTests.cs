@@ -39,6 +39,7 @@ public sealed class ProcessFaultTests
             Schedule = schedule,
             Restore = new { o.Restore.StagingDirectory },
             Agent = new { o.Agent.StateFile },
+            Monitoring = new { Enabled = false, EmfLogPath = "" },
         }));
         return path;
     }
