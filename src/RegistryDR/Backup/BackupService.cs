@@ -164,7 +164,9 @@ public sealed partial class BackupService
             }
             var failure = ex as BackupFailedException ?? new BackupFailedException(backupId, phase, ex.Message, ex);
             _events.BackupFailed(backupId, Classify(failure, phase), _time.GetElapsedTime(started));
-            LogFailed(failure, backupId, phase, failure.Reason);
+            // One line with the reason for the journal; the stack trace only when debugging.
+            LogFailed(backupId, phase, failure.Reason);
+            LogFailureDetail(failure, backupId);
             throw failure;
         }
     }
@@ -336,7 +338,10 @@ public sealed partial class BackupService
     private partial void LogCompleted(string backupId, long bytes, double seconds);
 
     [LoggerMessage(1002, LogLevel.Error, "Backup {BackupId} failed during {Phase}: {Reason}")]
-    private partial void LogFailed(Exception ex, string backupId, string phase, string reason);
+    private partial void LogFailed(string backupId, string phase, string reason);
+
+    [LoggerMessage(1009, LogLevel.Debug, "Backup {BackupId} failure detail")]
+    private partial void LogFailureDetail(Exception ex, string backupId);
 
     [LoggerMessage(1003, LogLevel.Warning, "Backup {BackupId} cancelled during {Phase}; its partial set was removed and is never listed as complete")]
     private partial void LogCancelled(string backupId, string phase);
