@@ -200,6 +200,14 @@ public sealed class RestoreOptions
     /// <summary>Where downloaded artifacts are staged (and checked) before anything is replaced. Default: the system temp directory.</summary>
     public string? StagingDirectory { get; set; }
 
+    /// <summary>
+    /// pg_restore's parallel jobs (<c>--jobs</c>) when loading the downloaded dump. Default: the
+    /// number of cores. Parallel restore works from the staged file even though the dump was
+    /// streamed without data offsets (pg_restore scans for them).
+    /// </summary>
+    [Range(1, 64)]
+    public int Jobs { get; set; } = Math.Max(1, Environment.ProcessorCount);
+
     /// <summary>Keep the replaced database and directories (renamed aside) after a successful restore. Default false.</summary>
     public bool KeepPrevious { get; set; }
 }

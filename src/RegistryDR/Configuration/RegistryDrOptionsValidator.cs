@@ -17,6 +17,7 @@ public sealed class RegistryDrOptionsValidator : IValidateOptions<RegistryDrOpti
         var errors = new List<string>();
         ValidateAnnotations(options.Database, "Database", errors);
         ValidateAnnotations(options.Store, "Store", errors);
+        ValidateAnnotations(options.Restore, "Restore", errors);
 
         var db = options.Database;
         Require(db.Host, "Database:Host", errors);

@@ -126,7 +126,7 @@ public sealed partial class DrillService
             await create.ExecuteNonQueryAsync(cancellationToken);
         }
         await ProcessRunner.RunCheckedAsync(
-            new ProcessSpec(_tools.PgRestore, ["--exit-on-error", "--no-password", "--no-owner", "--no-acl", "--dbname=" + DrillDatabase, dumpPath])
+            new ProcessSpec(_tools.PgRestore, ["--exit-on-error", "--no-password", "--no-owner", "--no-acl", $"--jobs={_options.Restore.Jobs}", "--dbname=" + DrillDatabase, dumpPath])
             {
                 Environment = _postgres.ToolEnvironment(DrillDatabase),
                 DisplayName = "pg_restore (drill)",

@@ -271,7 +271,7 @@ public sealed partial class RestoreService
             await create.ExecuteNonQueryAsync(cancellationToken);
         }
         var result = await ProcessRunner.RunAsync(
-            new ProcessSpec(_tools.PgRestore, ["--exit-on-error", "--no-password", "--dbname=" + ScratchDatabase, dumpPath])
+            new ProcessSpec(_tools.PgRestore, ["--exit-on-error", "--no-password", $"--jobs={_options.Restore.Jobs}", "--dbname=" + ScratchDatabase, dumpPath])
             {
                 Environment = _postgres.ToolEnvironment(ScratchDatabase),
                 DisplayName = "pg_restore",

@@ -40,6 +40,9 @@ public sealed class ConfigurationTests
     [DataRow("Registry:HealthUrl", "ftp://x", "Registry:HealthUrl 'ftp://x'")]
     [DataRow("Restore:StagingDirectory", "tmp", "Restore:StagingDirectory 'tmp' must be an absolute path")]
     [DataRow("Databse:Host", "typo", "Databse")]
+    [DataRow("Restore:Jobs", "0", "Restore:Jobs is 0; it must be between 1 and 64")]
+    [DataRow("Retention:KeepLast", "0", "Retention:KeepLast is 0")]
+    [DataRow("Monitoring:Urls:0", "not-a-url", "Monitoring:Urls:0 'not-a-url'")]
     public void InvalidValue_NamesTheKey(string key, string value, string expected)
     {
         var message = Fails(new() { [key] = value });
