@@ -1,0 +1,69 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using RegistryDR.Agent;
+using RegistryDR.Aws;
+using RegistryDR.Backup;
+using RegistryDR.Stores;
+using RegistryDR.Tests.Infrastructure;
+using RegistryDR.Tests.Infrastructure.AwsStandIns;
+
+namespace RegistryDR.Tests.Agent;
+
+/// <summary>A long restore keeps the launch lifecycle hook alive with heartbeats, and stops sending them once it is done.</summary>
+[TestClass]
+public sealed class HeartbeatTests
+{
+    /// <summary>Makes every download slow, so the restore outlasts several heartbeat intervals.</summary>
+    private sealed class SlowReadStore(IBackupStore inner, TimeSpan delay) : IBackupStore
+    {
+        public string Description => inner.Description;
+        public Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken) => inner.PutAsync(key, content, cancellationToken);
+        public async Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken)
+        {
+            await Task.Delay(delay, cancellationToken);
+            return await inner.OpenReadAsync(key, cancellationToken);
+        }
+        public IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => inner.ListAsync(prefix, cancellationToken);
+        public Task DeleteAsync(string key, CancellationToken cancellationToken) => inner.DeleteAsync(key, cancellationToken);
+        public Task CheckAccessAsync(CancellationToken cancellationToken) => inner.CheckAccessAsync(cancellationToken);
+        public Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) => inner.TryCreateAsync(key, content, cancellationToken);
+        public bool CreateIsAtomic => inner.CreateIsAtomic;
+    }
+
+    [TestMethod]
+    public async Task ALongRestore_SendsHeartbeats_ThenCompletesTheLifecycleActionOnce()
+    {
+        using var storeScope = new TempDirectory("rdr-store-");
+        await using var node = await TestNode.CreateAsync("file://" + storeScope.Path);
+        await new BackupService(node.Options, node.CreateStore(), TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+
+        var credentials = new StandInCredentials(CephS3Server.TestAccessKey, CephS3Server.TestSecretKey);
+        await using var imds = ImdsStandIn.Start("i-0abc", "eu-west-1", new Dictionary<string, string>
+        {
+            [ImdsStandIn.StackNameTag] = "registry",
+            [ImdsStandIn.AutoScalingGroupTag] = "registry-group",
+        });
+        await using var autoScaling = AwsQueryStandIn.Start(AwsQueryStandIn.AutoScaling, "eu-west-1", credentials);
+        await using var cloudFormation = AwsQueryStandIn.Start(AwsQueryStandIn.CloudFormation, "eu-west-1", credentials);
+        node.Options.Agent.HeartbeatInterval = TimeSpan.FromMilliseconds(300);
+
+        var agent = new BootstrapAgent(node.Options, new SlowReadStore(node.CreateStore(), TimeSpan.FromSeconds(1)),
+            new InstanceMetadataClient(imds.Endpoint),
+            identity => new AwsQueryControlPlane(identity.Region, new Amazon.Runtime.BasicAWSCredentials(credentials.AccessKeyId, credentials.SecretAccessKey), autoScaling.Endpoint, cloudFormation.Endpoint),
+            NullLoggerFactory.Instance, TimeProvider.System);
+        var result = await agent.RunAsync(CancellationToken.None);
+        Assert.AreEqual(NodeStatus.Restored, result.Status);
+
+        var heartbeats = autoScaling.Calls.Where(c => c.Action == "RecordLifecycleActionHeartbeat").ToList();
+        Assert.IsGreaterThanOrEqualTo(3, heartbeats.Count, "a restore of about 4 s with a 300 ms interval must send several heartbeats");
+        Assert.IsTrue(heartbeats.All(h => h.Parameters["AutoScalingGroupName"] == "registry-group" && h.Parameters["LifecycleHookName"] == "registry-dr-launch" && h.Parameters["InstanceId"] == "i-0abc"));
+        var complete = autoScaling.Calls.Where(c => c.Action == "CompleteLifecycleAction").ToList();
+        Assert.HasCount(1, complete);
+        Assert.AreEqual("CONTINUE", complete[0].Parameters["LifecycleActionResult"]);
+
+        // No heartbeat after the lifecycle action was completed.
+        var calls = autoScaling.Calls.Count;
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.AreEqual(calls, autoScaling.Calls.Count);
+        Assert.AreEqual("CompleteLifecycleAction", autoScaling.Calls[^1].Action);
+    }
+}
