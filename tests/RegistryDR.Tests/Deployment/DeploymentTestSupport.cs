@@ -75,6 +75,35 @@ internal static class DeploymentTestSupport
     }
 
     /// <summary>Writes an executable script (mode 0755).</summary>
+    /// <summary>
+    /// What the template's user data stub hands to bootstrap/user-data.sh, for a dry run under
+    /// <paramref name="root"/> (no packages, no systemd).
+    /// </summary>
+    public static Dictionary<string, string> UserDataValues(string root) => new()
+    {
+        ["RDR_ROOT"] = root,
+        ["RDR_SKIP_PACKAGES"] = "1",
+        ["RDR_NO_SYSTEMD"] = "1",
+        ["RDR_STACK_NAME"] = "registry-prod",
+        ["RDR_REGION"] = "eu-west-1",
+        ["RDR_GROUP_NAME"] = "registry-prod-registry",
+        ["RDR_ARTIFACT_URL"] = "s3://releases/registry-dr/registry-dr.tar.gz",
+        ["RDR_ARTIFACT_SHA256"] = new string('a', 64),
+        ["RDR_STORE_URL"] = "s3://registry-prod-backupbucket-1x2y3z/registry-dr",
+        ["RDR_SSE"] = "S3",
+        ["RDR_ALLOW_FIRST_BOOT"] = "false",
+        ["RDR_CRON"] = "0 0/15 * * * ?",
+        ["RDR_DB_HOST"] = "127.0.0.1",
+        ["RDR_DB_PORT"] = "5432",
+        ["RDR_DB_NAME"] = "dtr",
+        ["RDR_DB_USER"] = "postgres",
+        ["RDR_REGISTRY_SERVICE"] = "dtr",
+        ["RDR_HEALTH_URL"] = "https://127.0.0.1/load_balancer_status",
+    };
+
+    public static Task<ScriptRun> RunUserDataAsync(Dictionary<string, string> environment, CancellationToken cancellationToken) =>
+        RunAsync("bash", [Path.Combine(BootstrapDirectory, "user-data.sh")], environment, TimeSpan.FromMinutes(2), cancellationToken);
+
     public static void WriteExecutable(string path, string text)
     {
         File.WriteAllText(path, text.ReplaceLineEndings("\n"));

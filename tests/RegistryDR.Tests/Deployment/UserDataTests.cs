@@ -13,34 +13,20 @@ public sealed class UserDataTests
 {
     public TestContext TestContext { get; set; } = null!;
 
-    private static Dictionary<string, string> StackValues(string root, string allowFirstBoot) => new()
+    /// <summary>The shared stack values, with SSE-KMS and an explicit client-tools directory on top.</summary>
+    private static Dictionary<string, string> StackValues(string root, string allowFirstBoot)
     {
-        ["RDR_ROOT"] = root,
-        ["RDR_SKIP_PACKAGES"] = "1",
-        ["RDR_NO_SYSTEMD"] = "1",
-        ["RDR_STACK_NAME"] = "registry-prod",
-        ["RDR_REGION"] = "eu-west-1",
-        ["RDR_GROUP_NAME"] = "registry-prod-registry",
-        ["RDR_ARTIFACT_URL"] = "s3://releases/registry-dr/registry-dr.tar.gz",
-        ["RDR_ARTIFACT_SHA256"] = new string('a', 64),
-        ["RDR_STORE_URL"] = "s3://registry-prod-backupbucket-1x2y3z/registry-dr",
-        ["RDR_SSE"] = "Kms",
-        ["RDR_KMS_KEY_ID"] = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-        ["RDR_ALLOW_FIRST_BOOT"] = allowFirstBoot,
-        ["RDR_CRON"] = "0 0/15 * * * ?",
-        ["RDR_DB_HOST"] = "127.0.0.1",
-        ["RDR_DB_PORT"] = "5432",
-        ["RDR_DB_NAME"] = "dtr",
-        ["RDR_DB_USER"] = "postgres",
-        ["RDR_DB_BIN_DIRECTORY"] = "/usr/bin",
-        ["RDR_DB_PASSWORD_SECRET_ARN"] = "",
-        ["RDR_REGISTRY_SERVICE"] = "dtr",
-        ["RDR_HEALTH_URL"] = "https://127.0.0.1/load_balancer_status",
-    };
+        var values = DeploymentTestSupport.UserDataValues(root);
+        values["RDR_SSE"] = "Kms";
+        values["RDR_KMS_KEY_ID"] = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        values["RDR_ALLOW_FIRST_BOOT"] = allowFirstBoot;
+        values["RDR_DB_BIN_DIRECTORY"] = "/usr/bin";
+        values["RDR_DB_PASSWORD_SECRET_ARN"] = "";
+        return values;
+    }
 
     private Task<ScriptRun> UserDataAsync(Dictionary<string, string> environment) =>
-        DeploymentTestSupport.RunAsync("bash", [Path.Combine(DeploymentTestSupport.BootstrapDirectory, "user-data.sh")],
-            environment, TimeSpan.FromMinutes(2), TestContext.CancellationToken);
+        DeploymentTestSupport.RunUserDataAsync(environment, TestContext.CancellationToken);
 
     [TestMethod]
     [Timeout(300_000, CooperativeCancellation = true)]

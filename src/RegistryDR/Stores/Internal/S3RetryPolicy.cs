@@ -174,6 +174,6 @@ internal sealed partial class S3RetryPolicy
         }
     }
 
-    [LoggerMessage(3100, LogLevel.Warning, "S3 {Operation}: {What} failed (attempt {Attempt}, {Elapsed:0.0} s of a {Budget:0} s retry budget): {Error}; retrying in {DelayMs} ms")]
+    [LoggerMessage(7000, LogLevel.Warning, "S3 {Operation}: {What} failed (attempt {Attempt}, {Elapsed:0.0} s of a {Budget:0} s retry budget): {Error}; retrying in {DelayMs} ms")]
     private partial void LogRetrying(string operation, string what, int attempt, double elapsed, double budget, string error, long delayMs);
 }
