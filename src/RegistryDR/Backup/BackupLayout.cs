@@ -4,7 +4,8 @@ namespace RegistryDR.Backup;
 
 /// <summary>
 /// Where a backup set's objects live in the store:
-/// <c>backups/&lt;id&gt;/{database.dump, globals.sql, config.tar.gz, manifest.json}</c>.
+/// <c>backups/&lt;id&gt;/{database.dump, globals.sql, config.tar.gz, manifest.json}</c>, plus
+/// <c>backups/&lt;id&gt;/data/&lt;table&gt;-&lt;range&gt;.copy.gz</c> for the block ranges of split tables.
 /// Ids start with the UTC start time, so they sort oldest to newest as plain strings.
 /// </summary>
 public static class BackupLayout
@@ -27,8 +28,19 @@ public static class BackupLayout
         DatabaseArtifact => "database.dump",
         GlobalsArtifact => "globals.sql",
         ConfigArtifact => "config.tar.gz",
+        _ when IsTableDataArtifact(artifact) => "data/" + artifact[TableDataPrefix.Length..] + ".copy.gz",
         _ => throw new ArgumentOutOfRangeException(nameof(artifact)),
     };
+
+    private const string TableDataPrefix = "data-";
+
+    /// <summary>The artifact holding block range <paramref name="range"/> of split table <paramref name="table"/>: a gzip'd binary COPY.</summary>
+    public static string TableDataArtifact(int table, int range) =>
+        string.Create(CultureInfo.InvariantCulture, $"{TableDataPrefix}{table:D4}-{range:D5}");
+
+    public static bool IsTableDataArtifact(string artifact) =>
+        artifact.StartsWith(TableDataPrefix, StringComparison.Ordinal) && artifact.Length > TableDataPrefix.Length &&
+        artifact.AsSpan(TableDataPrefix.Length).IndexOfAnyExcept("0123456789-") < 0 && !artifact.EndsWith('-');
 
     public static string NewBackupId(DateTimeOffset now) =>
         now.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture) + "-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(3));

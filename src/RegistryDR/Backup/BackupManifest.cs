@@ -9,7 +9,9 @@ namespace RegistryDR.Backup;
 /// </summary>
 public sealed record BackupManifest
 {
-    public const int CurrentFormatVersion = 1;
+    /// <summary>2 added <see cref="TableData"/>; sets of format 1 (one pg_dump archive) are still read and restored.</summary>
+    public const int CurrentFormatVersion = 2;
+    public const int OldestReadableFormatVersion = 1;
     public const string FileName = "manifest.json";
 
     public required int FormatVersion { get; init; }
@@ -28,7 +30,17 @@ public sealed record BackupManifest
     /// <summary>Why this set looks suspicious (empty database, far smaller than the previous set); empty when it does not.</summary>
     public IReadOnlyList<string> Warnings { get; init; } = [];
 
+    /// <summary>
+    /// Tables whose rows are not in the pg_dump archive but in block-range artifacts (binary
+    /// COPY, gzip), loaded between the archive's pre-data and post-data sections. Empty when the
+    /// archive holds everything.
+    /// </summary>
+    public IReadOnlyList<TableData> SplitTables { get; init; } = [];
+
     public long TotalSize => Artifacts.Sum(a => a.Size);
+
+    /// <summary>The bytes of the database itself: the pg_dump archive and the block ranges of split tables.</summary>
+    public long DatabaseSize => Artifacts.Where(a => a.Name == BackupLayout.DatabaseArtifact || BackupLayout.IsTableDataArtifact(a.Name)).Sum(a => a.Size);
 
     public Artifact? Find(string name) => Artifacts.FirstOrDefault(a => a.Name == name);
 
@@ -48,6 +60,16 @@ public sealed record BackupManifest
     public sealed record FingerprintInfo
     {
         public required IReadOnlyDictionary<string, long> RowCounts { get; init; }
+    }
+
+    public sealed record TableData
+    {
+        public required string Schema { get; init; }
+        public required string Name { get; init; }
+        /// <summary>The columns in the order the ranges hold them (generated columns excluded).</summary>
+        public required IReadOnlyList<string> Columns { get; init; }
+        /// <summary>The names of the artifacts holding the table's block ranges.</summary>
+        public required IReadOnlyList<string> Ranges { get; init; }
     }
 
     public sealed record ConfigDirectory
@@ -94,8 +116,8 @@ public sealed record BackupManifest
             throw new InvalidManifestException(expectedBackupId, $"it is not a valid manifest: {ex.Message}");
         }
         if (manifest is null) throw new InvalidManifestException(expectedBackupId, "it is empty (null).");
-        if (manifest.FormatVersion != CurrentFormatVersion)
-            throw new InvalidManifestException(expectedBackupId, $"its formatVersion {manifest.FormatVersion} is not one this registry-dr reads ({CurrentFormatVersion}).");
+        if (manifest.FormatVersion is < OldestReadableFormatVersion or > CurrentFormatVersion)
+            throw new InvalidManifestException(expectedBackupId, $"its formatVersion {manifest.FormatVersion} is not one this registry-dr reads ({OldestReadableFormatVersion}–{CurrentFormatVersion}).");
         if (manifest.BackupId != expectedBackupId)
             throw new InvalidManifestException(expectedBackupId, $"it names backup '{manifest.BackupId}', not the set it is stored in.");
         var setPrefix = BackupLayout.SetPrefix(expectedBackupId);
@@ -123,6 +145,7 @@ public sealed record BackupManifest
         foreach (var required in new[] { BackupLayout.DatabaseArtifact, BackupLayout.GlobalsArtifact, BackupLayout.ConfigArtifact })
             if (manifest.Artifacts.Count(a => a.Name == required) != 1)
                 throw new InvalidManifestException(expectedBackupId, $"it must list exactly one '{required}' artifact.");
+        CheckSplitTables(manifest, expectedBackupId);
         if (manifest.Fingerprint is { } fp && (fp.RowCounts is null || fp.RowCounts.Any(kv => string.IsNullOrEmpty(kv.Key) || kv.Value < 0)))
             throw new InvalidManifestException(expectedBackupId, "its fingerprint has an empty table name or a negative row count.");
         if (manifest.Fingerprint?.RowCounts is { } counts && counts.Values.Aggregate(0m, (sum, n) => sum + n) > long.MaxValue)
@@ -144,6 +167,38 @@ public sealed record BackupManifest
         }
         return manifest;
     }
+
+    /// <summary>
+    /// Split tables name their columns in SQL (quoted) and their ranges by artifact: every range
+    /// must be a table-data artifact of this set, used once, and every table-data artifact used.
+    /// </summary>
+    private static void CheckSplitTables(BackupManifest manifest, string backupId)
+    {
+        if (manifest.SplitTables.Count > 0 && manifest.FormatVersion < 2)
+            throw new InvalidManifestException(backupId, "it lists split tables but its formatVersion is 1.");
+        var dataArtifacts = manifest.Artifacts.Where(a => a.Name is not null && BackupLayout.IsTableDataArtifact(a.Name)).Select(a => a.Name).ToList();
+        if (dataArtifacts.Distinct(StringComparer.Ordinal).Count() != dataArtifacts.Count)
+            throw new InvalidManifestException(backupId, "it lists a table-data artifact twice.");
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var t in manifest.SplitTables)
+        {
+            if (t is null || !IsIdentifier(t.Schema) || !IsIdentifier(t.Name))
+                throw new InvalidManifestException(backupId, "a split table has an empty or invalid schema or name.");
+            if (t.Columns is null || t.Columns.Count == 0 || !t.Columns.All(IsIdentifier))
+                throw new InvalidManifestException(backupId, $"split table {t.Schema}.{t.Name} has no columns or an invalid column name.");
+            if (t.Ranges is null || t.Ranges.Count == 0)
+                throw new InvalidManifestException(backupId, $"split table {t.Schema}.{t.Name} has no ranges.");
+            foreach (var range in t.Ranges)
+                if (range is null || !dataArtifacts.Contains(range, StringComparer.Ordinal) || !used.Add(range))
+                    throw new InvalidManifestException(backupId, $"split table {t.Schema}.{t.Name} names range '{range}', which is not one of its set's unused table-data artifacts.");
+        }
+        if (used.Count != dataArtifacts.Count)
+            throw new InvalidManifestException(backupId, "it lists a table-data artifact that no split table uses.");
+    }
+
+    // PostgreSQL identifiers: 1–63 bytes, no NUL (everything else is quoted when used).
+    private static bool IsIdentifier(string? name) =>
+        !string.IsNullOrEmpty(name) && !name.Contains('\0') && System.Text.Encoding.UTF8.GetByteCount(name) <= 63;
 
     private static bool IsStoreKey(string key)
     {

@@ -1,4 +1,3 @@
-using System.IO.Pipelines;
 using System.Reflection;
 using Microsoft.Extensions.Logging;
 using RegistryDR.Archive;
@@ -83,33 +82,42 @@ public sealed partial class BackupService
             phase = "dump database";
             progress.Phase(phase);
             DatabaseFingerprint fingerprint;
+            TableDataDump.Output tableData;
             await using (var snapshot = await ExportedSnapshot.BeginAsync(_postgres, cancellationToken))
             {
-                // Counting runs in the exported snapshot while pg_dump dumps it, so it costs no extra wall time.
-                var counting = snapshot.CountAsync(cancellationToken);
-                Exception? dumpError = null;
+                var split = await snapshot.FindSplitTablesAsync((long)Math.Ceiling(_options.Database.SplitTablesFromMiB * (1 << 20)), cancellationToken);
+                if (split.Count > 0) LogSplitting(backupId, split.Count, string.Join(", ", split.Select(t => t.QualifiedName)));
+                var dumpArgs = new List<string> { "--format=custom", $"--compress={_options.Database.CompressionLevel}", "--no-password", "--snapshot=" + snapshot.Id };
+                dumpArgs.AddRange(split.Select(t => "--exclude-table-data=" + t.DumpPattern));
+                // Counting runs in the exported snapshot while pg_dump and the range COPYs dump it,
+                // so it costs no extra wall time. All three run at once; the first failure stops the others.
+                using var failFast = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                var counting = snapshot.CountAsync(failFast.Token);
+                var dumping = CancelOthersOnFailure(DumpAsync(backupId, BackupLayout.DatabaseArtifact,
+                    new ProcessSpec(_tools.PgDump, dumpArgs) { Environment = _postgres.ToolEnvironment(), DisplayName = "pg_dump" },
+                    written, progress, CheckCustomFormat, failFast.Token), failFast);
+                var ranges = CancelOthersOnFailure(
+                    new TableDataDump(_store, _postgres, _options.Database, progress).RunAsync(backupId, snapshot.Id, split, key => { lock (written) written.Add(key); }, failFast.Token),
+                    failFast);
                 try
                 {
-                    artifacts.Add(await DumpAsync(backupId, BackupLayout.DatabaseArtifact,
-                        new ProcessSpec(_tools.PgDump, ["--format=custom", $"--compress={_options.Database.CompressionLevel}", "--no-password", "--snapshot=" + snapshot.Id])
-                        { Environment = _postgres.ToolEnvironment(), DisplayName = "pg_dump" },
-                        written, progress, CheckCustomFormat, cancellationToken));
+                    await Task.WhenAll(dumping, ranges, counting);
                 }
-                catch (Exception ex)
+                catch
                 {
-                    dumpError = ex;
+                    // Report the root cause, not the cancellations it caused in the others.
+                    var first = new Task[] { dumping, ranges, counting }.Where(t => t.IsFaulted).Select(t => t.Exception!.GetBaseException())
+                        .FirstOrDefault(e => e is not OperationCanceledException);
+                    if (first is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
+                    throw;
                 }
-                try
-                {
-                    fingerprint = await counting;
-                }
-                catch when (dumpError is not null)
-                {
-                    fingerprint = null!; // the dump's own failure is the one to report
-                }
-                if (dumpError is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(dumpError);
+                artifacts.Add(dumping.Result);
+                tableData = ranges.Result;
+                artifacts.AddRange(tableData.Artifacts);
+                fingerprint = counting.Result;
             }
-            var warnings = await FlagSuspiciousDumpAsync(artifacts[^1], fingerprint, cancellationToken);
+            var warnings = await FlagSuspiciousDumpAsync(BackupLayout.ArtifactKey(backupId, BackupLayout.DatabaseArtifact), artifacts.Where(a => a.Name == BackupLayout.DatabaseArtifact || BackupLayout.IsTableDataArtifact(a.Name)).Sum(a => a.Size),
+                fingerprint, cancellationToken);
 
             phase = "archive config";
             progress.Phase(phase);
@@ -138,6 +146,7 @@ public sealed partial class BackupService
                 },
                 ConfigDirectories = roots.Select(r => new BackupManifest.ConfigDirectory { Path = r.Path, EntryPrefix = r.EntryPrefix }).ToList(),
                 Artifacts = artifacts,
+                SplitTables = tableData.Tables,
                 Fingerprint = new BackupManifest.FingerprintInfo { RowCounts = fingerprint.RowCounts.ToDictionary() },
                 Warnings = warnings,
             };
@@ -178,7 +187,7 @@ public sealed partial class BackupService
         var key = BackupLayout.ArtifactKey(backupId, artifact);
         HashingStream? hashing = null;
         long size = 0;
-        written.Add(key);
+        lock (written) written.Add(key);
         await ProcessRunner.RunCheckedAsync(spec, readStdout: async (stdout, ct) =>
         {
             hashing = new HashingStream(stdout, b => progress.Transferred(artifact, b));
@@ -192,6 +201,19 @@ public sealed partial class BackupService
         if (size != h.BytesRead)
             throw new BackupFailedException(backupId, "dump " + artifact, $"the store took {size} bytes of {h.BytesRead}.");
         return new BackupManifest.Artifact { Name = artifact, Key = key, Size = size, Sha256 = h.HashHex() };
+    }
+
+    private static async Task<T> CancelOthersOnFailure<T>(Task<T> task, CancellationTokenSource others)
+    {
+        try
+        {
+            return await task;
+        }
+        catch
+        {
+            await others.CancelAsync();
+            throw;
+        }
     }
 
     private async Task CheckFencingAsync(string backupId, string phase, CancellationToken cancellationToken)
@@ -209,7 +231,7 @@ public sealed partial class BackupService
     /// lost its data rather than a registry that shrank. The backup still completes (it is what
     /// the database holds), but it is flagged in its manifest and the log so someone looks.
     /// </summary>
-    private async Task<IReadOnlyList<string>> FlagSuspiciousDumpAsync(BackupManifest.Artifact dump, DatabaseFingerprint fingerprint, CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<string>> FlagSuspiciousDumpAsync(string key, long dumpSize, DatabaseFingerprint fingerprint, CancellationToken cancellationToken)
     {
         var warnings = new List<string>();
         if (fingerprint.TotalRows == 0)
@@ -221,11 +243,11 @@ public sealed partial class BackupService
             if (previous is not null)
             {
                 var manifest = await catalog.ReadManifestAsync(previous.BackupId, cancellationToken);
-                var before = manifest.Find(BackupLayout.DatabaseArtifact)?.Size ?? 0;
-                if (before > 0 && dump.Size < before * SuspiciousShrinkRatio)
+                var before = manifest.DatabaseSize;
+                if (before > 0 && dumpSize < before * SuspiciousShrinkRatio)
                 {
                     var rowsBefore = manifest.Fingerprint?.RowCounts.Values.Sum();
-                    warnings.Add($"the database dump is {dump.Size} bytes, {100.0 * dump.Size / before:F0}% of the previous set {previous.BackupId} ({before} bytes)" +
+                    warnings.Add($"the database dump is {dumpSize} bytes, {100.0 * dumpSize / before:F0}% of the previous set {previous.BackupId} ({before} bytes)" +
                         (rowsBefore is { } r ? $"; rows went from {r} to {fingerprint.TotalRows}" : ""));
                 }
             }
@@ -234,7 +256,7 @@ public sealed partial class BackupService
         {
             // A previous set that cannot be compared is verify's business, not a reason to fail this backup.
         }
-        foreach (var warning in warnings) LogSuspicious(dump.Key, warning);
+        foreach (var warning in warnings) LogSuspicious(key, warning);
         return warnings;
     }
 
@@ -259,44 +281,13 @@ public sealed partial class BackupService
         string backupId, IReadOnlyList<ArchiveRoot> roots, List<string> written, IOperationProgress progress, CancellationToken cancellationToken)
     {
         var key = BackupLayout.ArtifactKey(backupId, BackupLayout.ConfigArtifact);
-        written.Add(key);
-        // A pipe joins the archive writer (which pushes) to the store (which pulls) with a
-        // bounded buffer, so a large config tree never sits whole in memory or on disk.
-        var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 4 << 20, resumeWriterThreshold: 2 << 20));
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var producer = Task.Run(async () =>
-        {
-            try
-            {
-                await using var output = pipe.Writer.AsStream();
-                var stats = await ConfigArchiveWriter.WriteAsync(roots, _options.Config.Exclude, output,
-                    warning => LogArchiveWarning(backupId, warning), cts.Token);
-                await pipe.Writer.CompleteAsync();
-                return stats;
-            }
-            catch (Exception ex)
-            {
-                await pipe.Writer.CompleteAsync(ex);
-                throw;
-            }
-        }, CancellationToken.None);
-        using var hashing = new HashingStream(pipe.Reader.AsStream(), b => progress.Transferred(BackupLayout.ConfigArtifact, b));
-        long size;
-        try
-        {
-            size = await _store.PutAsync(key, hashing, cts.Token);
-        }
-        catch
-        {
-            cts.Cancel();
-            try { await producer; } catch { /* the store's error is the one to report unless the producer's caused it */ }
-            if (producer.IsFaulted) throw producer.Exception!.GetBaseException();
-            throw;
-        }
-        var archiveStats = await producer;
-        await pipe.Reader.CompleteAsync();
+        lock (written) written.Add(key);
+        var result = await PipedUpload.PutAsync(_store, key,
+            (output, ct) => ConfigArchiveWriter.WriteAsync(roots, _options.Config.Exclude, output, warning => LogArchiveWarning(backupId, warning), ct),
+            b => progress.Transferred(BackupLayout.ConfigArtifact, b), cancellationToken);
+        var archiveStats = result.Value;
         LogArchived(backupId, archiveStats.Files, archiveStats.Directories, archiveStats.Symlinks, archiveStats.Bytes);
-        return new BackupManifest.Artifact { Name = BackupLayout.ConfigArtifact, Key = key, Size = size, Sha256 = hashing.HashHex() };
+        return new BackupManifest.Artifact { Name = BackupLayout.ConfigArtifact, Key = key, Size = result.Size, Sha256 = result.Sha256 };
     }
 
     private sealed record ServerInfo(string Version, string Owner, string Encoding, string Collate, string Ctype);
@@ -354,6 +345,9 @@ public sealed partial class BackupService
 
     [LoggerMessage(1008, LogLevel.Critical, "Backup {BackupId} refused by fencing: {Reason}")]
     private partial void LogFenced(string backupId, string reason);
+
+    [LoggerMessage(1010, LogLevel.Information, "Backup {BackupId}: {Count} large table(s) dumped in parallel block ranges: {Tables}")]
+    private partial void LogSplitting(string backupId, int count, string tables);
 
     [LoggerMessage(1007, LogLevel.Warning, "Backup {Key} is flagged: {Warning}")]
     private partial void LogSuspicious(string key, string warning);

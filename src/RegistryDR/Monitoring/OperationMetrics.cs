@@ -70,7 +70,12 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
             if (_lastSuccess is null || manifest.StartedAt > _lastSuccess) _lastSuccess = manifest.StartedAt;
             _lastDuration = duration;
             _lastSizes.Clear();
-            foreach (var artifact in manifest.Artifacts) _lastSizes[artifact.Name] = artifact.Size;
+            // A split table's block ranges are many artifacts; one series ("table-data") sums them.
+            foreach (var artifact in manifest.Artifacts)
+            {
+                var label = Backup.BackupLayout.IsTableDataArtifact(artifact.Name) ? "table-data" : artifact.Name;
+                _lastSizes[label] = _lastSizes.GetValueOrDefault(label) + artifact.Size;
+            }
             _successes++;
         }
     }

@@ -96,6 +96,24 @@ internal sealed class ExportedSnapshot : IAsyncDisposable
 
     public Task<DatabaseFingerprint> CountAsync(CancellationToken cancellationToken) => DatabaseFingerprint.CountAsync(_connection, _transaction, cancellationToken);
 
+    /// <summary>The tables big enough to be dumped in block ranges, as this snapshot sees them.</summary>
+    public Task<IReadOnlyList<SplitTable>> FindSplitTablesAsync(long minBytes, CancellationToken cancellationToken) =>
+        SplitTable.FindAsync(_connection, _transaction, minBytes, cancellationToken);
+
+    /// <summary>
+    /// Starts a read-only repeatable-read transaction on <paramref name="connection"/> that sees
+    /// exactly the snapshot <paramref name="snapshotId"/> (which must still be held by its exporter).
+    /// Row security is off, as in pg_dump: a policy that would hide rows makes the COPY fail instead.
+    /// </summary>
+    public static async Task<NpgsqlTransaction> ImportAsync(NpgsqlConnection connection, string snapshotId, CancellationToken cancellationToken)
+    {
+        if (!SplitTable.SnapshotId().IsMatch(snapshotId)) throw new ArgumentException($"'{snapshotId}' is not a snapshot id.", nameof(snapshotId));
+        var transaction = await connection.BeginTransactionAsync(System.Data.IsolationLevel.RepeatableRead, cancellationToken);
+        await using var cmd = new NpgsqlCommand($"SET TRANSACTION READ ONLY; SET TRANSACTION SNAPSHOT '{snapshotId}'; SET LOCAL row_security = off", connection, transaction);
+        await cmd.ExecuteNonQueryAsync(cancellationToken);
+        return transaction;
+    }
+
     public async ValueTask DisposeAsync()
     {
         try { await _transaction.RollbackAsync(); } catch (Exception) { /* the connection is closing anyway */ }

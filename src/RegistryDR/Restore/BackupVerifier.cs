@@ -46,6 +46,7 @@ public sealed class BackupVerifier
             {
                 BackupLayout.DatabaseArtifact => await ListDumpAsync(hashing, manifest.BackupId, cancellationToken),
                 BackupLayout.ConfigArtifact => await ValidateArchiveAsync(hashing, roots, manifest.BackupId, cancellationToken),
+                var name when BackupLayout.IsTableDataArtifact(name) => await ValidateRangeAsync(hashing, artifact, manifest.BackupId, cancellationToken),
                 _ => await DrainAsync(hashing, cancellationToken),
             };
             ArtifactIntegrity.Check(manifest.BackupId, artifact, hashing.BytesRead, hashing.HashHex());
@@ -59,6 +60,41 @@ public sealed class BackupVerifier
     {
         await stream.CopyToAsync(Stream.Null, cancellationToken);
         return "checksum";
+    }
+
+    /// <summary>
+    /// A split table's block range must decompress completely and be a whole binary COPY stream:
+    /// PostgreSQL's signature first, the -1 field-count trailer last. A corrupt range is caught
+    /// here rather than half-way through a restore.
+    /// </summary>
+    private static async Task<string> ValidateRangeAsync(HashingStream stream, BackupManifest.Artifact artifact, string backupId, CancellationToken cancellationToken)
+    {
+        var head = new byte[Postgres.SplitTable.BinaryCopySignature.Length];
+        var tail = new byte[2];
+        long total = 0;
+        try
+        {
+            await using var gunzip = new System.IO.Compression.GZipStream(stream, System.IO.Compression.CompressionMode.Decompress, leaveOpen: true);
+            var buffer = new byte[1 << 16];
+            int n;
+            while ((n = await gunzip.ReadAsync(buffer, cancellationToken)) > 0)
+            {
+                if (total < head.Length) buffer.AsSpan(0, (int)Math.Min(n, head.Length - total)).CopyTo(head.AsSpan((int)total));
+                if (n >= 2) buffer.AsSpan(n - 2, 2).CopyTo(tail);
+                else { tail[0] = tail[1]; tail[1] = buffer[0]; }
+                total += n;
+            }
+        }
+        catch (InvalidDataException ex)
+        {
+            await stream.CopyToAsync(Stream.Null, cancellationToken);
+            ArtifactIntegrity.Check(backupId, artifact, stream.BytesRead, stream.HashHex()); // a checksum mismatch says more
+            throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} is not valid gzip: {ex.Message}");
+        }
+        await stream.CopyToAsync(Stream.Null, cancellationToken);
+        if (total < head.Length + 2 || !head.AsSpan().SequenceEqual(Postgres.SplitTable.BinaryCopySignature) || tail[0] != 0xff || tail[1] != 0xff)
+            throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} does not hold a whole binary COPY stream ({total} bytes after gunzip).");
+        return $"binary COPY, {total:N0} bytes";
     }
 
     private static async Task<string> ValidateArchiveAsync(HashingStream stream, IReadOnlyList<ArchiveRoot> roots, string backupId, CancellationToken cancellationToken)

@@ -65,7 +65,7 @@ public sealed partial class DrillService
             Directory.CreateDirectory(staging);
             progress.Phase("download and verify");
             var files = new Dictionary<string, string>();
-            foreach (var artifact in manifest.Artifacts)
+            foreach (var artifact in RestoreService.StagedArtifacts(manifest))
                 files[artifact.Name] = await _restore.DownloadAsync(manifest, artifact, staging, progress, cancellationToken);
             await _restore.CheckDumpReadableAsync(id, files[BackupLayout.DatabaseArtifact], cancellationToken);
 
@@ -83,7 +83,7 @@ public sealed partial class DrillService
                 stats = await ConfigArchiveReader.ExtractAsync(archive, roots, targets, restoreOwnership: Environment.IsPrivilegedProcess, cancellationToken);
 
             progress.Phase("load scratch database");
-            await LoadScratchAsync(manifest, files[BackupLayout.DatabaseArtifact], cancellationToken);
+            await LoadScratchAsync(manifest, files[BackupLayout.DatabaseArtifact], progress, cancellationToken);
             await _restore.CheckFingerprintAsync(manifest, DrillDatabase, cancellationToken);
             var rows = manifest.Fingerprint?.RowCounts.Values.Sum() ?? 0;
             var tables = manifest.Fingerprint?.RowCounts.Count ?? 0;
@@ -115,7 +115,7 @@ public sealed partial class DrillService
     /// Loads the dump without owners or grants: a drill proves the data comes back, and must not
     /// depend on (or add) the roles of the server it happens to run on.
     /// </summary>
-    private async Task LoadScratchAsync(BackupManifest manifest, string dumpPath, CancellationToken cancellationToken)
+    private async Task LoadScratchAsync(BackupManifest manifest, string dumpPath, IOperationProgress progress, CancellationToken cancellationToken)
     {
         await _restore.DropDatabaseAsync(DrillDatabase, cancellationToken);
         var pg = manifest.Postgres;
@@ -125,13 +125,7 @@ public sealed partial class DrillService
             create.CommandText = $"CREATE DATABASE {RestoreService.Quote(DrillDatabase)} TEMPLATE = template0 ENCODING = {RestoreService.Literal(pg.Encoding)} LC_COLLATE = {RestoreService.Literal(pg.Collate)} LC_CTYPE = {RestoreService.Literal(pg.Ctype)}";
             await create.ExecuteNonQueryAsync(cancellationToken);
         }
-        await ProcessRunner.RunCheckedAsync(
-            new ProcessSpec(_tools.PgRestore, ["--exit-on-error", "--no-password", "--no-owner", "--no-acl", $"--jobs={_options.Restore.Jobs}", "--dbname=" + DrillDatabase, dumpPath])
-            {
-                Environment = _postgres.ToolEnvironment(DrillDatabase),
-                DisplayName = "pg_restore (drill)",
-            },
-            cancellationToken: cancellationToken);
+        await _restore.Loader.LoadAsync(manifest, dumpPath, DrillDatabase, ["--no-owner", "--no-acl"], progress, cancellationToken);
     }
 
     [LoggerMessage(5100, LogLevel.Information, "Drill of backup {BackupId} passed: {Tables} tables and {Rows} rows match the fingerprint, {Files} config files extracted, in {Seconds:F1} s")]

@@ -113,7 +113,7 @@ public sealed partial class RestoreService
             // 1. Download and check everything before touching the node.
             progress.Phase("download and verify");
             var files = new Dictionary<string, string>();
-            foreach (var artifact in manifest.Artifacts)
+            foreach (var artifact in StagedArtifacts(manifest))
                 files[artifact.Name] = await DownloadAsync(manifest, artifact, staging, progress, cancellationToken);
             await CheckDumpReadableAsync(id, files[BackupLayout.DatabaseArtifact], cancellationToken);
 
@@ -179,6 +179,16 @@ public sealed partial class RestoreService
             try { Directory.Delete(staging, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
     }
+
+    /// <summary>
+    /// What is downloaded to staging and checked before anything changes: everything but the split
+    /// tables' block ranges, which are streamed into the scratch database (and checked there,
+    /// before each range's COPY is committed), so the download overlaps the load.
+    /// </summary>
+    internal static IEnumerable<BackupManifest.Artifact> StagedArtifacts(BackupManifest manifest) =>
+        manifest.Artifacts.Where(a => !BackupLayout.IsTableDataArtifact(a.Name));
+
+    internal DatabaseLoader Loader => new(_store, _postgres, _tools, _options.Restore.Jobs);
 
     internal async Task<string> DownloadAsync(BackupManifest manifest, BackupManifest.Artifact artifact, string staging, IOperationProgress progress, CancellationToken cancellationToken)
     {
@@ -270,19 +280,18 @@ public sealed partial class RestoreService
             create.CommandText = $"CREATE DATABASE {Quote(ScratchDatabase)} WITH OWNER = {Quote(pg.Owner)} TEMPLATE = template0 ENCODING = {Literal(pg.Encoding)} LC_COLLATE = {Literal(pg.Collate)} LC_CTYPE = {Literal(pg.Ctype)}";
             await create.ExecuteNonQueryAsync(cancellationToken);
         }
-        var result = await ProcessRunner.RunAsync(
-            new ProcessSpec(_tools.PgRestore, ["--exit-on-error", "--no-password", $"--jobs={_options.Restore.Jobs}", "--dbname=" + ScratchDatabase, dumpPath])
-            {
-                Environment = _postgres.ToolEnvironment(ScratchDatabase),
-                DisplayName = "pg_restore",
-            },
-            cancellationToken: cancellationToken);
-        if (result.ExitCode != 0)
+        var loading = _time.GetTimestamp();
+        try
+        {
+            await new DatabaseLoader(_store, _postgres, _tools, _options.Restore.Jobs) { FailureNote = "; the live database was not touched" }
+                .LoadAsync(manifest, dumpPath, ScratchDatabase, [], progress, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
         {
             await DropDatabaseAsync(ScratchDatabase, CancellationToken.None);
-            throw new ProcessFailedException($"pg_restore into the scratch database failed (exit {result.ExitCode}); the live database was not touched.{ProcessRunner.FormatTail(result.StandardError)}", result.ExitCode, result.StandardError);
+            throw;
         }
-        LogDatabaseRestored(manifest.BackupId, ScratchDatabase, result.Elapsed.TotalSeconds);
+        LogDatabaseRestored(manifest.BackupId, ScratchDatabase, _time.GetElapsedTime(loading).TotalSeconds);
         await CheckFingerprintAsync(manifest, ScratchDatabase, cancellationToken);
     }
 

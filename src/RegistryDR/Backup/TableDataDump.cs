@@ -1,0 +1,84 @@
+using System.IO.Compression;
+using Npgsql;
+using RegistryDR.Configuration;
+using RegistryDR.Postgres;
+using RegistryDR.Progress;
+using RegistryDR.Stores;
+
+namespace RegistryDR.Backup;
+
+/// <summary>
+/// Dumps the split tables' rows as block ranges, <see cref="DatabaseOptions.DumpJobs"/> at a
+/// time: each range is one binary COPY in the exported snapshot, gzip'd here (so pg_dump's
+/// single-threaded compression is off the critical path) and streamed to its own object.
+/// </summary>
+internal sealed class TableDataDump(IBackupStore store, PostgresConnectionFactory postgres, DatabaseOptions options, IOperationProgress progress)
+{
+    public const string ProgressName = "table data";
+
+    public sealed record Output(IReadOnlyList<BackupManifest.TableData> Tables, IReadOnlyList<BackupManifest.Artifact> Artifacts);
+
+    public async Task<Output> RunAsync(string backupId, string snapshotId, IReadOnlyList<SplitTable> tables, Action<string> written, CancellationToken cancellationToken)
+    {
+        var work = new List<(SplitTable Table, string Artifact, long From, long? To)>();
+        var described = new List<BackupManifest.TableData>();
+        for (var t = 0; t < tables.Count; t++)
+        {
+            var table = tables[t];
+            var ranges = SplitTable.Ranges(table.Pages, Math.Max(1, (long)(options.RangeMiB * (1 << 20) / table.BlockSize)));
+            var names = new List<string>();
+            for (var r = 0; r < ranges.Count; r++)
+            {
+                var name = BackupLayout.TableDataArtifact(t, r);
+                names.Add(name);
+                work.Add((table, name, ranges[r].From, ranges[r].To));
+            }
+            described.Add(new BackupManifest.TableData { Schema = table.Schema, Name = table.Name, Columns = table.Columns, Ranges = names });
+        }
+
+        var artifacts = new BackupManifest.Artifact[work.Count];
+        long total = 0;
+        await Parallel.ForEachAsync(Enumerable.Range(0, work.Count),
+            new ParallelOptions { MaxDegreeOfParallelism = options.DumpJobs, CancellationToken = cancellationToken },
+            async (i, ct) =>
+            {
+                var (table, name, from, to) = work[i];
+                var key = BackupLayout.ArtifactKey(backupId, name);
+                written(key);
+                long reported = 0;
+                var result = await PipedUpload.PutAsync(store, key,
+                    (output, token) => CopyRangeAsync(snapshotId, table.CopyOutSql(from, to), output, token),
+                    bytes =>
+                    {
+                        progress.Transferred(ProgressName, Interlocked.Add(ref total, bytes - reported));
+                        reported = bytes;
+                    },
+                    ct);
+                if (result.Size != result.BytesProduced)
+                    throw new InvalidOperationException($"the store took {result.Size} bytes of {result.BytesProduced} for {key}.");
+                artifacts[i] = new BackupManifest.Artifact { Name = name, Key = key, Size = result.Size, Sha256 = result.Sha256 };
+            });
+        return new Output(described, artifacts);
+    }
+
+    private async Task<long> CopyRangeAsync(string snapshotId, string copySql, Stream output, CancellationToken cancellationToken)
+    {
+        await using var connection = await postgres.OpenAsync(cancellationToken: cancellationToken);
+        await using var transaction = await ExportedSnapshot.ImportAsync(connection, snapshotId, cancellationToken);
+        long raw = 0;
+        await using (var gzip = new GZipStream(output, new ZLibCompressionOptions { CompressionLevel = options.RangeCompressionLevel }, leaveOpen: true))
+        await using (var copy = await connection.BeginRawBinaryCopyAsync(copySql, cancellationToken))
+        {
+            var buffer = new byte[1 << 16];
+            int n;
+            while ((n = await copy.ReadAsync(buffer, cancellationToken)) > 0)
+            {
+                await gzip.WriteAsync(buffer.AsMemory(0, n), cancellationToken);
+                raw += n;
+            }
+        }
+        if (raw < SplitTable.BinaryCopySignature.Length)
+            throw new InvalidOperationException($"the COPY of a block range returned only {raw} bytes.");
+        return raw;
+    }
+}

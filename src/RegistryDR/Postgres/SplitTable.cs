@@ -1,0 +1,105 @@
+using System.Text;
+using System.Text.RegularExpressions;
+using Npgsql;
+
+namespace RegistryDR.Postgres;
+
+/// <summary>
+/// A table whose data is too big for one pg_dump stream: the registry's audit log is most of
+/// its database, and one COPY of it (one backend, one pg_dump, one gzip) is the whole backup's
+/// critical path. Its rows are dumped instead as block ranges (<c>ctid</c> ranges, a TID range
+/// scan since PostgreSQL 14) by several binary COPYs in pg_dump's exported snapshot, and loaded
+/// back by as many COPYs in parallel. Everything else still goes through pg_dump.
+/// </summary>
+internal sealed partial record SplitTable(string Schema, string Name, IReadOnlyList<string> Columns, long Pages, int BlockSize)
+{
+    /// <summary>Always quoted: exact case, and no name can change the statement it is put in.</summary>
+    public string QualifiedName => Quote(Schema) + "." + Quote(Name);
+
+    /// <summary>
+    /// The table as a pg_dump pattern (<c>--exclude-table-data</c>): inside double quotes every
+    /// pattern character (<c>* ? . $</c> and the rest) is taken literally, quotes doubled.
+    /// </summary>
+    public string DumpPattern => QualifiedName;
+
+    public string ColumnList => string.Join(", ", Columns.Select(Quote));
+
+    /// <summary>
+    /// Rows in blocks [<paramref name="fromPage"/>, <paramref name="toPage"/>), or to the end
+    /// when <paramref name="toPage"/> is null (the last range is open, so pages the table grew
+    /// by after the size was read are still covered; the snapshot hides their new rows).
+    /// </summary>
+    public string CopyOutSql(long fromPage, long? toPage)
+    {
+        var where = new StringBuilder($"ctid >= '({fromPage},0)'::tid");
+        if (toPage is { } to) where.Append($" AND ctid < '({to},0)'::tid");
+        return $"COPY (SELECT {ColumnList} FROM ONLY {QualifiedName} WHERE {where}) TO STDOUT (FORMAT binary)";
+    }
+
+    public string CopyInSql => $"COPY {QualifiedName} ({ColumnList}) FROM STDIN (FORMAT binary)";
+
+    internal static string Quote(string identifier) => "\"" + identifier.Replace("\"", "\"\"") + "\"";
+
+    /// <summary>Block ranges of about <paramref name="chunkPages"/> pages; the last one is open-ended.</summary>
+    public static IReadOnlyList<(long From, long? To)> Ranges(long pages, long chunkPages)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunkPages, 1);
+        var ranges = new List<(long, long?)>();
+        long from = 0;
+        while (from + chunkPages < pages)
+        {
+            ranges.Add((from, from + chunkPages));
+            from += chunkPages;
+        }
+        ranges.Add((from, null));
+        return ranges;
+    }
+
+    /// <summary>The first bytes of every binary COPY stream (PostgreSQL's documented signature).</summary>
+    internal static ReadOnlySpan<byte> BinaryCopySignature => [(byte)'P', (byte)'G', (byte)'C', (byte)'O', (byte)'P', (byte)'Y', (byte)'\n', 0xff, (byte)'\r', (byte)'\n', 0];
+
+    // Plain heap tables pg_dump would dump the data of (not extension members, not other
+    // sessions' temporary tables), at least MinBytes in their main fork, whose dumped columns
+    // all have binary send/receive functions. Generated and dropped columns are left out, as
+    // pg_dump does. Anything that does not qualify simply stays in pg_dump's stream.
+    private const string CandidatesSql = """
+        SELECT n.nspname, c.relname, pg_relation_size(c.oid) / current_setting('block_size')::bigint,
+               array_agg(a.attname::text ORDER BY a.attnum),
+               bool_and(t.typsend <> 0 AND t.typreceive <> 0),
+               current_setting('block_size')::int
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+        JOIN pg_type t ON t.oid = a.atttypid
+        WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+          AND pg_relation_size(c.oid) >= @min
+        GROUP BY n.nspname, c.relname, c.oid
+        ORDER BY pg_relation_size(c.oid) DESC, 1, 2
+        """;
+
+    /// <summary>
+    /// The tables to split, read in the snapshot's own transaction. None below PostgreSQL 14:
+    /// without TID range scans every range would read the whole table.
+    /// </summary>
+    public static async Task<IReadOnlyList<SplitTable>> FindAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, long minBytes, CancellationToken cancellationToken)
+    {
+        if (minBytes <= 0 || connection.PostgreSqlVersion.Major < 14) return [];
+        var tables = new List<SplitTable>();
+        await using var command = new NpgsqlCommand(CandidatesSql, connection, transaction);
+        command.Parameters.AddWithValue("min", minBytes);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            if (!reader.GetBoolean(4)) continue; // a column type without binary I/O: pg_dump keeps it
+            tables.Add(new SplitTable(reader.GetString(0), reader.GetString(1), reader.GetFieldValue<string[]>(3), reader.GetInt64(2), reader.GetInt32(5)));
+        }
+        return tables;
+    }
+
+    /// <summary>What a snapshot id from <c>pg_export_snapshot()</c> looks like; checked before it goes into SQL.</summary>
+    [GeneratedRegex("^[0-9A-F]+-[0-9A-F]+-[0-9]+$")]
+    internal static partial Regex SnapshotId();
+}

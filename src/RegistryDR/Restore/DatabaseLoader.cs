@@ -1,0 +1,135 @@
+using System.IO.Compression;
+using Npgsql;
+using RegistryDR.Backup;
+using RegistryDR.Postgres;
+using RegistryDR.Processes;
+using RegistryDR.Progress;
+using RegistryDR.Stores;
+
+namespace RegistryDR.Restore;
+
+/// <summary>
+/// Loads a backup set's database into an empty (scratch) database. A set without split tables
+/// is one <c>pg_restore --jobs</c>. A set with split tables is loaded in pg_dump's own sections:
+/// pre-data (tables, no indexes or constraints yet), then the data, with the split tables'
+/// block ranges streamed from the store straight into <c>COPY ... FROM STDIN</c>
+/// <see cref="_jobs"/> at a time while pg_restore loads the rest, then post-data (indexes,
+/// constraints, triggers) with <c>pg_restore --jobs</c>. Each range's SHA-256 is checked before
+/// its COPY is committed; a range that fails the check fails the load.
+/// </summary>
+internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFactory postgres, PostgresTools tools, int jobs)
+{
+    /// <summary>Added to a failed pg_restore's message, before its stderr (e.g. what was left untouched).</summary>
+    public string FailureNote { get; init; } = "";
+
+    private readonly int _jobs = jobs;
+
+    public async Task LoadAsync(BackupManifest manifest, string dumpPath, string database, IReadOnlyList<string> pgRestoreOptions, IOperationProgress progress, CancellationToken cancellationToken)
+    {
+        if (manifest.SplitTables.Count == 0)
+        {
+            await PgRestoreAsync(dumpPath, database, pgRestoreOptions, [$"--jobs={_jobs}"], cancellationToken);
+            return;
+        }
+        await PgRestoreAsync(dumpPath, database, pgRestoreOptions, ["--section=pre-data"], cancellationToken);
+        using (var failFast = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        {
+            var rest = CancelOthersOnFailure(PgRestoreAsync(dumpPath, database, pgRestoreOptions, ["--section=data", $"--jobs={_jobs}"], failFast.Token), failFast);
+            var ranges = CancelOthersOnFailure(LoadRangesAsync(manifest, database, progress, failFast.Token), failFast);
+            try
+            {
+                await Task.WhenAll(rest, ranges);
+            }
+            catch
+            {
+                var first = new[] { rest, ranges }.Where(t => t.IsFaulted).Select(t => t.Exception!.GetBaseException())
+                    .FirstOrDefault(e => e is not OperationCanceledException);
+                if (first is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
+                throw;
+            }
+        }
+        await PgRestoreAsync(dumpPath, database, pgRestoreOptions, ["--section=post-data", $"--jobs={_jobs}"], cancellationToken);
+    }
+
+    private async Task PgRestoreAsync(string dumpPath, string database, IReadOnlyList<string> options, IReadOnlyList<string> section, CancellationToken cancellationToken)
+    {
+        var args = new List<string> { "--exit-on-error", "--no-password" };
+        args.AddRange(options);
+        args.AddRange(section);
+        args.Add("--dbname=" + database);
+        args.Add(dumpPath);
+        var result = await ProcessRunner.RunAsync(
+            new ProcessSpec(tools.PgRestore, args) { Environment = postgres.ToolEnvironment(database), DisplayName = "pg_restore" },
+            cancellationToken: cancellationToken);
+        if (result.ExitCode != 0)
+        {
+            var what = section.FirstOrDefault(a => a.StartsWith("--section=", StringComparison.Ordinal)) is { } s ? $"pg_restore {s}" : "pg_restore";
+            throw new ProcessFailedException($"{what} into '{database}' failed (exit {result.ExitCode}){FailureNote}.{ProcessRunner.FormatTail(result.StandardError)}", result.ExitCode, result.StandardError);
+        }
+    }
+
+    private async Task LoadRangesAsync(BackupManifest manifest, string database, IOperationProgress progress, CancellationToken cancellationToken)
+    {
+        var work = manifest.SplitTables
+            .SelectMany(t => t.Ranges.Select(r => (Table: t, Artifact: manifest.Find(r)!)))
+            .ToList();
+        long total = 0;
+        await Parallel.ForEachAsync(work, new ParallelOptions { MaxDegreeOfParallelism = _jobs, CancellationToken = cancellationToken }, async (item, ct) =>
+        {
+            long reported = 0;
+            await LoadRangeAsync(manifest.BackupId, item.Table, item.Artifact, database, bytes =>
+            {
+                progress.Transferred(TableDataDump.ProgressName, Interlocked.Add(ref total, bytes - reported));
+                reported = bytes;
+            }, ct);
+        });
+    }
+
+    private async Task LoadRangeAsync(string backupId, BackupManifest.TableData table, BackupManifest.Artifact artifact, string database, Action<long> onProgress, CancellationToken cancellationToken)
+    {
+        var copySql = new SplitTable(table.Schema, table.Name, table.Columns, 0, 0).CopyInSql;
+        await using var connection = await postgres.OpenAsync(database, cancellationToken);
+        await using var source = await store.OpenReadAsync(artifact.Key, cancellationToken);
+        using var hashing = new HashingStream(source, onProgress);
+        var copy = await connection.BeginRawBinaryCopyAsync(copySql, cancellationToken);
+        try
+        {
+            try
+            {
+                await using (var gunzip = new GZipStream(hashing, CompressionMode.Decompress, leaveOpen: true))
+                    await gunzip.CopyToAsync(copy, 1 << 16, cancellationToken);
+                await hashing.CopyToAsync(Stream.Null, cancellationToken);
+            }
+            catch (Exception ex) when (ex is InvalidDataException or PostgresException)
+            {
+                // Bytes that are not what the manifest recorded explain any such failure best.
+                await hashing.CopyToAsync(Stream.Null, cancellationToken);
+                ArtifactIntegrity.Check(backupId, artifact, hashing.BytesRead, hashing.HashHex());
+                if (ex is InvalidDataException)
+                    throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} is not valid gzip: {ex.Message}");
+                throw;
+            }
+            ArtifactIntegrity.Check(backupId, artifact, hashing.BytesRead, hashing.HashHex());
+        }
+        catch
+        {
+            try { await copy.CancelAsync(); } catch (Exception) { /* the connection is dropped with the scratch database */ }
+            await copy.DisposeAsync();
+            throw;
+        }
+        await copy.DisposeAsync(); // completes the COPY: only now do the rows count
+    }
+
+    private static async Task CancelOthersOnFailure(Task task, CancellationTokenSource others)
+    {
+        try
+        {
+            await task;
+        }
+        catch
+        {
+            await others.CancelAsync();
+            throw;
+        }
+    }
+}
