@@ -3,9 +3,10 @@
 # database to S3 (Ceph RGW on loopback): (a) pg_dump -Ft + aws s3 cp, (b) pgBackRest,
 # (c) registry-dr. See bench/README.md.
 #
-# Usage: bash bench/run.sh [--size-mb N] [--keep]
-#   --size-mb N  target pg_database_size in MiB (default 50)
-#   --keep       keep the work directory (default: removed at exit)
+# Usage: bash bench/run.sh [--size-mb N] [--keep] [--results-dir DIR]
+#   --size-mb N        target pg_database_size in MiB (default 50)
+#   --keep             keep the work directory (default: removed at exit)
+#   --results-dir DIR  where the result table is written (default bench/results)
 #
 # Needs root (the cluster runs as "postgres" via runuser), PostgreSQL 15, the .NET 10 SDK, the
 # Ceph packages used by tests/tools/s3-server.sh, /usr/bin/aws, openssl. Installs the Debian
@@ -15,8 +16,13 @@ set -euo pipefail
 
 SIZE_MB=50
 KEEP=0
+RESULTS_DIR=''
 while (($#)); do
     case $1 in
+    --results-dir)
+        RESULTS_DIR=${2:?--results-dir needs a value}
+        shift 2
+        ;;
     --size-mb)
         SIZE_MB=${2:?--size-mb needs a value}
         shift 2
@@ -26,7 +32,7 @@ while (($#)); do
         shift
         ;;
     *)
-        echo "usage: $0 [--size-mb N] [--keep]" >&2
+        echo "usage: $0 [--size-mb N] [--keep] [--results-dir DIR]" >&2
         exit 2
         ;;
     esac
@@ -233,6 +239,9 @@ declare -A WALL CPU RSS
 measure() {
     local name=$1 out=$WORK/time-$1.txt
     shift
+    # Each step starts from a checkpoint, so none inherits another's dirty buffers or has to
+    # create (zero-fill) new WAL segments that an earlier step's checkpoint would have recycled.
+    psql_q -d postgres -c CHECKPOINT >/dev/null
     log "run: $name"
     if ! /usr/bin/time -v -o "$out" "$@" >"$WORK/out-$name.log" 2>&1; then
         echo "step $name failed; last lines of its output:" >&2
@@ -378,8 +387,9 @@ ratio_row() { # ratio_row LABEL K1 K2 BYTES1 BYTES2
         "$(ratio "${WALL[${a}_restore]}" "${WALL[${b}_restore]}")" "$(ratio "${CPU[${a}_restore]}" "${CPU[${b}_restore]}")" \
         "$(ratio "${RSS[${a}_restore]}" "${RSS[${b}_restore]}")" "$(ratio "$4" "$5")"
 }
-mkdir -p "$REPO/bench/results"
-RESULT=$REPO/bench/results/$(date -u +%Y%m%d-%H%M)-${SIZE_MB}mb.md
+RESULTS_DIR=${RESULTS_DIR:-$REPO/bench/results}
+mkdir -p "$RESULTS_DIR"
+RESULT=$RESULTS_DIR/$(date -u +%Y%m%d-%H%M)-${SIZE_MB}mb.md
 {
     echo "Database: $DB_PRETTY ($DB_BYTES bytes, $rows_orig events); $CORES cores; S3: Ceph RGW 16 memstore on loopback; $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "Tables (with indexes and TOAST): $TABLE_SIZES"

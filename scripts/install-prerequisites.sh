@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what RegistryDR's tests, demo and benchmark need on a fresh Debian 12 machine:
 # PostgreSQL 15, Ceph's RADOS Gateway (the S3 server the tests start), awscli, the Debian
-# docker-registry and skopeo, shellcheck. Only missing packages are installed, so it is cheap
+# docker-registry and skopeo, shellcheck, promtool, and pgBackRest + GNU time for the benchmark
+# (which CI runs once at a tiny size). Only missing packages are installed, so it is cheap
 # to run every time. Needs root (apt-get).
 set -euo pipefail
 
@@ -12,6 +13,7 @@ packages=(
   docker-registry skopeo
   shellcheck
   prometheus
+  pgbackrest time openssl
 )
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 

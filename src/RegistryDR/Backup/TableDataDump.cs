@@ -69,13 +69,20 @@ internal sealed class TableDataDump(IBackupStore store, PostgresConnectionFactor
         await using (var gzip = new GZipStream(output, new ZLibCompressionOptions { CompressionLevel = options.RangeCompressionLevel }, leaveOpen: true))
         await using (var copy = await connection.BeginRawBinaryCopyAsync(copySql, cancellationToken))
         {
-            var buffer = new byte[1 << 16];
+            // A read returns at most one CopyData message, i.e. one row of a few hundred bytes;
+            // the compressor is fed whole buffers, or its per-call overhead dominates.
+            var buffer = new byte[1 << 17];
+            var filled = 0;
             int n;
-            while ((n = await copy.ReadAsync(buffer, cancellationToken)) > 0)
+            while ((n = await copy.ReadAsync(buffer.AsMemory(filled), cancellationToken)) > 0)
             {
-                await gzip.WriteAsync(buffer.AsMemory(0, n), cancellationToken);
+                filled += n;
                 raw += n;
+                if (filled < buffer.Length - 16384) continue;
+                await gzip.WriteAsync(buffer.AsMemory(0, filled), cancellationToken);
+                filled = 0;
             }
+            if (filled > 0) await gzip.WriteAsync(buffer.AsMemory(0, filled), cancellationToken);
         }
         if (raw < SplitTable.BinaryCopySignature.Length)
             throw new InvalidOperationException($"the COPY of a block range returned only {raw} bytes.");

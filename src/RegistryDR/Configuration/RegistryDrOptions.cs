@@ -69,9 +69,12 @@ public sealed class DatabaseOptions
     [Range(0.0, 1048576.0)]
     public double SplitTablesFromMiB { get; set; } = 64;
 
-    /// <summary>The size of one block range of a split table, in MiB of table data. Default 64 (about 15 MiB stored for registry data).</summary>
+    /// <summary>
+    /// The size of one block range of a split table, in MiB of table data. Default 32 (about
+    /// 11 MiB stored for registry data, so a range's upload holds at most two part buffers).
+    /// </summary>
     [Range(0.0078125, 4096.0)]
-    public double RangeMiB { get; set; } = 64;
+    public double RangeMiB { get; set; } = 32;
 
     /// <summary>Block ranges dumped at once. Default: the number of cores.</summary>
     [Range(1, 64)]
@@ -154,9 +157,12 @@ public sealed class StoreOptions
     /// <summary>KMS key id or ARN for SSE-KMS; empty uses the account's aws/s3 key.</summary>
     public string? KmsKeyId { get; set; }
 
-    /// <summary>Multipart part size in MiB, 5–512. Default 16. Memory used by an upload is about PartSizeMiB × (Concurrency + 1).</summary>
+    /// <summary>
+    /// Multipart part size in MiB, 5–512. Default 8. Memory used by an upload is at most
+    /// PartSizeMiB × (Concurrency + 1); a backup runs Database:DumpJobs + 1 uploads at once.
+    /// </summary>
     [Range(5, 512)]
-    public int PartSizeMiB { get; set; } = 16;
+    public int PartSizeMiB { get; set; } = 8;
 
     /// <summary>Parts uploaded at once, 1–16. Default 4.</summary>
     [Range(1, 16)]

@@ -88,7 +88,50 @@ public sealed class ManifestFuzzRegressionTests
     {
         var manifest = BackupManifest.Parse(Encoding.UTF8.GetBytes(ManifestFuzzTests.ValidManifest), BackupId);
         Assert.AreEqual(2, manifest.ConfigDirectories.Count);
-        Assert.AreEqual(123456 + 789 + 4242, manifest.TotalSize);
+        Assert.AreEqual(123456 + 789 + 4242 + 1000 + 2000, manifest.TotalSize);
+        Assert.AreEqual(123456 + 1000 + 2000, manifest.DatabaseSize);
+        Assert.AreEqual("events", manifest.SplitTables.Single().Name);
+    }
+
+    [TestMethod]
+    public void AFormatOneManifestWithoutSplitTablesStillParses()
+    {
+        var json = (JsonObject)JsonNode.Parse(ManifestFuzzTests.ValidManifest)!;
+        json["formatVersion"] = 1;
+        json.Remove("splitTables");
+        var artifacts = (JsonArray)json["artifacts"]!;
+        foreach (var range in artifacts.OfType<JsonObject>().Where(a => ((string)a["name"]!).StartsWith("data-", StringComparison.Ordinal)).ToList())
+            artifacts.Remove(range);
+        var manifest = BackupManifest.Parse(Encoding.UTF8.GetBytes(json.ToJsonString()), BackupId);
+        Assert.IsEmpty(manifest.SplitTables);
+    }
+
+    [TestMethod]
+    [DataRow("formatVersion", "1", "formatVersion is 1")]
+    [DataRow("range", "data-0000-00009", "not one of its set's unused table-data artifacts")]
+    [DataRow("range", "config", "not one of its set's unused table-data artifacts")]
+    [DataRow("range", "data-0000-00000", "not one of its set's unused table-data artifacts")]
+    [DataRow("unusedRange", "", "no split table uses")]
+    [DataRow("column", "", "invalid column name")]
+    [DataRow("column", "a\u0000b", "invalid column name")]
+    [DataRow("name", "", "invalid schema or name")]
+    [DataRow("noRanges", "", "has no ranges")]
+    public void SplitTablesThatCannotBeLoadedAreRefused(string what, string value, string expected)
+    {
+        var error = AssertRefused(m =>
+        {
+            var table = (JsonObject)((JsonArray)m["splitTables"]!)[0]!;
+            switch (what)
+            {
+                case "formatVersion": m["formatVersion"] = 1; break;
+                case "range": ((JsonArray)table["ranges"]!)[1] = System.Text.RegularExpressions.Regex.Unescape(value); break;
+                case "unusedRange": ((JsonArray)table["ranges"]!).RemoveAt(1); break;
+                case "column": ((JsonArray)table["columns"]!)[0] = System.Text.RegularExpressions.Regex.Unescape(value); break;
+                case "name": table["name"] = value; break;
+                case "noRanges": ((JsonArray)table["ranges"]!).Clear(); break;
+            }
+        });
+        Assert.Contains(expected, error.Message);
     }
 
     private static JsonObject Artifact(JsonObject manifest, string name) =>

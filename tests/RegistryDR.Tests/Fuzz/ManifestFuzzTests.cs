@@ -21,7 +21,7 @@ public sealed class ManifestFuzzTests
 
     internal static readonly string ValidManifest = $$"""
         {
-          "formatVersion": 1,
+          "formatVersion": 2,
           "backupId": "{{BackupId}}",
           "startedAt": "2024-05-06T07:08:09+00:00",
           "completedAt": "2024-05-06T07:09:10+00:00",
@@ -44,7 +44,12 @@ public sealed class ManifestFuzzTests
           "artifacts": [
             { "name": "database", "key": "backups/{{BackupId}}/database.dump", "size": 123456, "sha256": "{{new string('a', 64)}}" },
             { "name": "globals", "key": "backups/{{BackupId}}/globals.sql", "size": 789, "sha256": "{{new string('b', 64)}}" },
-            { "name": "config", "key": "backups/{{BackupId}}/config.tar.gz", "size": 4242, "sha256": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" }
+            { "name": "config", "key": "backups/{{BackupId}}/config.tar.gz", "size": 4242, "sha256": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" },
+            { "name": "data-0000-00000", "key": "backups/{{BackupId}}/data/0000-00000.copy.gz", "size": 1000, "sha256": "{{new string('c', 64)}}" },
+            { "name": "data-0000-00001", "key": "backups/{{BackupId}}/data/0000-00001.copy.gz", "size": 2000, "sha256": "{{new string('d', 64)}}" }
+          ],
+          "splitTables": [
+            { "schema": "public", "name": "events", "columns": ["id", "occurred_at", "request"], "ranges": ["data-0000-00000", "data-0000-00001"] }
           ],
           "fingerprint": { "rowCounts": { "public.repositories": 3, "public.manifests": 10 } },
           "warnings": [],
@@ -59,7 +64,7 @@ public sealed class ManifestFuzzTests
     {
         var manifest = BackupManifest.Parse(Encoding.UTF8.GetBytes(ValidManifest), BackupId);
         AssertInvariants(manifest, "(the template)");
-        Assert.AreEqual(3, manifest.Artifacts.Count);
+        Assert.AreEqual(5, manifest.Artifacts.Count);
     }
 
     [TestMethod]
@@ -128,7 +133,16 @@ public sealed class ManifestFuzzTests
     /// <summary>Everything a restore takes for granted once Parse has returned.</summary>
     internal static void AssertInvariants(BackupManifest manifest, string where)
     {
-        Assert.AreEqual(BackupManifest.CurrentFormatVersion, manifest.FormatVersion, where);
+        Assert.IsTrue(manifest.FormatVersion is >= BackupManifest.OldestReadableFormatVersion and <= BackupManifest.CurrentFormatVersion, where);
+        Assert.IsNotNull(manifest.SplitTables, where);
+        foreach (var table in manifest.SplitTables)
+        {
+            Assert.IsNotNull(table, where);
+            Assert.IsFalse(string.IsNullOrEmpty(table.Schema) || string.IsNullOrEmpty(table.Name), where);
+            Assert.IsTrue(table.Columns.Count > 0 && table.Columns.All(c => !string.IsNullOrEmpty(c) && !c.Contains('\0')), where);
+            foreach (var range in table.Ranges)
+                Assert.IsTrue(BackupLayout.IsTableDataArtifact(manifest.Find(range)?.Name ?? ""), where);
+        }
         Assert.AreEqual(BackupId, manifest.BackupId, where);
         Assert.IsNotNull(manifest.Host, where);
         Assert.IsNotNull(manifest.RegistryDrVersion, where);

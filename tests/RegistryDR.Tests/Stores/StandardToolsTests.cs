@@ -50,5 +50,68 @@ public sealed class StandardToolsTests
         {
             await node.Cluster.DropDatabaseAsync(target);
         }
+        }
+
+    /// <summary>
+    /// A set with split tables by hand, as docs/runbook.md describes it: pg_restore's pre-data
+    /// section, each block range through gunzip into psql's COPY ... FROM STDIN (FORMAT binary),
+    /// then the data and post-data sections.
+    /// </summary>
+    [TestMethod]
+    public async Task SplitSetInS3_RestoresWithAwsCliGunzipPsqlAndPgRestoreByHand()
+    {
+        var s3 = await TestEnvironment.S3Async();
+        var bucket = "rdr-tools-" + Guid.NewGuid().ToString("N")[..8];
+        await s3.CreateBucketAsync(bucket);
+        await using var node = await TestNode.CreateAsync($"s3://{bucket}/registry", s => s.ConfigureFor(s3));
+        node.Options.Database.SplitTablesFromMiB = 8.0 / 1024;
+        node.Options.Database.RangeMiB = 64.0 / 1024;
+        using var store = (RegistryDR.Stores.S3Store)node.CreateStore(s3);
+        var manifest = await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+        Assert.IsNotEmpty(manifest.SplitTables);
+        var expected = await RegistrySchema.SnapshotAsync(node.ConnectionString);
+
+        var set = Path.Combine(node.Root, "by-hand");
+        var env = s3.AwsCliEnvironment.ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
+        await ProcessRunner.RunCheckedAsync(new ProcessSpec(CephS3Server.AwsCliPath,
+            ["--endpoint-url", s3.Endpoint, "--region", s3.Region, "s3", "cp", "--recursive", "--only-show-errors",
+             $"s3://{bucket}/registry/{BackupLayout.SetPrefix(manifest.BackupId)}", set]) { Environment = env });
+        var parsed = BackupManifest.Parse(File.ReadAllBytes(Path.Combine(set, BackupManifest.FileName)), manifest.BackupId);
+
+        var target = await node.Cluster.CreateDatabaseAsync();
+        try
+        {
+            var pgEnv = new Dictionary<string, string?>
+            {
+                ["PGHOST"] = node.Cluster.Host, ["PGPORT"] = node.Cluster.Port.ToString(), ["PGUSER"] = node.Cluster.SuperUser,
+                ["PGPASSWORD"] = node.Cluster.SuperUserPassword, ["PGDATABASE"] = target,
+            };
+            var dump = Path.Combine(set, "database.dump");
+            async Task PgRestore(string section) => await ProcessRunner.RunCheckedAsync(new ProcessSpec(Path.Combine(node.Cluster.BinDirectory, "pg_restore"),
+                ["--exit-on-error", "--no-password", "--section=" + section, "--dbname", target, dump]) { Environment = pgEnv });
+
+            await PgRestore("pre-data");
+            foreach (var table in parsed.SplitTables)
+            {
+                var copy = $"COPY {Quote(table.Schema)}.{Quote(table.Name)} ({string.Join(", ", table.Columns.Select(Quote))}) FROM STDIN (FORMAT binary)";
+                foreach (var range in table.Ranges)
+                {
+                    var file = Path.Combine(set, parsed.Find(range)!.Key[BackupLayout.SetPrefix(manifest.BackupId).Length..]);
+                    Assert.AreEqual(parsed.Find(range)!.Sha256, TestNode.Sha256(file), "awscli got different bytes than the manifest records");
+                    await ProcessRunner.RunCheckedAsync(new ProcessSpec("/bin/bash",
+                        ["-o", "pipefail", "-c", "gunzip -c \"$1\" | \"$2\" -X -q -v ON_ERROR_STOP=1 -c \"$3\"", "by-hand", file, Path.Combine(node.Cluster.BinDirectory, "psql"), copy])
+                    { Environment = pgEnv });
+                }
+            }
+            await PgRestore("data");
+            await PgRestore("post-data");
+            Assert.IsNull(expected.FirstDifference(await RegistrySchema.SnapshotAsync(node.Cluster.ConnectionString(target))));
+        }
+        finally
+        {
+            await node.Cluster.DropDatabaseAsync(target);
+        }
     }
+
+    private static string Quote(string identifier) => "\"" + identifier.Replace("\"", "\"\"") + "\"";
 }
