@@ -241,7 +241,10 @@ measure() {
     shift
     # Each step starts from a checkpoint, so none inherits another's dirty buffers or has to
     # create (zero-fill) new WAL segments that an earlier step's checkpoint would have recycled.
+    # ... and from a clean page cache: writeback left by the previous step (b's restored data
+    # directory, a's download) would otherwise compete with this one for the disk.
     psql_q -d postgres -c CHECKPOINT >/dev/null
+    sync
     log "run: $name"
     if ! /usr/bin/time -v -o "$out" "$@" >"$WORK/out-$name.log" 2>&1; then
         echo "step $name failed; last lines of its output:" >&2

@@ -24,7 +24,7 @@ public sealed class BenchmarkSmokeTests
         var result = await ProcessRunner.RunAsync(new ProcessSpec("/bin/bash", [script, "--size-mb", "10", "--results-dir", results.Path]),
             readStdout: async (stdout, ct) =>
             {
-                using var reader = new StreamReader(stdout);
+                using var reader = new StreamReader(stdout, leaveOpen: true);
                 output.Append(await reader.ReadToEndAsync(ct));
             });
         Assert.AreEqual(0, result.ExitCode, $"bench/run.sh failed:{ProcessRunner.FormatTail(result.StandardError)}");
