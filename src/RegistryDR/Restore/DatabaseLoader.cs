@@ -22,6 +22,9 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
     /// <summary>Added to a failed pg_restore's message, before its stderr (e.g. what was left untouched).</summary>
     public string FailureNote { get; init; } = "";
 
+    /// <summary>maintenance_work_mem (MiB) for pg_restore's sessions; 0 leaves the server's setting.</summary>
+    public int MaintenanceWorkMemMiB { get; init; }
+
     private readonly int _jobs = jobs;
 
     public async Task LoadAsync(BackupManifest manifest, string dumpPath, string database, IReadOnlyList<string> pgRestoreOptions, IOperationProgress progress, CancellationToken cancellationToken)
@@ -58,8 +61,10 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
         args.AddRange(section);
         args.Add("--dbname=" + database);
         args.Add(dumpPath);
+        var environment = new Dictionary<string, string?>(postgres.ToolEnvironment(database));
+        if (MaintenanceWorkMemMiB > 0) environment["PGOPTIONS"] = $"-c maintenance_work_mem={MaintenanceWorkMemMiB}MB";
         var result = await ProcessRunner.RunAsync(
-            new ProcessSpec(tools.PgRestore, args) { Environment = postgres.ToolEnvironment(database), DisplayName = "pg_restore" },
+            new ProcessSpec(tools.PgRestore, args) { Environment = environment, DisplayName = "pg_restore" },
             cancellationToken: cancellationToken);
         if (result.ExitCode != 0)
         {

@@ -188,7 +188,7 @@ public sealed partial class RestoreService
     internal static IEnumerable<BackupManifest.Artifact> StagedArtifacts(BackupManifest manifest) =>
         manifest.Artifacts.Where(a => !BackupLayout.IsTableDataArtifact(a.Name));
 
-    internal DatabaseLoader Loader => new(_store, _postgres, _tools, _options.Restore.Jobs);
+    internal DatabaseLoader Loader => new(_store, _postgres, _tools, _options.Restore.Jobs) { MaintenanceWorkMemMiB = _options.Restore.MaintenanceWorkMemMiB };
 
     internal async Task<string> DownloadAsync(BackupManifest manifest, BackupManifest.Artifact artifact, string staging, IOperationProgress progress, CancellationToken cancellationToken)
     {
@@ -283,7 +283,8 @@ public sealed partial class RestoreService
         var loading = _time.GetTimestamp();
         try
         {
-            await new DatabaseLoader(_store, _postgres, _tools, _options.Restore.Jobs) { FailureNote = "; the live database was not touched" }
+            await new DatabaseLoader(_store, _postgres, _tools, _options.Restore.Jobs)
+                { FailureNote = "; the live database was not touched", MaintenanceWorkMemMiB = _options.Restore.MaintenanceWorkMemMiB }
                 .LoadAsync(manifest, dumpPath, ScratchDatabase, [], progress, cancellationToken);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

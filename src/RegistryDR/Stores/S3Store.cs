@@ -30,7 +30,7 @@ public sealed class S3Store : IBackupStore, IDisposable
     private readonly StoreLocation _location;
     private readonly StoreOptions _options;
     private readonly int _partSize;
-    private readonly ArrayPool<byte> _buffers;
+    private readonly PartBuffers _buffers;
     private readonly S3RetryPolicy _retry;
 
     /// <param name="events">Told about every retry (<see cref="IOperationEvents.StoreRetry"/>).</param>
@@ -45,9 +45,10 @@ public sealed class S3Store : IBackupStore, IDisposable
         _partSize = options.PartSizeMiB * 1024 * 1024;
         // The store's own pool, not ArrayPool<byte>.Shared: the shared pool parks a returned
         // array in the returning thread's slot, and with uploads spread over many pool threads
-        // it kept dozens of part buffers alive (the backup's RSS grew past 200 MiB). This one
-        // keeps at most a few (uploads at once × parts in flight) and lets the rest be collected.
-        _buffers = ArrayPool<byte>.Create(_partSize, maxArraysPerBucket: 4 * (options.Concurrency + 1));
+        // it kept dozens of part buffers alive (the backup's RSS grew past 200 MiB); it also
+        // rounds 5 MiB up to 8. This one holds buffers of exactly the part size, keeps a few
+        // (uploads at once × parts in flight) and lets the rest be collected.
+        _buffers = new PartBuffers(_partSize, keep: 4 * (options.Concurrency + 1));
         var config = CreateClientConfig(options);
         _s3 = credentials is null ? new AmazonS3Client(config) : new AmazonS3Client(credentials, config);
         _retry = new S3RetryPolicy(options, time ?? TimeProvider.System, events ?? NullOperationEvents.Instance,
@@ -453,4 +454,21 @@ public sealed class S3Store : IBackupStore, IDisposable
     }
 
     public void Dispose() => _s3.Dispose();
+}
+
+/// <summary>Part buffers of exactly one size; at most <c>keep</c> are held for reuse.</summary>
+internal sealed class PartBuffers(int size, int keep)
+{
+    private readonly System.Collections.Concurrent.ConcurrentBag<byte[]> _free = [];
+
+    public byte[] Rent(int length)
+    {
+        if (length > size) throw new ArgumentOutOfRangeException(nameof(length));
+        return _free.TryTake(out var buffer) ? buffer : new byte[size];
+    }
+
+    public void Return(byte[] buffer)
+    {
+        if (buffer.Length == size && _free.Count < keep) _free.Add(buffer);
+    }
 }

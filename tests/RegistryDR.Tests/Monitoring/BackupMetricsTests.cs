@@ -221,6 +221,27 @@ public sealed class BackupMetricsTests
         }
     }
 
+    [TestMethod]
+    public void SplitTablesBlockRanges_CountAsTheDatabase()
+    {
+        var metrics = new OperationMetrics(TimeProvider.System);
+        var id = BackupLayout.NewBackupId(DateTimeOffset.UtcNow);
+        BackupManifest.Artifact Artifact(string name, long size) => new() { Name = name, Key = BackupLayout.ArtifactKey(id, name), Size = size, Sha256 = new string('a', 64) };
+        metrics.BackupSucceeded(new BackupManifest
+        {
+            FormatVersion = 2, BackupId = id, StartedAt = DateTimeOffset.UtcNow, CompletedAt = DateTimeOffset.UtcNow,
+            Host = "h", RegistryDrVersion = "0.1.0",
+            Postgres = new BackupManifest.PostgresInfo { ServerVersion = "15", PgDumpVersion = "15", Database = "d", Owner = "o", Encoding = "UTF8", Collate = "C", Ctype = "C", DumpFormat = "custom" },
+            ConfigDirectories = [],
+            Artifacts = [Artifact("database", 100), Artifact("globals", 5), Artifact(BackupLayout.TableDataArtifact(0, 0), 1000), Artifact(BackupLayout.TableDataArtifact(0, 1), 2000), Artifact("config", 7)],
+        }, TimeSpan.FromSeconds(1));
+        var sizes = metrics.Read().LastSizes;
+        Assert.AreEqual(3100, sizes["database"]);
+        Assert.AreEqual(5, sizes["globals"]);
+        Assert.AreEqual(7, sizes["config"]);
+        Assert.HasCount(3, sizes);
+    }
+
     private static async Task WriteSetAsync(IBackupStore store, string backupId, bool complete)
     {
         await store.PutAsync(BackupLayout.ArtifactKey(backupId, BackupLayout.DatabaseArtifact), new MemoryStream("PGDMP"u8.ToArray()), CancellationToken.None);
