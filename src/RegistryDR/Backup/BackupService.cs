@@ -92,25 +92,14 @@ public sealed partial class BackupService
                 // Counting runs in the exported snapshot while pg_dump and the range COPYs dump it,
                 // so it costs no extra wall time. All three run at once; the first failure stops the others.
                 using var failFast = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                var counting = snapshot.CountAsync(failFast.Token);
-                var dumping = CancelOthersOnFailure(DumpAsync(backupId, BackupLayout.DatabaseArtifact,
+                var counting = FailFast.CancelOthersOnFailure(snapshot.CountAsync(failFast.Token), failFast);
+                var dumping = FailFast.CancelOthersOnFailure(DumpAsync(backupId, BackupLayout.DatabaseArtifact,
                     new ProcessSpec(_tools.PgDump, dumpArgs) { Environment = _postgres.ToolEnvironment(), DisplayName = "pg_dump" },
                     written, progress, CheckCustomFormat, failFast.Token), failFast);
-                var ranges = CancelOthersOnFailure(
+                var ranges = FailFast.CancelOthersOnFailure(
                     new TableDataDump(_store, _postgres, _options.Database, progress).RunAsync(backupId, snapshot.Id, split, key => { lock (written) written.Add(key); }, failFast.Token),
                     failFast);
-                try
-                {
-                    await Task.WhenAll(dumping, ranges, counting);
-                }
-                catch
-                {
-                    // Report the root cause, not the cancellations it caused in the others.
-                    var first = new Task[] { dumping, ranges, counting }.Where(t => t.IsFaulted).Select(t => t.Exception!.GetBaseException())
-                        .FirstOrDefault(e => e is not OperationCanceledException);
-                    if (first is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
-                    throw;
-                }
+                await FailFast.WhenAllAsync(dumping, ranges, counting);
                 artifacts.Add(dumping.Result);
                 tableData = ranges.Result;
                 artifacts.AddRange(tableData.Artifacts);
@@ -201,19 +190,6 @@ public sealed partial class BackupService
         if (size != h.BytesRead)
             throw new BackupFailedException(backupId, "dump " + artifact, $"the store took {size} bytes of {h.BytesRead}.");
         return new BackupManifest.Artifact { Name = artifact, Key = key, Size = size, Sha256 = h.HashHex() };
-    }
-
-    private static async Task<T> CancelOthersOnFailure<T>(Task<T> task, CancellationTokenSource others)
-    {
-        try
-        {
-            return await task;
-        }
-        catch
-        {
-            await others.CancelAsync();
-            throw;
-        }
     }
 
     private async Task CheckFencingAsync(string backupId, string phase, CancellationToken cancellationToken)

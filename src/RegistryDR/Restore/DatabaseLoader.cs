@@ -37,19 +37,9 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
         await PgRestoreAsync(dumpPath, database, pgRestoreOptions, ["--section=pre-data"], cancellationToken);
         using (var failFast = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
         {
-            var rest = CancelOthersOnFailure(PgRestoreAsync(dumpPath, database, pgRestoreOptions, ["--section=data", $"--jobs={_jobs}"], failFast.Token), failFast);
-            var ranges = CancelOthersOnFailure(LoadRangesAsync(manifest, database, progress, failFast.Token), failFast);
-            try
-            {
-                await Task.WhenAll(rest, ranges);
-            }
-            catch
-            {
-                var first = new[] { rest, ranges }.Where(t => t.IsFaulted).Select(t => t.Exception!.GetBaseException())
-                    .FirstOrDefault(e => e is not OperationCanceledException);
-                if (first is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
-                throw;
-            }
+            var rest = FailFast.CancelOthersOnFailure(PgRestoreAsync(dumpPath, database, pgRestoreOptions, ["--section=data", $"--jobs={_jobs}"], failFast.Token), failFast);
+            var ranges = FailFast.CancelOthersOnFailure(LoadRangesAsync(manifest, database, progress, failFast.Token), failFast);
+            await FailFast.WhenAllAsync(rest, ranges);
         }
         await PgRestoreAsync(dumpPath, database, pgRestoreOptions, ["--section=post-data", $"--jobs={_jobs}"], cancellationToken);
     }
@@ -123,18 +113,5 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
             throw;
         }
         await copy.DisposeAsync(); // completes the COPY: only now do the rows count
-    }
-
-    private static async Task CancelOthersOnFailure(Task task, CancellationTokenSource others)
-    {
-        try
-        {
-            await task;
-        }
-        catch
-        {
-            await others.CancelAsync();
-            throw;
-        }
     }
 }
