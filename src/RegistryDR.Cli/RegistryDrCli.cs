@@ -67,8 +67,9 @@ internal static class RegistryDrCli
                 Console.WriteLine($"Backup {manifest.BackupId} complete in {ctx.Store.Description}");
                 foreach (var a in manifest.Artifacts.Where(a => !BackupLayout.IsTableDataArtifact(a.Name)))
                     Console.WriteLine($"  {a.Name,-10} {a.Size,14:N0} bytes  sha256 {a.Sha256}");
-                if (manifest.SplitTables.Count > 0)
-                    Console.WriteLine($"  {"table data",-10} {manifest.Artifacts.Where(a => BackupLayout.IsTableDataArtifact(a.Name)).Sum(a => a.Size),14:N0} bytes  {manifest.Artifacts.Count(a => BackupLayout.IsTableDataArtifact(a.Name))} block ranges of {string.Join(", ", manifest.SplitTables.Select(t => t.Schema + "." + t.Name))}");
+                var ranges = manifest.Artifacts.Where(a => BackupLayout.IsTableDataArtifact(a.Name)).ToList();
+                if (ranges.Count > 0)
+                    Console.WriteLine($"  {"table data",-10} {ranges.Sum(a => a.Size),14:N0} bytes  {ranges.Count} block ranges of {string.Join(", ", manifest.SplitTables.Select(t => t.Schema + "." + t.Name))}");
             }
             return ExitCodes.Success;
         }));

@@ -38,6 +38,9 @@ public static class BackupLayout
     public static string TableDataArtifact(int table, int range) =>
         string.Create(CultureInfo.InvariantCulture, $"{TableDataPrefix}{table:D4}-{range:D5}");
 
+    /// <summary>The artifacts that hold the database: the pg_dump archive and the split tables' block ranges.</summary>
+    public static bool IsDatabaseArtifact(string artifact) => artifact == DatabaseArtifact || IsTableDataArtifact(artifact);
+
     public static bool IsTableDataArtifact(string artifact) =>
         artifact.StartsWith(TableDataPrefix, StringComparison.Ordinal) && artifact.Length > TableDataPrefix.Length &&
         artifact.AsSpan(TableDataPrefix.Length).IndexOfAnyExcept("0123456789-") < 0 && !artifact.EndsWith('-');

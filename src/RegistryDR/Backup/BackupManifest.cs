@@ -40,7 +40,9 @@ public sealed record BackupManifest
     public long TotalSize => Artifacts.Sum(a => a.Size);
 
     /// <summary>The bytes of the database itself: the pg_dump archive and the block ranges of split tables.</summary>
-    public long DatabaseSize => Artifacts.Where(a => a.Name == BackupLayout.DatabaseArtifact || BackupLayout.IsTableDataArtifact(a.Name)).Sum(a => a.Size);
+    public long DatabaseSize => DatabaseBytes(Artifacts);
+
+    internal static long DatabaseBytes(IEnumerable<Artifact> artifacts) => artifacts.Where(a => BackupLayout.IsDatabaseArtifact(a.Name)).Sum(a => a.Size);
 
     public Artifact? Find(string name) => Artifacts.FirstOrDefault(a => a.Name == name);
 

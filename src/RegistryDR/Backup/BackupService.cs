@@ -105,7 +105,7 @@ public sealed partial class BackupService
                 artifacts.AddRange(tableData.Artifacts);
                 fingerprint = counting.Result;
             }
-            var warnings = await FlagSuspiciousDumpAsync(BackupLayout.ArtifactKey(backupId, BackupLayout.DatabaseArtifact), artifacts.Where(a => a.Name == BackupLayout.DatabaseArtifact || BackupLayout.IsTableDataArtifact(a.Name)).Sum(a => a.Size),
+            var warnings = await FlagSuspiciousDumpAsync(BackupLayout.ArtifactKey(backupId, BackupLayout.DatabaseArtifact), BackupManifest.DatabaseBytes(artifacts),
                 fingerprint, cancellationToken);
 
             phase = "archive config";

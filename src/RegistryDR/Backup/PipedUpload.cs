@@ -12,7 +12,7 @@ internal static class PipedUpload
 {
     private const int PauseWriterBytes = 1 << 20;
 
-    public sealed record Result<T>(long Size, long BytesProduced, string Sha256, byte[] Head, T Value);
+    public sealed record Result<T>(long Size, long BytesProduced, string Sha256, T Value);
 
     public static async Task<Result<T>> PutAsync<T>(
         IBackupStore store, string key, Func<Stream, CancellationToken, Task<T>> produce, Action<long>? onProgress, CancellationToken cancellationToken)
@@ -50,6 +50,6 @@ internal static class PipedUpload
         }
         var result = await producer;
         await pipe.Reader.CompleteAsync();
-        return new Result<T>(size, hashing.BytesRead, hashing.HashHex(), hashing.Head.ToArray(), result);
+        return new Result<T>(size, hashing.BytesRead, hashing.HashHex(), result);
     }
 }

@@ -37,7 +37,7 @@ internal sealed class TableDataDump(IBackupStore store, PostgresConnectionFactor
         }
 
         var artifacts = new BackupManifest.Artifact[work.Count];
-        long total = 0;
+        var transferred = new CombinedTransfer(progress, ProgressName);
         await Parallel.ForEachAsync(Enumerable.Range(0, work.Count),
             new ParallelOptions { MaxDegreeOfParallelism = options.DumpJobs, CancellationToken = cancellationToken },
             async (i, ct) =>
@@ -45,15 +45,9 @@ internal sealed class TableDataDump(IBackupStore store, PostgresConnectionFactor
                 var (table, name, from, to) = work[i];
                 var key = BackupLayout.ArtifactKey(backupId, name);
                 written(key);
-                long reported = 0;
                 var result = await PipedUpload.PutAsync(store, key,
                     (output, token) => CopyRangeAsync(snapshotId, table.CopyOutSql(from, to), output, token),
-                    bytes =>
-                    {
-                        progress.Transferred(ProgressName, Interlocked.Add(ref total, bytes - reported));
-                        reported = bytes;
-                    },
-                    ct);
+                    transferred.Part(), ct);
                 if (result.Size != result.BytesProduced)
                     throw new InvalidOperationException($"the store took {result.Size} bytes of {result.BytesProduced} for {key}.");
                 artifacts[i] = new BackupManifest.Artifact { Name = name, Key = key, Size = result.Size, Sha256 = result.Sha256 };

@@ -63,7 +63,7 @@ public sealed record DatabaseFingerprint(IReadOnlyDictionary<string, long> RowCo
 /// A repeatable-read transaction whose snapshot is exported to pg_dump (<c>--snapshot</c>), so
 /// the fingerprint and the dump see exactly the same data.
 /// </summary>
-internal sealed class ExportedSnapshot : IAsyncDisposable
+internal sealed partial class ExportedSnapshot : IAsyncDisposable
 {
     private readonly NpgsqlConnection _connection;
     private readonly NpgsqlTransaction _transaction;
@@ -107,12 +107,16 @@ internal sealed class ExportedSnapshot : IAsyncDisposable
     /// </summary>
     public static async Task<NpgsqlTransaction> ImportAsync(NpgsqlConnection connection, string snapshotId, CancellationToken cancellationToken)
     {
-        if (!SplitTable.SnapshotId().IsMatch(snapshotId)) throw new ArgumentException($"'{snapshotId}' is not a snapshot id.", nameof(snapshotId));
+        if (!SnapshotId().IsMatch(snapshotId)) throw new ArgumentException($"'{snapshotId}' is not a snapshot id.", nameof(snapshotId));
         var transaction = await connection.BeginTransactionAsync(System.Data.IsolationLevel.RepeatableRead, cancellationToken);
         await using var cmd = new NpgsqlCommand($"SET TRANSACTION READ ONLY; SET TRANSACTION SNAPSHOT '{snapshotId}'; SET LOCAL row_security = off", connection, transaction);
         await cmd.ExecuteNonQueryAsync(cancellationToken);
         return transaction;
     }
+
+    /// <summary>What a snapshot id from <c>pg_export_snapshot()</c> looks like; checked before it goes into SQL.</summary>
+    [System.Text.RegularExpressions.GeneratedRegex("^[0-9A-F]+-[0-9A-F]+-[0-9]+$")]
+    internal static partial System.Text.RegularExpressions.Regex SnapshotId();
 
     public async ValueTask DisposeAsync()
     {

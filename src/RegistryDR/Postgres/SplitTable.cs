@@ -1,5 +1,4 @@
 using System.Text;
-using System.Text.RegularExpressions;
 using Npgsql;
 
 namespace RegistryDR.Postgres;
@@ -11,7 +10,7 @@ namespace RegistryDR.Postgres;
 /// scan since PostgreSQL 14) by several binary COPYs in pg_dump's exported snapshot, and loaded
 /// back by as many COPYs in parallel. Everything else still goes through pg_dump.
 /// </summary>
-internal sealed partial record SplitTable(string Schema, string Name, IReadOnlyList<string> Columns, long Pages, int BlockSize)
+internal sealed record SplitTable(string Schema, string Name, IReadOnlyList<string> Columns, long Pages, int BlockSize)
 {
     /// <summary>Always quoted: exact case, and no name can change the statement it is put in.</summary>
     public string QualifiedName => Quote(Schema) + "." + Quote(Name);
@@ -22,7 +21,7 @@ internal sealed partial record SplitTable(string Schema, string Name, IReadOnlyL
     /// </summary>
     public string DumpPattern => QualifiedName;
 
-    public string ColumnList => string.Join(", ", Columns.Select(Quote));
+    private string ColumnList => string.Join(", ", Columns.Select(Quote));
 
     /// <summary>
     /// Rows in blocks [<paramref name="fromPage"/>, <paramref name="toPage"/>), or to the end
@@ -36,7 +35,11 @@ internal sealed partial record SplitTable(string Schema, string Name, IReadOnlyL
         return $"COPY (SELECT {ColumnList} FROM ONLY {QualifiedName} WHERE {where}) TO STDOUT (FORMAT binary)";
     }
 
-    public string CopyInSql => $"COPY {QualifiedName} ({ColumnList}) FROM STDIN (FORMAT binary)";
+    public string CopyInSql => CopyIn(Schema, Name, Columns);
+
+    /// <summary>The load of one range, from what a manifest records of the table.</summary>
+    public static string CopyIn(string schema, string name, IReadOnlyList<string> columns) =>
+        $"COPY {Quote(schema)}.{Quote(name)} ({string.Join(", ", columns.Select(Quote))}) FROM STDIN (FORMAT binary)";
 
     internal static string Quote(string identifier) => "\"" + identifier.Replace("\"", "\"\"") + "\"";
 
@@ -98,8 +101,4 @@ internal sealed partial record SplitTable(string Schema, string Name, IReadOnlyL
         }
         return tables;
     }
-
-    /// <summary>What a snapshot id from <c>pg_export_snapshot()</c> looks like; checked before it goes into SQL.</summary>
-    [GeneratedRegex("^[0-9A-F]+-[0-9A-F]+-[0-9]+$")]
-    internal static partial Regex SnapshotId();
 }

@@ -68,21 +68,14 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
         var work = manifest.SplitTables
             .SelectMany(t => t.Ranges.Select(r => (Table: t, Artifact: manifest.Find(r)!)))
             .ToList();
-        long total = 0;
-        await Parallel.ForEachAsync(work, new ParallelOptions { MaxDegreeOfParallelism = _jobs, CancellationToken = cancellationToken }, async (item, ct) =>
-        {
-            long reported = 0;
-            await LoadRangeAsync(manifest.BackupId, item.Table, item.Artifact, database, bytes =>
-            {
-                progress.Transferred(TableDataDump.ProgressName, Interlocked.Add(ref total, bytes - reported));
-                reported = bytes;
-            }, ct);
-        });
+        var transferred = new CombinedTransfer(progress, TableDataDump.ProgressName);
+        await Parallel.ForEachAsync(work, new ParallelOptions { MaxDegreeOfParallelism = _jobs, CancellationToken = cancellationToken },
+            (item, ct) => new ValueTask(LoadRangeAsync(manifest.BackupId, item.Table, item.Artifact, database, transferred.Part(), ct)));
     }
 
     private async Task LoadRangeAsync(string backupId, BackupManifest.TableData table, BackupManifest.Artifact artifact, string database, Action<long> onProgress, CancellationToken cancellationToken)
     {
-        var copySql = new SplitTable(table.Schema, table.Name, table.Columns, 0, 0).CopyInSql;
+        var copySql = SplitTable.CopyIn(table.Schema, table.Name, table.Columns);
         await using var connection = await postgres.OpenAsync(database, cancellationToken);
         await using var source = await store.OpenReadAsync(artifact.Key, cancellationToken);
         using var hashing = new HashingStream(source, onProgress);

@@ -125,7 +125,7 @@ public sealed partial class DrillService
             create.CommandText = $"CREATE DATABASE {RestoreService.Quote(DrillDatabase)} TEMPLATE = template0 ENCODING = {RestoreService.Literal(pg.Encoding)} LC_COLLATE = {RestoreService.Literal(pg.Collate)} LC_CTYPE = {RestoreService.Literal(pg.Ctype)}";
             await create.ExecuteNonQueryAsync(cancellationToken);
         }
-        await _restore.Loader.LoadAsync(manifest, dumpPath, DrillDatabase, ["--no-owner", "--no-acl"], progress, cancellationToken);
+        await _restore.Loader().LoadAsync(manifest, dumpPath, DrillDatabase, ["--no-owner", "--no-acl"], progress, cancellationToken);
     }
 
     [LoggerMessage(5100, LogLevel.Information, "Drill of backup {BackupId} passed: {Tables} tables and {Rows} rows match the fingerprint, {Files} config files extracted, in {Seconds:F1} s")]

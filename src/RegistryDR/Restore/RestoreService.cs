@@ -188,7 +188,9 @@ public sealed partial class RestoreService
     internal static IEnumerable<BackupManifest.Artifact> StagedArtifacts(BackupManifest manifest) =>
         manifest.Artifacts.Where(a => !BackupLayout.IsTableDataArtifact(a.Name));
 
-    internal DatabaseLoader Loader => new(_store, _postgres, _tools, _options.Restore.Jobs) { MaintenanceWorkMemMiB = _options.Restore.MaintenanceWorkMemMiB };
+    /// <param name="failureNote">Added to a failed pg_restore's message (see <see cref="DatabaseLoader.FailureNote"/>).</param>
+    internal DatabaseLoader Loader(string failureNote = "") =>
+        new(_store, _postgres, _tools, _options.Restore.Jobs) { MaintenanceWorkMemMiB = _options.Restore.MaintenanceWorkMemMiB, FailureNote = failureNote };
 
     internal async Task<string> DownloadAsync(BackupManifest manifest, BackupManifest.Artifact artifact, string staging, IOperationProgress progress, CancellationToken cancellationToken)
     {
@@ -283,9 +285,7 @@ public sealed partial class RestoreService
         var loading = _time.GetTimestamp();
         try
         {
-            await new DatabaseLoader(_store, _postgres, _tools, _options.Restore.Jobs)
-                { FailureNote = "; the live database was not touched", MaintenanceWorkMemMiB = _options.Restore.MaintenanceWorkMemMiB }
-                .LoadAsync(manifest, dumpPath, ScratchDatabase, [], progress, cancellationToken);
+            await Loader("; the live database was not touched").LoadAsync(manifest, dumpPath, ScratchDatabase, [], progress, cancellationToken);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {

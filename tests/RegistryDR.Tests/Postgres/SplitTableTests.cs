@@ -36,7 +36,7 @@ public sealed class SplitTableUnitTests
     [DataRow("1A2B3C4D-00000002-1'; DROP TABLE x; --", false)]
     [DataRow("", false)]
     public void SnapshotIds_AreCheckedBeforeTheyGoIntoSql(string id, bool valid) =>
-        Assert.AreEqual(valid, SplitTable.SnapshotId().IsMatch(id));
+        Assert.AreEqual(valid, ExportedSnapshot.SnapshotId().IsMatch(id));
 
     [TestMethod]
     public void TableDataArtifacts_HaveTheirOwnNamesAndKeys()
