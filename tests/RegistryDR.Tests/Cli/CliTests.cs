@@ -39,6 +39,17 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public void TheExecutable_RunsWithDynamicPgoOff()
+    {
+        // Measured in docs/performance.md ("Memory"): the instrumented tier cost about 12 % of a
+        // backup's CPU. The setting lives in the runtimeconfig the build writes beside the dll.
+        using var config = JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "registry-dr.runtimeconfig.json")));
+        var properties = config.RootElement.GetProperty("runtimeOptions").GetProperty("configProperties");
+        Assert.IsTrue(properties.TryGetProperty("System.Runtime.TieredPGO", out var pgo), "registry-dr.runtimeconfig.json has no System.Runtime.TieredPGO");
+        Assert.AreEqual(JsonValueKind.False, pgo.ValueKind);
+    }
+
+    [TestMethod]
     public async Task BackupListVerifyRestore_ThroughTheExecutable()
     {
         using var storeDirScope = new TempDirectory("rdr-store-");
