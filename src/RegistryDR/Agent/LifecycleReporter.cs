@@ -186,7 +186,7 @@ internal sealed partial class LifecycleReporter(IAwsControlPlane aws, InstanceId
     [LoggerMessage(4014, LogLevel.Information, "CloudFormation is not waiting for a signal from this instance ({Status} to stack {Stack} resource {Resource} refused: {Reason}); normal outside a stack create or update, nothing to do")]
     private partial void LogNotWaiting(string status, string stack, string resource, string reason);
 
-    [LoggerMessage(4015, LogLevel.Error, "Could not signal {Status} to stack {Stack} resource {Resource}: {Reason}. A stack create or update waiting for it fails at its timeout; this node's state does not change")]
+    [LoggerMessage(4015, LogLevel.Error, "Could not signal {Status} to stack {Stack} resource {Resource} ({Reason}); a stack create or update waiting for it fails at its timeout, this node's state does not change")]
     private partial void LogSignalFailed(Exception ex, string status, string stack, string resource, string reason);
 
     [LoggerMessage(4016, LogLevel.Information, "Lifecycle hook {Hook} has no active action, and the instance is {State}: an earlier try was accepted (its answer was lost) or the instance never waited on the hook ({Reason})")]
@@ -198,6 +198,6 @@ internal sealed partial class LifecycleReporter(IAwsControlPlane aws, InstanceId
     [LoggerMessage(4018, LogLevel.Error, "{Result} for lifecycle hook {Hook} was not accepted and the instance is {State} ({Reason}): the hook's action ended without it (timed out, and Auto Scaling applied the hook's default result)")]
     private partial void LogNotCompleted(string result, string hook, string state, string reason);
 
-    [LoggerMessage(4019, LogLevel.Error, "Could not complete lifecycle hook {Hook} with {Result}: {Reason}. Auto Scaling applies the hook's default result when its heartbeat timeout ends")]
+    [LoggerMessage(4019, LogLevel.Error, "Could not complete lifecycle hook {Hook} with {Result} ({Reason}); Auto Scaling applies the hook's default result when its heartbeat timeout ends")]
     private partial void LogLifecycleFailed(Exception ex, string result, string hook, string reason);
 }

@@ -46,7 +46,8 @@ internal enum InjectedFailure
 
     /// <summary>
     /// The request is carried out (the model changes state) but the answer never arrives: the
-    /// connection is cut. The client's retry then meets the new state.
+    /// stand-in holds it until disposed, so the client gives up on its per-try timeout. Its retry
+    /// then meets the new state.
     /// </summary>
     AnswerLost,
 }
@@ -116,6 +117,7 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
     private string? _failAction;
     private DateTimeOffset _throttleUntil = DateTimeOffset.MinValue;
     private int _requests;
+    private readonly TaskCompletionSource _disposing = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private AwsQueryStandIn(string service, string region, IQueryServiceModel? state, TimeProvider? time, IEnumerable<StandInCredentials> credentials)
     {
@@ -285,7 +287,7 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
             lock (_lock) _calls.Add(call with { Refusal = $"{refused.Code}: {refused.Message}" });
             if (injected == InjectedFailure.AnswerLost)
             {
-                context.Response.Abort();
+                await LoseAnswerAsync(context);
                 return;
             }
             await ErrorAsync(context, refused.Status, refused.Code, refused.Message);
@@ -294,8 +296,8 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
         lock (_lock) _calls.Add(call);
         if (injected == InjectedFailure.AnswerLost)
         {
-            // Done, but the client never hears so: it sees a reset connection and tries again.
-            context.Response.Abort();
+            // Done, but the client never hears so: it times out and tries again.
+            await LoseAnswerAsync(context);
             return;
         }
         var result = actionModel.HasResult ? (inner.Length == 0 ? $"<{action}Result/>" : $"<{action}Result>{inner}</{action}Result>") : "";
@@ -345,5 +347,15 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
             ? null
             : "Either InstanceId or LifecycleActionToken must be specified.";
 
-    public ValueTask DisposeAsync() => _server.DisposeAsync();
+    private async Task LoseAnswerAsync(HttpListenerContext context)
+    {
+        await _disposing.Task;
+        context.Response.Abort();
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _disposing.TrySetResult();
+        return _server.DisposeAsync();
+    }
 }
