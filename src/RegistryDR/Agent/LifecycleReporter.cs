@@ -1,9 +1,11 @@
+using System.Text.Json.Serialization;
 using Microsoft.Extensions.Logging;
 using RegistryDR.Aws;
 
 namespace RegistryDR.Agent;
 
 /// <summary>What became of a <c>CompleteLifecycleAction</c>.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<LifecycleActionOutcome>))]
 public enum LifecycleActionOutcome
 {
     /// <summary>Nothing was sent: no hook configured, or the instance is in no Auto Scaling group.</summary>
@@ -20,6 +22,7 @@ public enum LifecycleActionOutcome
 }
 
 /// <summary>What became of a CloudFormation <c>SignalResource</c>.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<ResourceSignalOutcome>))]
 public enum ResourceSignalOutcome
 {
     /// <summary>Nothing was sent: no <c>Agent:SignalResource</c>, or the stack is unknown.</summary>
