@@ -17,7 +17,7 @@ namespace RegistryDR.Agent;
 /// </remarks>
 internal sealed partial class NodeIdentityResolver(AgentOptions agent, IInstanceMetadata metadata, Func<string, IAwsControlPlane> controlPlane, ILogger logger)
 {
-    /// <summary>The node, and what Auto Scaling said about it (null when it was not asked or the instance is in no group).</summary>
+    /// <summary>The node, and what Auto Scaling said about it (null when it was not asked — the group is configured — or the instance is in no group).</summary>
     public sealed record Resolved(InstanceIdentity Identity, IAwsControlPlane Aws, AutoScalingInstance? AutoScaling);
 
     /// <exception cref="InstanceMetadataUnavailableException">Instance id or region are not configured and metadata cannot be read.</exception>
@@ -43,7 +43,7 @@ internal sealed partial class NodeIdentityResolver(AgentOptions agent, IInstance
         AutoScalingInstance? described = null;
         var group = agent.AutoScalingGroupName;
         var wantsGroup = !string.IsNullOrEmpty(agent.LifecycleHookName) || !string.IsNullOrEmpty(agent.TerminationHookName);
-        if (wantsGroup)
+        if (wantsGroup && group is null)
         {
             try
             {
