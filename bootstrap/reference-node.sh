@@ -10,8 +10,8 @@
 #   - postgresql.service enabled and running, listening on 127.0.0.1:$RDR_DB_PORT only, password
 #     (SCRAM) login over TCP, peer login for the postgres OS user on the local socket; the role
 #     $RDR_DB_USER (postgres) has the password in $RDR_PASSWORD_FILE; database $RDR_DB_NAME exists.
-#     A restore brings back the old node's roles with their password hashes: the password comes
-#     from the stack (a Secrets Manager secret or the DatabasePassword parameter), so it is the same.
+#     The password is the stack's (a Secrets Manager secret or the DatabasePassword parameter), the
+#     same on every replacement.
 #   - /usr/local/bin/docker-registry, /etc/docker-registry/config.yml (storage: s3, the image
 #     bucket under /$RDR_IMAGE_PREFIX; http on :443 with the TLS pair in /etc/docker-registry/tls/,
 #     a self-signed one made here when none exists; debug and health on 127.0.0.1:5001, so
