@@ -23,15 +23,18 @@ public sealed class CloudFormationLintTests
     private Task<ScriptRun> LintWithPathAsync(string path) =>
         DeploymentTestSupport.RunAsync("bash", [LintScript], new Dictionary<string, string> { ["PATH"] = path }, LintTimeout, TestContext.CancellationToken);
 
-    /// <summary>The registry template with one line replaced, in a temp file the lint is pointed at.</summary>
-    private static string BrokenCopy(string template, string original, string replacement)
+    /// <summary>A copy of <paramref name="template"/> in <paramref name="directory"/> with each original text replaced once.</summary>
+    private static string BrokenCopy(string directory, string template, params (string Original, string Replacement)[] changes)
     {
         var text = File.ReadAllText(Path.Combine(DeploymentTestSupport.CloudFormationDirectory, template));
-        Assert.Contains(original, text, $"{template} no longer contains '{original}': update this test");
-        var directory = Directory.CreateTempSubdirectory("rdr-cfn-").FullName;
+        foreach (var (original, replacement) in changes)
+        {
+            var at = text.IndexOf(original, StringComparison.Ordinal);
+            Assert.IsGreaterThanOrEqualTo(0, at, $"{template} no longer contains '{original}': update this test");
+            text = string.Concat(text.AsSpan(0, at), replacement, text.AsSpan(at + original.Length));
+        }
         var path = Path.Combine(directory, template);
-        var at = text.IndexOf(original, StringComparison.Ordinal);
-        File.WriteAllText(path, string.Concat(text.AsSpan(0, at), replacement, text.AsSpan(at + original.Length)));
+        File.WriteAllText(path, text);
         return path;
     }
 
@@ -42,100 +45,40 @@ public sealed class CloudFormationLintTests
         var run = await LintAsync();
 
         Assert.AreEqual(0, run.ExitCode, run.ToString());
-        StringAssert.Contains(run.Output, "== cfn-lint 1.51.0 (pinned 1.51.0)\n");
-        StringAssert.Contains(run.Output, "== cloudformation/registry.yaml\n== cloudformation/replica-bucket.yaml\ncfn-lint: 2 template(s) clean");
+        StringAssert.Contains(run.Output, "== cfn-lint 1.51.0 (pinned 1.51.0)\n== cloudformation/registry.yaml\n== cloudformation/replica-bucket.yaml\ncfn-lint: 2 template(s) clean");
     }
 
+    /// <summary>
+    /// One lint run over copies with a mistake of each kind the lint is there for (one cfn-lint
+    /// process loads AWS's schemas once; each finding is reported on its own line, with its file).
+    /// </summary>
     [TestMethod]
     [Timeout(600_000, CooperativeCancellation = true)]
-    public async Task AMisspelledPropertyFailsTheLintAndIsNamed()
+    public async Task EachKindOfMistakeFailsTheLintAndIsNamed()
     {
-        var broken = BrokenCopy("registry.yaml", "HttpTokens: required", "HttpTokenz: required");
-        try
-        {
-            var run = await LintAsync(broken);
+        using var directory = new TempDirectory("rdr-cfn-");
+        var registry = BrokenCopy(directory.Path, "registry.yaml",
+            ("HttpTokens: required", "HttpTokenz: required"),
+            ("SourceSecurityGroupId: !Ref LoadBalancerSecurityGroup", "SourceSecurityGroupId: !Ref LoadBalancerSecurityGrop"),
+            ("DependsOn: [Listener, HttpListener]", "DependsOn: [Listenr, HttpListener]"),
+            ("      - Assert: !Not [!Equals [!Ref ReplicaKmsKeyArn, '']]", "      - Assert: !Not [!Equals [!Ref ReplicaKmsKey, '']]"));
+        var replica = BrokenCopy(directory.Path, "replica-bucket.yaml", ("BlockPublicPolicy: true", "BlockPublicPolicies: true"));
 
-            Assert.AreEqual(1, run.ExitCode, run.ToString());
-            StringAssert.Contains(run.Output, ":E3002:Additional properties are not allowed ('HttpTokenz' was unexpected. Did you mean 'HttpTokens'?)");
-            StringAssert.Contains(run.Output, "cfn-lint: errors found");
-        }
-        finally
-        {
-            Directory.Delete(Path.GetDirectoryName(broken)!, recursive: true);
-        }
-    }
+        var run = await LintAsync(registry, replica);
 
-    [TestMethod]
-    [Timeout(600_000, CooperativeCancellation = true)]
-    public async Task ARefToAMissingResourceFailsTheLintAndIsNamed()
-    {
-        var broken = BrokenCopy("registry.yaml",
-            "SourceSecurityGroupId: !Ref LoadBalancerSecurityGroup", "SourceSecurityGroupId: !Ref LoadBalancerSecurityGrop");
-        try
-        {
-            var run = await LintAsync(broken);
-
-            Assert.AreEqual(1, run.ExitCode, run.ToString());
-            StringAssert.Contains(run.Output, ":E1020:'LoadBalancerSecurityGrop' is not one of [");
-        }
-        finally
-        {
-            Directory.Delete(Path.GetDirectoryName(broken)!, recursive: true);
-        }
-    }
-
-    [TestMethod]
-    [Timeout(600_000, CooperativeCancellation = true)]
-    public async Task AMisspelledDependsOnTargetFailsTheLint()
-    {
-        var broken = BrokenCopy("registry.yaml", "DependsOn: [Listener, HttpListener]", "DependsOn: [Listenr, HttpListener]");
-        try
-        {
-            var run = await LintAsync(broken);
-
-            Assert.AreEqual(1, run.ExitCode, run.ToString());
-            StringAssert.Contains(run.Output, ":E3005:'Listenr' is not one of [");
-        }
-        finally
-        {
-            Directory.Delete(Path.GetDirectoryName(broken)!, recursive: true);
-        }
-    }
-
-    [TestMethod]
-    [Timeout(600_000, CooperativeCancellation = true)]
-    public async Task AnErrorInTheReplicaTemplateFailsTheLint()
-    {
-        var broken = BrokenCopy("replica-bucket.yaml", "BlockPublicPolicy: true", "BlockPublicPolicies: true");
-        try
-        {
-            var run = await LintAsync(broken);
-
-            Assert.AreEqual(1, run.ExitCode, run.ToString());
-            StringAssert.Contains(run.Output, ":E3002:Additional properties are not allowed ('BlockPublicPolicies' was unexpected. Did you mean 'BlockPublicPolicy'?)");
-        }
-        finally
-        {
-            Directory.Delete(Path.GetDirectoryName(broken)!, recursive: true);
-        }
-    }
-
-    [TestMethod]
-    [Timeout(600_000, CooperativeCancellation = true)]
-    public async Task ARuleOnAMissingParameterFailsTheLint()
-    {
-        var broken = BrokenCopy("registry.yaml", "      - Assert: !Not [!Equals [!Ref ReplicaKmsKeyArn, '']]", "      - Assert: !Not [!Equals [!Ref ReplicaKmsKey, '']]");
-        try
-        {
-            var run = await LintAsync(broken);
-
-            Assert.AreEqual(1, run.ExitCode, run.ToString());
-            StringAssert.Contains(run.Output, ":E1020:'ReplicaKmsKey' is not one of [");
-        }
-        finally
-        {
-            Directory.Delete(Path.GetDirectoryName(broken)!, recursive: true);
-        }
+        Assert.AreEqual(1, run.ExitCode, run.ToString());
+        StringAssert.Contains(run.Output, "cfn-lint: errors found");
+        var findings = run.Output.Split('\n').Where(l => l.StartsWith(directory.Path, StringComparison.Ordinal)).ToList();
+        string Finding(string file, string rule, string message) =>
+            findings.SingleOrDefault(f => f.StartsWith(file + ":", StringComparison.Ordinal) && f.Contains($":{rule}:{message}", StringComparison.Ordinal))
+            ?? throw new AssertFailedException($"no {rule} '{message}' for {file} in:{Environment.NewLine}{run.Output}");
+        // A misspelled property, a Ref to nothing, a DependsOn to nothing, a Rule on a missing parameter.
+        Finding(registry, "E3002", "Additional properties are not allowed ('HttpTokenz' was unexpected. Did you mean 'HttpTokens'?)");
+        Finding(registry, "E1020", "'LoadBalancerSecurityGrop' is not one of [");
+        Finding(registry, "E3005", "'Listenr' is not one of [");
+        Finding(registry, "E1020", "'ReplicaKmsKey' is not one of [");
+        // The second template is linted in the same run.
+        Finding(replica, "E3002", "Additional properties are not allowed ('BlockPublicPolicies' was unexpected. Did you mean 'BlockPublicPolicy'?)");
     }
 
     [TestMethod]
