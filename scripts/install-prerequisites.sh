@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what RegistryDR's tests, demo and benchmark need on a fresh Debian 12 machine:
 # PostgreSQL 15, Ceph's RADOS Gateway (the S3 server the tests start), awscli, the Debian
-# docker-registry and skopeo, shellcheck, promtool, and pgBackRest + GNU time for the benchmark
-# (which CI runs once at a tiny size). Only missing packages are installed, so it is cheap
-# to run every time. Needs root (apt-get).
+# docker-registry and skopeo, shellcheck, promtool, pgBackRest + GNU time for the benchmark
+# (which CI runs once at a tiny size), and acl + attr (setfacl/getfacl/setfattr/getfattr: the
+# config-fidelity tests set and read ACLs and extended attributes with them). Only missing
+# packages are installed, so it is cheap to run every time. Needs root (apt-get).
 set -euo pipefail
 
 packages=(
@@ -14,6 +15,7 @@ packages=(
   shellcheck
   prometheus
   pgbackrest time openssl
+  acl attr
 )
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 
