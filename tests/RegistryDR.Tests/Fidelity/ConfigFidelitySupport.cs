@@ -159,6 +159,10 @@ internal sealed class ConfigRoundTrip : IAsyncDisposable
         var store = new TempDirectory("rdr-fidelity-store-");
         var node = await TestNode.CreateAsync("file://" + store.Path, repositories: 5);
         Shell.RequireXattrsAndAcls(node.ConfigDirectories[0]);
+
+        // TestNode's tree has a file its exclude glob keeps out of every backup; these tests
+        // compare whole trees, so it goes.
+        File.Delete(Path.Combine(node.ConfigDirectories[0], "registry.sock"));
         return new ConfigRoundTrip(node, store);
     }
 

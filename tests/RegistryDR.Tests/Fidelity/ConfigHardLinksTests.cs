@@ -43,7 +43,7 @@ public sealed class ConfigHardLinksTests
 
         // The name outside the config directories was never part of the backup: one link now,
         // and the backup said so once, and recorded it in the set.
-        Assert.AreEqual("1 one name outside\n", Shell.Text($"stat -c '%h' {data}/outside-linked; cat {data}/outside-linked"));
+        Assert.AreEqual("1\none name outside\n", Shell.Text($"stat -c '%h' {data}/outside-linked; cat {data}/outside-linked"));
         var warnings = trip.BackupWarnings();
         Assert.HasCount(1, warnings, string.Join("\n", warnings));
         Assert.Contains("hard link", warnings[0]);

@@ -66,7 +66,7 @@ public sealed class ConfigNonUtf8NamesTests
         Assert.AreEqual("inner\n", Shell.Text($"cat {data2}/{Shell.AnsiC(InnerFile)}"));
         Assert.AreEqual("long\n", Shell.Text($"cat {data2}/{Shell.AnsiC(LongFile)}"));
         Assert.AreEqual("etc\n", Shell.Text($"cat {Shell.Quote(trip.Etc)}/{Shell.AnsiC(EtcFile)}"));
-        Assert.AreEqual("directory 750", Shell.Text($"stat -c '%F %a' {data2}/{Shell.AnsiC(Latin1Directory)}"));
+        Assert.AreEqual("directory 750\n", Shell.Text($"stat -c '%F %a' {data2}/{Shell.AnsiC(Latin1Directory)}"));
         CollectionAssert.AreEqual(Latin1File, Shell.Run($"readlink -n {data2}/{Shell.AnsiC(LinkToLatin1)}"), "symbolic link target bytes");
         CollectionAssert.AreEqual(DanglingTarget, Shell.Run($"readlink -n {data2}/{Shell.AnsiC(DanglingLink)}"), "dangling symbolic link target bytes");
 

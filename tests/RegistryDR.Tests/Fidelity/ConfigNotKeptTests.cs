@@ -27,9 +27,9 @@ public sealed class ConfigNotKeptTests
 
         var warnings = trip.BackupWarnings();
         Assert.HasCount(2, warnings, string.Join("\n", warnings));
-        Assert.Contains($"2 sockets are not in the archive", warnings.Single(w => w.Contains("socket")));
+        Assert.Contains("Not in the archive, socket (2): ", warnings.Single(w => w.Contains("socket")));
         Assert.Contains($"'{trip.Data}/run/a.socket', '{trip.Data}/run/b.socket'", warnings.Single(w => w.Contains("socket")));
-        Assert.Contains($"1 FIFO is not in the archive", warnings.Single(w => w.Contains("FIFO")));
+        Assert.AreEqual($"Backup {manifest.BackupId}: Not in the archive, FIFO (1): '{trip.Data}/run/events.fifo'", warnings.Single(w => w.Contains("FIFO")));
 
         var notKept = manifest.Find(BackupLayout.ConfigArtifact)!.NotKept!;
         CollectionAssert.AreEqual(new[] { "socket 2", "FIFO 1" }, notKept.Select(n => $"{n.Kind} {n.Count}").ToList());
