@@ -28,7 +28,8 @@ internal static class Shell
             UseShellExecute = false,
         };
         start.ArgumentList.Add("-c");
-        start.ArgumentList.Add("set -euo pipefail\n" + script);
+        // The C locale: names are bytes to grep, sort and sed, never "binary" text they skip.
+        start.ArgumentList.Add("set -euo pipefail\nexport LC_ALL=C\n" + script);
         using var process = Process.Start(start) ?? throw new InvalidOperationException("bash did not start");
         var output = new MemoryStream();
         var copy = process.StandardOutput.BaseStream.CopyToAsync(output);
