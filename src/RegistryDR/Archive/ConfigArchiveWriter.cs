@@ -112,7 +112,7 @@ internal static class ConfigArchiveWriter
                 WalkDirectory(roots[i], roots[i].Path, string.Empty);
             }
 
-            foreach (var (entryName, path, linkCount, met) in _linked.Values)
+            foreach (var (_, path, linkCount, met) in _linked.Values)
             {
                 if (met < linkCount)
                 {

@@ -309,6 +309,49 @@ public sealed class ConfigArchiveHostileTests
         Assert.AreEqual(1u, UnixFileSystem.GetStatus(Path.Combine(scene.Sentinel, "secret")).LinkCount);
     }
 
+    /// <summary>
+    /// Attributes the kernel would reject, or that our writer never produces, are refused when the
+    /// archive is validated, so a restore never fails half-way on them.
+    /// </summary>
+    [TestMethod]
+    [DataRow('0', "SCHILY.xattr.system.posix_acl_access", "\u0002\u0000\u0000\u0000", "ACLs are stored as SCHILY.acl.access")]
+    [DataRow('0', "SCHILY.xattr.os2.name", "x", "is not in one of Linux's namespaces")]
+    [DataRow('0', "SCHILY.xattr.user.", "x", "is not in one of Linux's namespaces")]
+    [DataRow('2', "SCHILY.xattr.user.note", "x", "does not allow user.* attributes on a symbolic link")]
+    [DataRow('0', "SCHILY.xattr.security.capability", "\u0001\u0000\u0000\u0001", "version 2 or 3 capability set on a regular file")]
+    [DataRow('5', "SCHILY.xattr.security.capability", "\u0001\u0000\u0000\u0002\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000", "on a regular file")]
+    [DataRow('0', "SCHILY.acl.access", "user::rw-\nuser:101:r--\ngroup::r--\nother::---\n", "must have one mask entry when it names users or groups")]
+    [DataRow('0', "SCHILY.acl.access", "user::rw-\ngroup::r--\nother::---\nother::r--\n", "exactly one other")]
+    [DataRow('0', "SCHILY.acl.access", "user::rw-\nuser:postgres:r--\ngroup::r--\nmask::r--\nother::---\n", "does not name a numeric uid or gid")]
+    [DataRow('0', "SCHILY.acl.access", "user::rw-\nuser:4294967295:r--\ngroup::r--\nmask::r--\nother::---\n", "does not name a numeric uid or gid")]
+    [DataRow('0', "SCHILY.acl.access", "user::rwt\ngroup::r--\nother::---\n", "permissions other than 'rwx'")]
+    [DataRow('0', "SCHILY.acl.default", "user::rwx\ngroup::r-x\nother::---\n", "only a directory can have a default ACL")]
+    [DataRow('2', "SCHILY.acl.access", "user::rwx\ngroup::r-x\nother::---\n", "a symbolic link cannot have an ACL")]
+    public async Task AttributesTheKernelWouldRejectAreRefused(char type, string key, string value, string reason)
+    {
+        using var scene = new Scene();
+        var name = $"{Prefix}/entry";
+        var archive = Build(tar =>
+        {
+            tar.RootDirectory();
+            tar.Pax((key, value));
+            switch ((byte)type)
+            {
+                case TarHeader.LF_SYMLINK:
+                    tar.Symlink(name, "elsewhere");
+                    break;
+                case TarHeader.LF_DIR:
+                    tar.Put(Header(name + "/", TarHeader.LF_DIR, mode: 0b111_101_101));
+                    break;
+                default:
+                    tar.File(name);
+                    break;
+            }
+        });
+
+        await AssertRefusedAsync(scene, archive, (byte)type == TarHeader.LF_DIR ? name + "/" : name, reason);
+    }
+
     [TestMethod]
     [DataRow(TarHeader.LF_CHR, "character devices are not supported")]
     [DataRow(TarHeader.LF_BLK, "block devices are not supported")]
