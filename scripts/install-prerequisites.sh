@@ -2,8 +2,10 @@
 # Installs what RegistryDR's tests, demo and benchmark need on a fresh Debian 12 machine:
 # PostgreSQL 15, Ceph's RADOS Gateway (the S3 server the tests start), awscli, the Debian
 # docker-registry and skopeo, shellcheck, promtool, pgBackRest + GNU time for the benchmark
-# (which CI runs once at a tiny size), and AWS's cfn-lint (pip) for the templates. Only missing packages are installed, so it is cheap
-# to run every time. Needs root (apt-get).
+# (which CI runs once at a tiny size), AWS's cfn-lint (pip) for the templates, and acl + attr
+# (setfacl/getfacl/setfattr/getfattr: the config-fidelity tests set and read ACLs and extended
+# attributes with them). Only missing packages are installed, so it is cheap to run every time.
+# Needs root (apt-get).
 set -euo pipefail
 
 packages=(
@@ -14,6 +16,7 @@ packages=(
   shellcheck
   prometheus
   pgbackrest time openssl
+  acl attr
 )
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 
