@@ -12,8 +12,8 @@
 #
 # Inputs (environment variables):
 #   REGISTRYDR_ARTIFACT_URL     required. The release tarball: s3://bucket/key.tar.gz (fetched with
-#                               `aws s3 cp`) or file:///path.tar.gz. It holds a `dotnet publish` output
-#                               with registry-dr.dll at its top level.
+#                               `aws s3 cp`) or file:///path.tar.gz, made by package-release.sh: a
+#                               self-contained registry-dr executable and a RELEASE file at its top level.
 #   REGISTRYDR_ARTIFACT_SHA256  required. Its SHA-256 (64 hex digits). A download that does not match
 #                               is refused and nothing is installed.
 #   REGISTRYDR_INSTALL_ROOT     default /opt/registry-dr. Builds go to <root>/<sha256>/, <root>/current
@@ -30,10 +30,15 @@
 #                               agent-invoked (created just before the agent runs, so that user data
 #                               knows whether the agent has reported a failure itself).
 #   REGISTRYDR_STATE_DIR        default /var/lib/registry-dr: the bootstrap-succeeded marker.
-#   REGISTRYDR_DOTNET           how to run the app: "$REGISTRYDR_DOTNET" <build>/registry-dr.dll ARGS.
-#                               Default `dotnet` from PATH; without one, a self-contained build's
-#                               registry-dr apphost is run directly.
-#   REGISTRYDR_AWS              default `aws`: the AWS CLI used for s3:// downloads.
+#   REGISTRYDR_AWS              default `aws`: the AWS CLI (v2) for s3:// downloads and failure reports.
+#   REGISTRYDR_S3_ENDPOINT, REGISTRYDR_AUTOSCALING_ENDPOINT, REGISTRYDR_CLOUDFORMATION_ENDPOINT
+#                               optional --endpoint-url for those calls (an S3-compatible server, the
+#                               tests' stand-ins). Empty: the AWS CLI's own (regional) endpoints.
+#   REGISTRYDR_STACK_NAME, REGISTRYDR_AUTOSCALING_GROUP_NAME   who to report to when the agent cannot
+#                               report itself (below). Empty: nothing can be reported (a node outside AWS).
+#   REGISTRYDR_LIFECYCLE_HOOK_NAME  default registry-dr-launch; REGISTRYDR_SIGNAL_RESOURCE default
+#                               RegistryGroup: the launch hook and the logical id CloudFormation waits on.
+#   REGISTRYDR_NODE_STATE_FILE  default $REGISTRYDR_STATE_DIR/node-state.json: the agent's Agent:StateFile.
 #   REGISTRYDR_INSTANCE_ID      default: cloud-init's /var/lib/cloud/data/instance-id (empty elsewhere).
 #                               The bootstrap-succeeded marker is only honoured for the same instance
 #                               (an AMI baked from a live node must still restore).
@@ -41,9 +46,19 @@
 #                               agent always restores the newest backup: on a live node that rolls the
 #                               registry back to it, so this is off by default.
 #
-# Exit status: 0 on success; the agent's own non-zero status when `registry-dr bootstrap` failed
-# (the agent has then reported ABANDON/FAILURE itself and the worker is NOT started); 1 when a
-# step before the agent failed; 2 for missing or invalid inputs.
+# Only the release's own registry-dr executable is ever run (self-contained: a dotnet on the image,
+# of whatever version, is never used).
+#
+# When `registry-dr bootstrap` fails, the worker is NOT started. If the agent concluded "Failed" in
+# its node state file during this run, it has reported ABANDON and FAILURE itself. Otherwise it could
+# not start or died before it could report (missing or broken executable, exec format error, bad
+# configuration, a crash): this script then completes the launch lifecycle action with ABANDON and
+# signals FAILURE itself, at once, so Auto Scaling replaces the node now instead of after the hook's
+# HeartbeatTimeout. A refusal because nothing is waiting (no pending lifecycle action; a stack that is
+# not in a create or update, i.e. an unplanned replacement) is logged as such, not as an error.
+#
+# Exit status: 0 on success; the agent's own non-zero status when `registry-dr bootstrap` failed;
+# 1 when a step before the agent failed; 2 for missing or invalid inputs.
 set -euo pipefail
 
 artifact_url=${REGISTRYDR_ARTIFACT_URL:-}
@@ -54,7 +69,15 @@ config_path=${REGISTRYDR_CONFIG_PATH:-/etc/registry-dr/registry-dr.json}
 log_file=${REGISTRYDR_LOG:-/var/log/registry-dr-boot.log}
 run_dir=${REGISTRYDR_RUN_DIR:-/run/registry-dr}
 state_dir=${REGISTRYDR_STATE_DIR:-/var/lib/registry-dr}
+node_state_file=${REGISTRYDR_NODE_STATE_FILE:-$state_dir/node-state.json}
 aws_cli=${REGISTRYDR_AWS:-aws}
+s3_endpoint=${REGISTRYDR_S3_ENDPOINT:-}
+autoscaling_endpoint=${REGISTRYDR_AUTOSCALING_ENDPOINT:-}
+cloudformation_endpoint=${REGISTRYDR_CLOUDFORMATION_ENDPOINT:-}
+stack_name=${REGISTRYDR_STACK_NAME:-}
+group_name=${REGISTRYDR_AUTOSCALING_GROUP_NAME:-}
+hook_name=${REGISTRYDR_LIFECYCLE_HOOK_NAME:-registry-dr-launch}
+signal_resource=${REGISTRYDR_SIGNAL_RESOURCE:-RegistryGroup}
 force_bootstrap=${REGISTRYDR_FORCE_BOOTSTRAP:-0}
 use_systemd=${REGISTRYDR_SYSTEMD:-}
 if [[ -z "$use_systemd" ]]; then
@@ -112,7 +135,9 @@ download() {
   local url=$1 destination=$2
   case "$url" in
     s3://*)
-      "$aws_cli" s3 cp --only-show-errors "$url" "$destination"
+      local endpoint_args=()
+      if [[ -n "$s3_endpoint" ]]; then endpoint_args=(--endpoint-url "$s3_endpoint"); fi
+      "$aws_cli" "${endpoint_args[@]}" s3 cp --only-show-errors "$url" "$destination"
       ;;
     file://*)
       local path=${url#file://}
@@ -142,7 +167,12 @@ else
   log "step 1: SHA-256 verified ($actual_sha); extracting"
   mkdir "$incoming/build"
   tar -xzf "$incoming/artifact.tar.gz" -C "$incoming/build" --no-same-owner || die "cannot extract $artifact_url"
-  [[ -f "$incoming/build/registry-dr.dll" ]] || die "$artifact_url has no registry-dr.dll at its top level (expected a dotnet publish output)"
+  [[ -f "$incoming/build/registry-dr" && -x "$incoming/build/registry-dr" ]] ||
+    die "$artifact_url has no executable registry-dr at its top level: build the release with bootstrap/package-release.sh"
+  # A framework-dependent build would look for a .NET runtime on the image, and could find one of
+  # another version: only a self-contained release is installed.
+  grep -qxF 'self-contained true' "$incoming/build/RELEASE" 2>/dev/null ||
+    die "$artifact_url is not a self-contained release (its RELEASE file does not say 'self-contained true'): build it with bootstrap/package-release.sh"
   printf 'sha256=%s\nsource=%s\ninstalled=%s\n' "$artifact_sha" "$artifact_url" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$incoming/build/.registry-dr-install"
   mv -T "$incoming/build" "$build_dir"
   rm -rf -- "$incoming"
@@ -161,29 +191,16 @@ else
   log "step 1: $current already points at $artifact_sha"
 fi
 
-# The launcher every caller uses (this script, the systemd units, operators).
-if [[ -n "${REGISTRYDR_DOTNET:-}" ]]; then
-  runtime=$(command -v -- "$REGISTRYDR_DOTNET") || die "REGISTRYDR_DOTNET=$REGISTRYDR_DOTNET: no such command"
-elif runtime=$(command -v dotnet); then
-  :
-elif [[ -x "$build_dir/registry-dr" && -f "$build_dir/libcoreclr.so" ]]; then
-  runtime=""
-else
-  die "no .NET runtime: install the .NET 10 runtime (dotnet on PATH), set REGISTRYDR_DOTNET, or ship a self-contained build"
-fi
+# The launcher every caller uses (this script, the systemd units, operators): the release's own
+# self-contained executable, never a dotnet from the image.
 launcher="$install_root/bin/registry-dr"
-if [[ -n "$runtime" ]]; then
-  launch_line="exec $(printf '%q' "$runtime") $(printf '%q' "$current/registry-dr.dll") \"\$@\""
-else
-  launch_line="exec $(printf '%q' "$current/registry-dr") \"\$@\""
-fi
-launcher_text=$(printf '#!/bin/bash\n# Written by registry-dr-boot.sh: runs the current RegistryDR build.\n%s\n' "$launch_line")
+launcher_text=$(printf '#!/bin/bash\n# Written by registry-dr-boot.sh: runs the current RegistryDR build (self-contained).\nexec %s "$@"\n' "$(printf '%q' "$current/registry-dr")")
 if [[ ! -f "$launcher" || "$(<"$launcher")" != "$launcher_text" ]]; then
   mkdir -p "$install_root/bin"
   printf '%s\n' "$launcher_text" >"$launcher.new"
   chmod 0755 "$launcher.new"
   mv -f "$launcher.new" "$launcher"
-  log "step 1: wrote the launcher $launcher (${runtime:-self-contained apphost})"
+  log "step 1: wrote the launcher $launcher"
 fi
 
 # --- 2. configuration -----------------------------------------------------------------------
@@ -206,6 +223,50 @@ else
   log "step 2: using the existing $config_path"
 fi
 
+# Reports a node that cannot bootstrap: ABANDON for the launch lifecycle action (Auto Scaling then
+# terminates the instance and launches another) and FAILURE for CloudFormation. Each call is
+# bounded and independent; a refusal because nothing waits for it is expected and only logged.
+aws_report() {
+  local what=$1 endpoint=$2
+  shift 2
+  local args=("$@") output status
+  if [[ -n "$endpoint" ]]; then args+=(--endpoint-url "$endpoint"); fi
+  set +e
+  output=$(AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=4 timeout 120 "$aws_cli" --cli-connect-timeout 10 --cli-read-timeout 30 "${args[@]}" 2>&1)
+  status=$?
+  set -e
+  if [[ $status -eq 0 ]]; then
+    log "reported $what"
+  elif [[ "$output" == *"No active Lifecycle Action found"* ]]; then
+    log "no launch lifecycle action is pending for this instance (already completed, or timed out): nothing to abandon"
+  elif [[ "$output" == *"cannot be signaled"* || "$output" == *"is not in a state to accept"* ]]; then
+    log "CloudFormation is not waiting for a signal from this instance (an unplanned replacement, outside a stack create or update): nothing to signal"
+  else
+    log "WARNING: could not report $what (exit status $status): $(printf '%s' "$output" | tr '\n' ' ')"
+  fi
+}
+
+report_failure() {
+  if [[ -z "$instance_id" ]]; then
+    log "WARNING: no instance id (REGISTRYDR_INSTANCE_ID): cannot report the failure; the launch hook's HeartbeatTimeout will abandon the instance"
+    return 0
+  fi
+  if [[ -n "$group_name" && -n "$hook_name" ]]; then
+    aws_report "ABANDON for lifecycle hook $hook_name of $group_name" "$autoscaling_endpoint" \
+      autoscaling complete-lifecycle-action --lifecycle-hook-name "$hook_name" \
+      --auto-scaling-group-name "$group_name" --instance-id "$instance_id" --lifecycle-action-result ABANDON
+  else
+    log "no REGISTRYDR_AUTOSCALING_GROUP_NAME: no lifecycle action to abandon"
+  fi
+  if [[ -n "$stack_name" && -n "$signal_resource" ]]; then
+    aws_report "FAILURE for $signal_resource of stack $stack_name" "$cloudformation_endpoint" \
+      cloudformation signal-resource --stack-name "$stack_name" --logical-resource-id "$signal_resource" \
+      --unique-id "$instance_id" --status FAILURE
+  else
+    log "no REGISTRYDR_STACK_NAME: no CloudFormation signal to send"
+  fi
+}
+
 # --- 3. the agent ---------------------------------------------------------------------------
 instance_id=${REGISTRYDR_INSTANCE_ID-}
 if [[ -z "${REGISTRYDR_INSTANCE_ID+set}" && -r /var/lib/cloud/data/instance-id ]]; then
@@ -216,14 +277,28 @@ if [[ "$force_bootstrap" != 1 && -f "$done_marker" ]] && grep -qxF "instance=$in
   log "step 3: this instance already bootstrapped ($(grep '^at=' "$done_marker" || true)); not running the agent again (it would restore the last backup over the live registry; REGISTRYDR_FORCE_BOOTSTRAP=1 forces it)"
 else
   rm -f "$done_marker"
+  # From here on this script, not the user data, is responsible for reporting a failure.
   : >"$run_dir/agent-invoked"
+  state_before=""
+  if [[ -f "$node_state_file" ]]; then state_before=$(<"$node_state_file"); fi
   log "step 3: running registry-dr bootstrap --config $config_path"
   set +e
   "$launcher" bootstrap --config "$config_path"
   agent_status=$?
   set -e
   if [[ $agent_status -ne 0 ]]; then
-    log "step 3: registry-dr bootstrap FAILED with exit status $agent_status. The agent has reported ABANDON/FAILURE itself. The worker is NOT started."
+    state_after=""
+    if [[ -f "$node_state_file" ]]; then state_after=$(<"$node_state_file"); fi
+    if [[ "$state_after" != "$state_before" && "$state_after" =~ \"status\":\ *\"Failed\" ]]; then
+      log "step 3: registry-dr bootstrap FAILED with exit status $agent_status; it recorded the failure in $node_state_file and reported ABANDON/FAILURE itself. The worker is NOT started."
+    else
+      state_status="no node state written by this run"
+      if [[ "$state_after" != "$state_before" && "$state_after" =~ \"status\":\ *\"([A-Za-z]+)\" ]]; then
+        state_status="node state ${BASH_REMATCH[1]}"
+      fi
+      log "step 3: registry-dr bootstrap could not start or died before it could report (exit status $agent_status, $state_status): reporting ABANDON and FAILURE now. The worker is NOT started."
+      report_failure
+    fi
     exit "$agent_status"
   fi
   mkdir -p "$state_dir"

@@ -7,14 +7,15 @@
 # registry-dr agent runs, fails, the stub reports ABANDON and FAILURE itself; once the agent has
 # run it reports its own result (see /run/registry-dr/agent-invoked).
 #
-# It: installs prerequisites with dnf (PostgreSQL client tools, the AWS CLI, the .NET runtime
-# when dnf has it, the CloudWatch agent); writes the database password file (0600) from Secrets
+# It: installs prerequisites with dnf (PostgreSQL client tools, the AWS CLI, the CloudWatch agent;
+# no .NET: the release is self-contained); writes the database password file (0600) from Secrets
 # Manager when a secret is given (the stub has already written it when the password came as a
-# NoEcho parameter); writes the registry-dr configuration from the RDR_* values; installs
-# registry-dr-boot.sh and the two systemd units; writes /etc/registry-dr/boot.env; configures and
-# starts the CloudWatch agent to ship registry-dr's EMF metrics log; and finally runs
-# registry-dr-boot.sh through registry-dr-bootstrap.service, which ends by starting
-# registry-dr-worker.service.
+# NoEcho parameter); on a reference node (RDR_NODE_SETUP=reference) runs reference-node.sh, which
+# installs PostgreSQL 15 and the registry; writes the registry-dr configuration from the RDR_*
+# values; installs registry-dr-boot.sh and the two systemd units; writes /etc/registry-dr/boot.env;
+# configures and starts the CloudWatch agent (registry-dr's EMF metrics log, and the root disk's
+# used_percent); and finally runs registry-dr-boot.sh through registry-dr-bootstrap.service, which
+# ends by starting registry-dr-worker.service.
 #
 # Inputs (environment; the stub sets them from template parameters):
 #   RDR_STACK_NAME, RDR_REGION, RDR_GROUP_NAME   the stack, its region and the Auto Scaling group
@@ -37,7 +38,15 @@
 #                                                 agent ships the EMF metrics log to; empty = the
 #                                                 agent is not configured
 #   RDR_POSTGRES_CLIENT_PACKAGE                   dnf package with pg_dump etc. (postgresql15)
-#   RDR_DOTNET_PACKAGE                            dnf package with the .NET 10 runtime
+#   RDR_NODE_SETUP                                reference (default): install PostgreSQL 15 and the
+#                                                 registry with reference-node.sh; image: the image has them
+#   RDR_IMAGE_BUCKET, RDR_IMAGE_PREFIX            the registry's blob store (reference node)
+#   RDR_REGISTRY_HOSTNAMES                        optional DNS names for the reference node's certificate
+#   RDR_CONFIG_DIRECTORIES                        optional comma-separated Config:Directories (empty:
+#                                                 registry-dr's defaults, DTR's directories)
+#   RDR_LAUNCH_HOOK_NAME, RDR_TERMINATION_HOOK_NAME   Agent:LifecycleHookName, Agent:TerminationHookName
+#                                                 (defaults registry-dr-launch, registry-dr-terminate)
+#   RDR_HEARTBEAT_INTERVAL_SECONDS                Agent:HeartbeatInterval, in seconds (default 300)
 #   RDR_SKIP_PACKAGES=1                           do not run dnf (an image that has everything)
 #   RDR_ROOT, RDR_NO_SYSTEMD=1                    for a dry run (the tests): write every file under
 #                                                 RDR_ROOT and stop before systemctl
@@ -51,7 +60,7 @@ die() {
 
 for name in RDR_STACK_NAME RDR_REGION RDR_GROUP_NAME RDR_ARTIFACT_URL RDR_ARTIFACT_SHA256 RDR_STORE_URL \
   RDR_SSE RDR_ALLOW_FIRST_BOOT RDR_CRON RDR_DB_HOST RDR_DB_PORT RDR_DB_NAME RDR_DB_USER \
-  RDR_REGISTRY_SERVICE RDR_HEALTH_URL; do
+  RDR_REGISTRY_SERVICE RDR_HEALTH_URL RDR_NODE_SETUP; do
   [[ -n "${!name:-}" ]] || die "$name is not set"
 done
 
@@ -63,6 +72,12 @@ state_dir=$root/var/lib/registry-dr
 install_dir=$root/opt/registry-dr/bootstrap
 unit_dir=$root/etc/systemd/system
 password_file=$config_dir/db-password
+case "$RDR_NODE_SETUP" in
+  reference | image) ;;
+  *) die "RDR_NODE_SETUP must be reference or image, not '$RDR_NODE_SETUP'" ;;
+esac
+heartbeat_seconds=${RDR_HEARTBEAT_INTERVAL_SECONDS:-300}
+[[ "$heartbeat_seconds" =~ ^[1-9][0-9]*$ ]] || die "RDR_HEARTBEAT_INTERVAL_SECONDS must be a whole number of seconds, not '$heartbeat_seconds'"
 export AWS_REGION=$RDR_REGION AWS_DEFAULT_REGION=$RDR_REGION
 
 umask 077
@@ -73,17 +88,6 @@ if [[ "${RDR_SKIP_PACKAGES:-0}" != 1 ]]; then
   packages=("${RDR_POSTGRES_CLIENT_PACKAGE:-postgresql15}" awscli-2 tar gzip util-linux python3 curl)
   log "installing ${packages[*]}"
   dnf install -y -q "${packages[@]}"
-  dotnet_package=${RDR_DOTNET_PACKAGE:-dotnet-runtime-10.0}
-  if command -v dotnet >/dev/null 2>&1; then
-    log ".NET is already installed: $(command -v dotnet)"
-  elif dnf list --available -q "$dotnet_package" >/dev/null 2>&1; then
-    log "installing $dotnet_package"
-    dnf install -y -q "$dotnet_package"
-  elif [[ -f "$release_dir/libcoreclr.so" ]]; then
-    log "dnf has no $dotnet_package; the release is self-contained, so none is needed"
-  else
-    die "dnf has no $dotnet_package and the release is framework-dependent: use an image with the .NET 10 runtime or a self-contained release (bootstrap/package-release.sh --self-contained)"
-  fi
   # Metrics must never stop a node from restoring: without the agent, the node still restores and
   # backs up, and the backup-staleness alarm (no data = breaching) says the metrics are missing.
   if [[ -n "${RDR_METRICS_LOG_GROUP:-}" ]] && ! dnf install -y -q amazon-cloudwatch-agent; then
@@ -119,13 +123,21 @@ else
   log "WARNING: no database password (neither DatabasePasswordSecretArn nor DatabasePassword): Database:PasswordFile is not set"
 fi
 
+# --- the reference node: PostgreSQL 15 and the registry -------------------------------------------
+if [[ "$RDR_NODE_SETUP" == reference ]]; then
+  [[ -f "$password_file" ]] || die "a reference node needs the database password (DatabasePasswordSecretArn or DatabasePassword)"
+  log "setting up the reference node (PostgreSQL 15 and the registry): reference-node.sh"
+  RDR_PASSWORD_FILE=$password_file RDR_RELEASE_DIR=$release_dir bash "$here/reference-node.sh" ||
+    die "reference-node.sh failed"
+fi
+
 # --- the registry-dr configuration ------------------------------------------------------------
 generated=$config_dir/registry-dr.json.generated
 config_password_file=""
 if [[ -f "$password_file" ]]; then config_password_file=$password_file; fi
 RDR_PASSWORD_FILE=$config_password_file \
 RDR_STAGING=$state_dir/staging RDR_STATE_FILE=$state_dir/node-state.json \
-RDR_MONITORING_URL=${RDR_MONITORING_URL:-} \
+RDR_MONITORING_URL=${RDR_MONITORING_URL:-} RDR_HEARTBEAT_SECONDS=$heartbeat_seconds \
   python3 - "$generated" <<'PYTHON'
 import json, os, sys
 
@@ -156,12 +168,20 @@ config = {
         "Region": e["RDR_REGION"],
         "StackName": e["RDR_STACK_NAME"],
         "AutoScalingGroupName": e["RDR_GROUP_NAME"],
-        "LifecycleHookName": "registry-dr-launch",
+        "LifecycleHookName": e.get("RDR_LAUNCH_HOOK_NAME") or "registry-dr-launch",
+        "TerminationHookName": e.get("RDR_TERMINATION_HOOK_NAME") or "registry-dr-terminate",
         "SignalResource": "RegistryGroup",
         "AllowFirstBoot": e["RDR_ALLOW_FIRST_BOOT"] == "true",
         "StateFile": e["RDR_STATE_FILE"],
+        # A TimeSpan, hh:mm:ss: how often the agent records a lifecycle heartbeat.
+        "HeartbeatInterval": "%02d:%02d:%02d" % (int(e["RDR_HEARTBEAT_SECONDS"]) // 3600,
+                                                 int(e["RDR_HEARTBEAT_SECONDS"]) // 60 % 60,
+                                                 int(e["RDR_HEARTBEAT_SECONDS"]) % 60),
     },
 }
+directories = [d for d in e.get("RDR_CONFIG_DIRECTORIES", "").split(",") if d]
+if directories:
+    config["Config"] = {"Directories": directories}
 if e.get("RDR_MONITORING_URL"):
     # Loopback for a local Prometheus or curl, plus the load balancer's health-check port.
     config["Monitoring"] = {"Urls": ["http://127.0.0.1:9465", e["RDR_MONITORING_URL"]]}
@@ -177,6 +197,7 @@ log "wrote $generated (installed as $config_dir/registry-dr.json by registry-dr-
 umask 022
 install -d -m 0755 "$install_dir" "$unit_dir"
 install -m 0755 "$here/registry-dr-boot.sh" "$install_dir/registry-dr-boot.sh"
+install -m 0755 "$here/reference-node.sh" "$install_dir/reference-node.sh"
 if [[ -f "$here/README.md" ]]; then install -m 0644 "$here/README.md" "$install_dir/README.md"; fi
 install -m 0644 "$here/registry-dr-bootstrap.service" "$unit_dir/registry-dr-bootstrap.service"
 install -m 0644 "$here/registry-dr-worker.service" "$unit_dir/registry-dr-worker.service"
@@ -194,6 +215,11 @@ REGISTRYDR_ARTIFACT_URL=$artifact_url
 REGISTRYDR_ARTIFACT_SHA256=$RDR_ARTIFACT_SHA256
 REGISTRYDR_CONFIG_SOURCE=$generated
 REGISTRYDR_CONFIG_PATH=$config_dir/registry-dr.json
+REGISTRYDR_NODE_STATE_FILE=$state_dir/node-state.json
+REGISTRYDR_STACK_NAME=$RDR_STACK_NAME
+REGISTRYDR_AUTOSCALING_GROUP_NAME=$RDR_GROUP_NAME
+REGISTRYDR_LIFECYCLE_HOOK_NAME=${RDR_LAUNCH_HOOK_NAME:-registry-dr-launch}
+REGISTRYDR_SIGNAL_RESOURCE=RegistryGroup
 AWS_REGION=$RDR_REGION
 EOF
 mv -f "$config_dir/boot.env.new" "$config_dir/boot.env"
@@ -202,7 +228,8 @@ log "wrote $config_dir/boot.env"
 # --- the CloudWatch agent ---------------------------------------------------------------------
 # registry-dr appends one embedded-metric-format (EMF) JSON line per backup to its metrics log
 # (Monitoring:EmfLogPath). The agent ships each line as a log event, and CloudWatch Logs extracts
-# the RegistryDR/* metrics the template's BackupStaleAlarm watches (docs/monitoring.md).
+# the RegistryDR/* metrics the template's BackupStaleAlarm watches (docs/monitoring.md). It also
+# publishes the root disk's used_percent (RegistryDR/Node) for RootDiskAlarm.
 emf_log=/var/log/registry-dr/metrics.emf.log
 cwagent_dir=/opt/aws/amazon-cloudwatch-agent
 cwagent_config=$root$cwagent_dir/etc/amazon-cloudwatch-agent.json
@@ -229,7 +256,23 @@ config = {
         # Seconds between uploads: the alarm counts one-minute periods.
         "force_flush_interval": 5,
     },
+    # The root disk, for the template's RootDiskAlarm: used_percent of / in RegistryDR/Node, with
+    # a Stack dimension (not the host or instance: the series must survive node replacements).
+    "metrics": {
+        "namespace": "RegistryDR/Node",
+        "metrics_collected": {
+            "disk": {
+                "measurement": ["used_percent"],
+                "resources": ["/"],
+                "drop_device": True,
+                "metrics_collection_interval": 60,
+                "append_dimensions": {"Stack": e["RDR_STACK_NAME"]},
+            }
+        },
+        "aggregation_dimensions": [["Stack", "path"]],
+    },
 }
+config["agent"]["omit_hostname"] = True
 with open(sys.argv[1] + ".new", "w") as f:
     json.dump(config, f, indent=2)
     f.write("\n")

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what RegistryDR's tests, demo and benchmark need on a fresh Debian 12 machine:
 # PostgreSQL 15, Ceph's RADOS Gateway (the S3 server the tests start), awscli, the Debian
-# docker-registry and skopeo, shellcheck, promtool, and pgBackRest + GNU time for the benchmark
-# (which CI runs once at a tiny size). Only missing packages are installed, so it is cheap
-# to run every time. Needs root (apt-get).
+# docker-registry and skopeo, shellcheck, promtool, pgBackRest + GNU time for the benchmark
+# (which CI runs once at a tiny size), AWS's cfn-lint (pip) for the templates, and acl + attr
+# (setfacl/getfacl/setfattr/getfattr: the config-fidelity tests set and read ACLs and extended
+# attributes with them). Only missing packages are installed, so it is cheap to run every time.
+# Needs root (apt-get).
 set -euo pipefail
 
 packages=(
@@ -14,6 +16,7 @@ packages=(
   shellcheck
   prometheus
   pgbackrest time openssl
+  acl attr
 )
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 
@@ -23,6 +26,15 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+
+# AWS's cfn-lint, at the version scripts/lint-cloudformation.sh pins (Python, from PyPI; not a
+# Debian package). Best effort: where PyPI cannot be reached the lint says what to install.
+cfn_lint_version=$(sed -n 's/^pinned=//p' "$(dirname "${BASH_SOURCE[0]}")/lint-cloudformation.sh")
+if [[ $# -eq 0 && "$(cfn-lint --version 2>/dev/null)" != "cfn-lint $cfn_lint_version" ]] && command -v python3 >/dev/null 2>&1; then
+  echo "Installing: cfn-lint==$cfn_lint_version (pip)" >&2
+  python3 -m pip install --quiet "cfn-lint==$cfn_lint_version" >&2 ||
+    echo "warning: could not install cfn-lint $cfn_lint_version; scripts/lint-cloudformation.sh will fail until it is" >&2
+fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0

@@ -7,7 +7,8 @@ namespace RegistryDR.Archive;
 /// <summary>
 /// Reads config archives written by <see cref="ConfigArchiveWriter"/>, treating them as
 /// untrusted: every entry is checked before anything is written, and anything that could land
-/// outside its staging directory, or that our writer never produces, is refused with
+/// outside its staging directory (hard links included: only to a regular file extracted before
+/// them), or that our writer never produces, is refused with
 /// <see cref="UnsafeArchiveException"/>. Damaged data gives <see cref="InvalidDataException"/>.
 /// </summary>
 internal static class ConfigArchiveReader
@@ -36,7 +37,9 @@ internal static class ConfigArchiveReader
     /// <summary>
     /// Extracts each root's entries into <c>targets[root.EntryPrefix]</c>, an existing empty
     /// staging directory. On any exception the staging directories hold a partial, unusable
-    /// result and must be discarded, never swapped into place.
+    /// result and must be discarded, never swapped into place. What the target could not take
+    /// (attributes its filesystem does not support, attributes only root may set) is in the
+    /// result's <see cref="ArchiveStats.NotKept"/>, one entry per kind, for the caller to report.
     /// </summary>
     /// <param name="restoreOwnership">Set each entry's uid/gid from the archive (needs root).</param>
     /// <exception cref="UnsafeArchiveException">An entry breaks a safety rule.</exception>
@@ -65,7 +68,7 @@ internal static class ConfigArchiveReader
     private static ArchiveStats Read(Stream input, IReadOnlyList<ArchiveRoot> roots, long maxEntrySize, StagingExtractor? extractor, CancellationToken cancellationToken)
     {
         var policy = new EntryPolicy(roots, maxEntrySize);
-        long files = 0, directories = 0, symlinks = 0, bytes = 0;
+        long files = 0, directories = 0, symlinks = 0, bytes = 0, hardLinks = 0;
         try
         {
             using var gzip = new GZipInputStream(input, GzipBufferSize) { IsStreamOwner = false };
@@ -91,6 +94,9 @@ internal static class ConfigArchiveReader
                     case MemberKind.Symlink:
                         symlinks++;
                         break;
+                    case MemberKind.HardLink:
+                        hardLinks++;
+                        break;
                 }
             }
 
@@ -107,7 +113,7 @@ internal static class ConfigArchiveReader
 
         policy.EnsureEveryRootPresent();
         extractor?.Finish();
-        return new ArchiveStats(files, directories, symlinks, bytes);
+        return new ArchiveStats(files, directories, symlinks, bytes) { HardLinks = hardLinks, NotKept = extractor?.NotKept ?? [] };
     }
 
     /// <summary>

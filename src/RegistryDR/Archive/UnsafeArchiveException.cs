@@ -19,18 +19,29 @@ public sealed class UnsafeArchiveException : Exception
     public string EntryName { get; }
 
     // Names come from an untrusted archive; control characters would garble logs and terminals.
+    // Bytes of a name that are not UTF-8 (carried as escapes, see Internal.SurrogateEscape) are
+    // shown as \xNN too, the way ls -b would.
     internal static string Printable(string name)
     {
         var builder = new System.Text.StringBuilder(name.Length);
-        foreach (var c in name)
+        for (var i = 0; i < name.Length; i++)
         {
+            var c = name[i];
             if (char.IsControl(c))
             {
                 builder.Append(c == '\0' ? "\\0" : $"\\x{(int)c:x2}");
             }
+            else if (char.IsHighSurrogate(c) && i + 1 < name.Length && char.IsLowSurrogate(name[i + 1]))
+            {
+                builder.Append(c).Append(name[++i]);
+            }
+            else if (Internal.SurrogateEscape.IsEscape(c))
+            {
+                builder.Append($"\\x{c - '\uDC00':x2}");
+            }
             else
             {
-                builder.Append(c);
+                builder.Append(char.IsSurrogate(c) ? '\uFFFD' : c);
             }
         }
 

@@ -89,7 +89,32 @@ public sealed record BackupManifest
         public required long Size { get; init; }
         /// <summary>Lower-case hex SHA-256 of the stored bytes.</summary>
         public required string Sha256 { get; init; }
+        /// <summary>
+        /// The config artifact only: what the archive could not hold, one entry per kind (sockets,
+        /// FIFOs, hard links to names outside the directories…); empty when everything was kept.
+        /// Absent in sets written before registry-dr recorded it, and for other artifacts.
+        /// </summary>
+        [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+        public IReadOnlyList<NotKeptEntry>? NotKept { get; init; }
     }
+
+    /// <summary>One kind of entry a backup could not keep: how many, and the first few paths.</summary>
+    public sealed record NotKeptEntry
+    {
+        /// <summary>What was not kept, as a singular noun phrase ("socket", "FIFO").</summary>
+        public required string Kind { get; init; }
+        public required long Count { get; init; }
+        /// <summary>Up to five of the paths, non-printable characters escaped (\xNN).</summary>
+        public IReadOnlyList<string> Examples { get; init; } = [];
+    }
+
+    /// <summary>
+    /// One line per kind the config archive could not keep ("socket (2): '/a', '/b'"), for verify
+    /// and the restore plan; empty when everything was kept or the set predates the record.
+    /// </summary>
+    public IReadOnlyList<string> DescribeNotKept() =>
+        Find(BackupLayout.ConfigArtifact)?.NotKept?.Select(n =>
+            Archive.UnsafeArchiveException.Printable($"{n.Kind} ({n.Count}): {string.Join(", ", n.Examples.Select(e => $"'{e}'"))}{(n.Count > n.Examples.Count ? ", …" : "")}")).ToList() ?? [];
 
     internal static readonly JsonSerializerOptions Json = new()
     {
@@ -143,6 +168,8 @@ public sealed record BackupManifest
             totalSize += a.Size;
             if (a.Sha256 is null || a.Sha256.Length != 64 || !a.Sha256.All(char.IsAsciiHexDigitLower))
                 throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has no valid lower-case hex SHA-256.");
+            if (a.NotKept is { } notKept && (a.Name != BackupLayout.ConfigArtifact || notKept.Any(n => n is null || string.IsNullOrEmpty(n.Kind) || n.Count < 1 || n.Examples is null || n.Examples.Any(e => e is null))))
+                throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has a 'notKept' list that is not one of non-empty kinds, positive counts and example paths on the config artifact.");
         }
         foreach (var required in new[] { BackupLayout.DatabaseArtifact, BackupLayout.GlobalsArtifact, BackupLayout.ConfigArtifact })
             if (manifest.Artifacts.Count(a => a.Name == required) != 1)

@@ -263,7 +263,11 @@ public sealed partial class BackupService
             b => progress.Transferred(BackupLayout.ConfigArtifact, b), cancellationToken);
         var archiveStats = result.Value;
         LogArchived(backupId, archiveStats.Files, archiveStats.Directories, archiveStats.Symlinks, archiveStats.Bytes);
-        return new BackupManifest.Artifact { Name = BackupLayout.ConfigArtifact, Key = key, Size = result.Size, Sha256 = result.Sha256 };
+        return new BackupManifest.Artifact
+        {
+            Name = BackupLayout.ConfigArtifact, Key = key, Size = result.Size, Sha256 = result.Sha256,
+            NotKept = archiveStats.NotKept.Select(n => new BackupManifest.NotKeptEntry { Kind = n.Kind, Count = n.Count, Examples = n.Examples }).ToList(),
+        };
     }
 
     private sealed record ServerInfo(string Version, string Owner, string Encoding, string Collate, string Ctype);

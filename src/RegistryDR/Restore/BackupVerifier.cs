@@ -45,7 +45,8 @@ public sealed class BackupVerifier
             var detail = artifact.Name switch
             {
                 BackupLayout.DatabaseArtifact => await ListDumpAsync(hashing, manifest.BackupId, cancellationToken),
-                BackupLayout.ConfigArtifact => await ValidateArchiveAsync(hashing, roots, manifest.BackupId, cancellationToken),
+                BackupLayout.ConfigArtifact => await ValidateArchiveAsync(hashing, roots, manifest.BackupId, cancellationToken)
+                    + (manifest.DescribeNotKept() is { Count: > 0 } notKept ? $"; not kept: {string.Join("; ", notKept)}" : ""),
                 var name when BackupLayout.IsTableDataArtifact(name) => await ValidateRangeAsync(hashing, artifact, manifest.BackupId, cancellationToken),
                 _ => await DrainAsync(hashing, cancellationToken),
             };
@@ -109,7 +110,7 @@ public sealed class BackupVerifier
             throw new ArtifactCorruptException(backupId, BackupLayout.ConfigArtifact, $"the archive is unreadable or unsafe: {ex.Message}");
         }
         await stream.CopyToAsync(Stream.Null, cancellationToken); // gzip trailer padding
-        return $"{stats.Files} files, {stats.Directories} directories, {stats.Symlinks} symlinks";
+        return $"{stats.Files} files, {stats.Directories} directories, {stats.Symlinks} symlinks, {stats.HardLinks} hard links";
     }
 
     /// <summary>

@@ -81,6 +81,7 @@ public sealed partial class DrillService
             ArchiveStats stats;
             await using (var archive = File.OpenRead(files[BackupLayout.ConfigArtifact]))
                 stats = await ConfigArchiveReader.ExtractAsync(archive, roots, targets, restoreOwnership: Environment.IsPrivilegedProcess, cancellationToken);
+            foreach (var omission in stats.NotKept) LogConfigNotKept(id, omission.Describe());
 
             progress.Phase("load scratch database");
             await LoadScratchAsync(manifest, files[BackupLayout.DatabaseArtifact], progress, cancellationToken);
@@ -106,7 +107,7 @@ public sealed partial class DrillService
         {
             try { await _restore.DropDatabaseAsync(DrillDatabase, CancellationToken.None); }
             catch (Exception ex) { LogCleanupFailed(ex, DrillDatabase); }
-            try { if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true); }
+            try { Archive.Internal.UnixFileSystem.DeleteTree(staging); }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { LogCleanupFailed(ex, staging); }
         }
     }
@@ -133,6 +134,9 @@ public sealed partial class DrillService
 
     [LoggerMessage(5101, LogLevel.Error, "Drill of backup {BackupId} FAILED: {Reason}")]
     private partial void LogFailed(Exception ex, string backupId, string reason);
+
+    [LoggerMessage(5150, LogLevel.Warning, "Drill of backup {BackupId}: the extracted config could not keep {NotKept}")]
+    private partial void LogConfigNotKept(string backupId, string notKept);
 
     [LoggerMessage(5102, LogLevel.Warning, "Drill could not clean up {What}")]
     private partial void LogCleanupFailed(Exception ex, string what);

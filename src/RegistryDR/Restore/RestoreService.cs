@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using RegistryDR.Archive;
+using RegistryDR.Archive.Internal;
 using RegistryDR.Backup;
 using RegistryDR.Configuration;
 using RegistryDR.Monitoring;
@@ -77,7 +78,8 @@ public sealed partial class RestoreService
         var steps = new List<string>
         {
             $"Download backup {id} ({manifest.TotalSize} bytes, taken {manifest.CompletedAt:u} on {manifest.Host}) from {_store.Description} to {StagingRoot}, checking every SHA-256 and the dump's table of contents",
-            $"Extract the config archive beside its targets ({string.Join(", ", manifest.ConfigDirectories.Select(d => d.Path))}), refusing unsafe entries",
+            $"Extract the config archive beside its targets ({string.Join(", ", manifest.ConfigDirectories.Select(d => d.Path))}), refusing unsafe entries" +
+                (manifest.DescribeNotKept() is { Count: > 0 } notKept ? $"; not kept: {string.Join("; ", notKept)}" : ""),
             $"Restore roles from the backup (existing roles are kept) on {_options.Database.Host}:{_options.Database.Port}",
             $"Restore database '{manifest.Postgres.Database}' into scratch database '{ScratchDatabase}'",
             _options.Registry.StopCommand.Count > 0 ? $"Stop the registry: {string.Join(' ', _options.Registry.StopCommand)}" : "Stop the registry: no Registry:StopCommand configured",
@@ -176,7 +178,7 @@ public sealed partial class RestoreService
         finally
         {
             foreach (var swap in dirSwaps) swap.DeleteStaging();
-            try { Directory.Delete(staging, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            try { UnixFileSystem.DeleteTree(staging); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
     }
 
@@ -224,7 +226,7 @@ public sealed partial class RestoreService
             throw new ArtifactCorruptException(backupId, BackupLayout.DatabaseArtifact, $"pg_restore --list cannot read it (exit {result.ExitCode}).{ProcessRunner.FormatTail(result.StandardError)}");
     }
 
-    private static async Task ExtractConfigAsync(BackupManifest manifest, string archivePath, List<DirectorySwap> swaps, CancellationToken cancellationToken)
+    private async Task ExtractConfigAsync(BackupManifest manifest, string archivePath, List<DirectorySwap> swaps, CancellationToken cancellationToken)
     {
         var roots = manifest.ConfigDirectories.Select(d => new ArchiveRoot(d.Path, d.EntryPrefix)).ToList();
         var targets = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -234,7 +236,8 @@ public sealed partial class RestoreService
             targets[swap.EntryPrefix] = swap.StagingPath;
         }
         await using var input = new FileStream(archivePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.Asynchronous);
-        await ConfigArchiveReader.ExtractAsync(input, roots, targets, restoreOwnership: Environment.IsPrivilegedProcess, cancellationToken);
+        var stats = await ConfigArchiveReader.ExtractAsync(input, roots, targets, restoreOwnership: Environment.IsPrivilegedProcess, cancellationToken);
+        foreach (var omission in stats.NotKept) LogConfigNotKept(manifest.BackupId, omission.Describe());
     }
 
     /// <summary>
@@ -449,13 +452,13 @@ public sealed partial class RestoreService
         public void PrepareStaging()
         {
             Directory.CreateDirectory(Path.GetDirectoryName(TargetPath)!);
-            if (Directory.Exists(StagingPath)) Directory.Delete(StagingPath, recursive: true);
+            UnixFileSystem.DeleteTree(StagingPath);
             Directory.CreateDirectory(StagingPath);
         }
 
         public void Apply(NodeState state)
         {
-            if (Directory.Exists(PreviousPath)) Directory.Delete(PreviousPath, recursive: true);
+            UnixFileSystem.DeleteTree(PreviousPath);
             _hadPrevious = Directory.Exists(TargetPath) || File.Exists(TargetPath);
             if (_hadPrevious) Directory.Move(TargetPath, PreviousPath);
             try
@@ -480,12 +483,12 @@ public sealed partial class RestoreService
 
         public void DeletePrevious()
         {
-            if (_hadPrevious && Directory.Exists(PreviousPath)) Directory.Delete(PreviousPath, recursive: true);
+            if (_hadPrevious) UnixFileSystem.DeleteTree(PreviousPath);
         }
 
         public void DeleteStaging()
         {
-            try { if (Directory.Exists(StagingPath)) Directory.Delete(StagingPath, recursive: true); }
+            try { UnixFileSystem.DeleteTree(StagingPath); }
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }
         }
@@ -505,6 +508,9 @@ public sealed partial class RestoreService
 
     [LoggerMessage(2005, LogLevel.Information, "Backup {BackupId}: fingerprint matches ({Tables} tables, {Rows} rows)")]
     private partial void LogFingerprintMatched(string backupId, int tables, long rows);
+
+    [LoggerMessage(2050, LogLevel.Warning, "Backup {BackupId}: the restored config could not keep {NotKept}")]
+    private partial void LogConfigNotKept(string backupId, string notKept);
 
     [LoggerMessage(2004, LogLevel.Error, "Restore of backup {BackupId} failed. {NodeState}")]
     private partial void LogRestoreFailed(Exception ex, string backupId, string nodeState);

@@ -24,11 +24,9 @@ internal sealed class TempDirectory : IDisposable
 
     public void Dispose()
     {
-        // Recursive delete removes symbolic links themselves, never what they point to.
-        if (Directory.Exists(Path))
-        {
-            Directory.Delete(Path, recursive: true);
-        }
+        // Removes symbolic links themselves, never what they point to, and names that are not
+        // UTF-8 (which Directory.Delete cannot).
+        UnixFileSystem.DeleteTree(Path);
     }
 }
 

@@ -201,18 +201,155 @@ public sealed class ConfigArchiveHostileTests
         await AssertRefusedAsync(scene, archive, $"{Prefix}/plain/child", "is a regular file, not a directory");
     }
 
+    /// <summary>
+    /// A hard link may only name a regular file this archive extracted before it. Anything else
+    /// would give the restored tree a second name for a file outside it (link(2) to /etc/shadow,
+    /// then a config write through that name), or fail half-way.
+    /// </summary>
     [TestMethod]
-    public async Task HardLinksAreRefused()
+    [DataRow("etc/shadow", "lies outside every archived root")]
+    [DataRow("/etc/shadow", "is an absolute path")]
+    [DataRow("var/local/dtr/../../../etc/shadow", "would land outside its target directory")]
+    [DataRow("var/local/dtr/conf", "is a directory")]
+    [DataRow("var/local/dtr", "is a directory")]
+    [DataRow("var/local/dtr/link", "is a symbolic link, not a regular file")]
+    [DataRow("var/local/dtr/dirlink/file", "lies through the symbolic link 'var/local/dtr/dirlink'")]
+    [DataRow("var/local/dtr/later", "is not a file extracted before it")]
+    [DataRow("var/local/dtr/missing", "is not a file extracted before it")]
+    [DataRow("var/local/dtr/evil", "is not a file extracted before it")]
+    [DataRow("", "has an empty name")]
+    [DataRow("var/local/dtr/conf/app.yml/", "only valid for a directory")]
+    public async Task UnsafeHardLinksAreRefusedNamingTheEntry(string target, string reason)
     {
         using var scene = new Scene();
-        var name = $"{Prefix}/shadow";
+        var name = $"{Prefix}/evil";
         var archive = Build(tar =>
         {
             tar.RootDirectory();
-            tar.Special(name, TarHeader.LF_LINK, linkName: "etc/shadow");
+            tar.Directory("conf");
+            tar.File($"{Prefix}/conf/app.yml");
+            tar.Symlink($"{Prefix}/link", "conf/app.yml");
+            tar.Symlink($"{Prefix}/dirlink", "conf");
+            tar.Special(name, TarHeader.LF_LINK, linkName: target);
+            tar.File($"{Prefix}/later");
         });
 
-        await AssertRefusedAsync(scene, archive, name, "hard links are not supported");
+        await AssertRefusedAsync(scene, archive, name, reason);
+    }
+
+    [TestMethod]
+    public async Task AHardLinkCarryingDataOrAttributesIsRefused()
+    {
+        using var scene = new Scene();
+        var name = $"{Prefix}/second";
+        var withData = Build(tar =>
+        {
+            tar.RootDirectory();
+            tar.File($"{Prefix}/first");
+            tar.Put(Header(name, TarHeader.LF_LINK, size: 4, linkName: $"{Prefix}/first"), "data"u8.ToArray());
+        });
+        await AssertRefusedAsync(scene, withData, name, "a hard link entry must not carry data");
+
+        using var second = new Scene();
+        var withXattr = Build(tar =>
+        {
+            tar.RootDirectory();
+            tar.File($"{Prefix}/first");
+            tar.Pax(("SCHILY.xattr.user.x", "1"));
+            tar.Special(name, TarHeader.LF_LINK, linkName: $"{Prefix}/first");
+        });
+        await AssertRefusedAsync(second, withXattr, name, "must not carry extended attributes or ACLs");
+    }
+
+    [TestMethod]
+    public async Task ASafeHardLinkBecomesASecondNameOfTheExtractedFile()
+    {
+        using var scene = new Scene();
+        var archive = Build(tar =>
+        {
+            tar.RootDirectory();
+            tar.Directory("conf");
+            tar.File($"{Prefix}/conf/app.yml", "listen: 443\n");
+            tar.Special($"{Prefix}/other/app-link.yml", TarHeader.LF_LINK, linkName: $"{Prefix}/conf/app.yml");
+            tar.Special($"{Prefix}/third", TarHeader.LF_LINK, linkName: $"{Prefix}/other/app-link.yml");
+        });
+
+        var validated = await ConfigArchiveReader.ValidateAsync(new MemoryStream(archive), [Root], TestContext.CancellationToken);
+        var stats = await ConfigArchiveReader.ExtractAsync(new MemoryStream(archive), [Root], scene.Targets, restoreOwnership: true, TestContext.CancellationToken);
+
+        Assert.AreEqual(validated, stats);
+        Assert.AreEqual(1, stats.Files);
+        Assert.AreEqual(2, stats.HardLinks);
+        var first = UnixFileSystem.GetStatus(Path.Combine(scene.Target, "conf/app.yml"));
+        var second = UnixFileSystem.GetStatus(Path.Combine(scene.Target, "other/app-link.yml"));
+        var third = UnixFileSystem.GetStatus(Path.Combine(scene.Target, "third"));
+        Assert.AreEqual(3u, first.LinkCount);
+        Assert.AreEqual(first.Inode, second.Inode);
+        Assert.AreEqual(first.Inode, third.Inode);
+        Assert.AreEqual("listen: 443\n", File.ReadAllText(Path.Combine(scene.Target, "third")));
+        scene.AssertNothingWrittenOutsideTarget();
+    }
+
+    [TestMethod]
+    public void TheExtractorRefusesAHardLinkWhoseTargetIsNotARegularFileOnDisk()
+    {
+        // Second line of defence: the policy said the target is a file this archive extracted;
+        // if the disk disagrees (a symbolic link to the sentinel put there), nothing is linked.
+        using var scene = new Scene();
+        var extractor = new StagingExtractor([Root], scene.Targets, restoreOwnership: true);
+        File.WriteAllText(Path.Combine(scene.Sentinel, "secret"), "s");
+        File.CreateSymbolicLink(Path.Combine(scene.Target, "file"), Path.Combine(scene.Sentinel, "secret"));
+
+        var link = Admitted("evil", TarHeader.LF_LINK, $"{Prefix}/file") with { LinkTarget = (Root, "file") };
+        var error = Assert.ThrowsExactly<UnsafeArchiveException>(
+            () => extractor.Extract(link, new TarEntryReader(Stream.Null), TestContext.CancellationToken));
+
+        Assert.Contains("is not a regular file extracted before it", error.Message);
+        Assert.IsFalse(File.Exists(Path.Combine(scene.Target, "evil")));
+        Assert.AreEqual(1u, UnixFileSystem.GetStatus(Path.Combine(scene.Sentinel, "secret")).LinkCount);
+    }
+
+    /// <summary>
+    /// Attributes the kernel would reject, or that our writer never produces, are refused when the
+    /// archive is validated, so a restore never fails half-way on them.
+    /// </summary>
+    [TestMethod]
+    [DataRow('0', "SCHILY.xattr.system.posix_acl_access", "\u0002\u0000\u0000\u0000", "ACLs are stored as SCHILY.acl.access")]
+    [DataRow('0', "SCHILY.xattr.os2.name", "x", "is not in one of Linux's namespaces")]
+    [DataRow('0', "SCHILY.xattr.user.", "x", "is not in one of Linux's namespaces")]
+    [DataRow('2', "SCHILY.xattr.user.note", "x", "does not allow user.* attributes on a symbolic link")]
+    [DataRow('0', "SCHILY.xattr.security.capability", "\u0001\u0000\u0000\u0001", "version 2 or 3 capability set on a regular file")]
+    [DataRow('5', "SCHILY.xattr.security.capability", "\u0001\u0000\u0000\u0002\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000", "on a regular file")]
+    [DataRow('0', "SCHILY.acl.access", "user::rw-\nuser:101:r--\ngroup::r--\nother::---\n", "must have one mask entry when it names users or groups")]
+    [DataRow('0', "SCHILY.acl.access", "user::rw-\ngroup::r--\nother::---\nother::r--\n", "exactly one other")]
+    [DataRow('0', "SCHILY.acl.access", "user::rw-\nuser:postgres:r--\ngroup::r--\nmask::r--\nother::---\n", "does not name a numeric uid or gid")]
+    [DataRow('0', "SCHILY.acl.access", "user::rw-\nuser:4294967295:r--\ngroup::r--\nmask::r--\nother::---\n", "does not name a numeric uid or gid")]
+    [DataRow('0', "SCHILY.acl.access", "user::rwt\ngroup::r--\nother::---\n", "permissions other than 'rwx'")]
+    [DataRow('0', "SCHILY.acl.default", "user::rwx\ngroup::r-x\nother::---\n", "only a directory can have a default ACL")]
+    [DataRow('2', "SCHILY.acl.access", "user::rwx\ngroup::r-x\nother::---\n", "a symbolic link cannot have an ACL")]
+    public async Task AttributesTheKernelWouldRejectAreRefused(char type, string key, string value, string reason)
+    {
+        using var scene = new Scene();
+        var name = $"{Prefix}/entry";
+        var archive = Build(tar =>
+        {
+            tar.RootDirectory();
+            tar.Pax((key, value));
+            switch ((byte)type)
+            {
+                case TarHeader.LF_SYMLINK:
+                    tar.Symlink(name, "elsewhere");
+                    break;
+                case TarHeader.LF_DIR:
+                    tar.Put(Header(name + "/", TarHeader.LF_DIR, mode: 0b111_101_101));
+                    break;
+                default:
+                    tar.File(name);
+                    break;
+            }
+        });
+
+        await AssertRefusedAsync(scene, archive, (byte)type == TarHeader.LF_DIR ? name + "/" : name, reason);
     }
 
     [TestMethod]
@@ -393,6 +530,7 @@ public sealed class ConfigArchiveHostileTests
         {
             TarHeader.LF_DIR => MemberKind.Directory,
             TarHeader.LF_SYMLINK => MemberKind.Symlink,
+            TarHeader.LF_LINK => MemberKind.HardLink,
             _ => MemberKind.File,
         };
         return new AdmittedMember(member, kind, Root, relative);

@@ -60,10 +60,10 @@ public sealed class ConfigArchiveRoundTripTests
         Assert.AreEqual(new DateTimeOffset(DirectoryTime).ToUnixTimeSeconds(), UnixFileSystem.GetStatus(Path.Combine(restored, "readonly")).ModifiedSeconds);
         AssertNode(targets[roots[1].EntryPrefix], "registry.json", UnixFileKind.Regular, 0b110_000_000, ServiceUid, ServiceGid);
 
-        // Both sides count the same things: 12 files (incl. the hard link copy), 14 directories (incl. both roots), 3 links.
+        // Both sides count the same things: 11 files and one more name of one of them (a hard link), 14 directories (incl. both roots), 3 links.
         Assert.AreEqual(written, validated);
         Assert.AreEqual(written, extracted);
-        Assert.AreEqual(new ArchiveStats(Files: 12, Directories: 14, Symlinks: 3, Bytes: written.Bytes), written);
+        Assert.AreEqual(new ArchiveStats(Files: 11, Directories: 14, Symlinks: 3, Bytes: written.Bytes) { HardLinks = 1 }, written);
         Assert.IsGreaterThan(3L * 1024 * 1024, written.Bytes);
         Assert.AreEqual(0, written.Skipped);
     }

@@ -153,20 +153,25 @@ public sealed class ConfigArchiveWriterTests
     }
 
     [TestMethod]
-    public async Task HardLinksAreStoredAsIndependentRegularFiles()
+    public async Task HardLinksAreStoredAsLinksToTheFirstName()
     {
         using var temp = new TempDirectory();
         var source = temp.CreateDirectory("src/dtr");
+        Directory.CreateDirectory(Path.Combine(source, "sub"));
         File.WriteAllText(Path.Combine(source, "original"), "shared content");
-        TestPosix.MakeHardLink(Path.Combine(source, "original"), Path.Combine(source, "second-name"));
+        TestPosix.MakeHardLink(Path.Combine(source, "original"), Path.Combine(source, "sub/second-name"));
 
         var archive = new MemoryStream();
         var stats = await ConfigArchiveWriter.WriteAsync([ArchiveRoot.For(source)], [], archive, null, TestContext.CancellationToken);
 
-        var entries = HandMadeArchive.List(archive.ToArray()).Where(e => e.Type == '0').ToList();
-        Assert.HasCount(2, entries);
-        Assert.IsTrue(entries.All(e => e.Entry.Size == "shared content".Length));
-        Assert.AreEqual(2, stats.Files);
+        // As GNU tar writes them: the first name carries the data, the next is a '1' entry naming it.
+        var prefix = ArchiveRoot.For(source).EntryPrefix;
+        var entries = HandMadeArchive.List(archive.ToArray()).Where(e => e.Type is '0' or '1').ToList();
+        CollectionAssert.AreEqual(new[] { $"0 {prefix}/original 14 ", $"1 {prefix}/sub/second-name 0 {prefix}/original" }, entries.Select(e => $"{e.Type} {e.Name} {e.Entry.Size} {e.Entry.TarHeader.LinkName}").ToList());
+        Assert.AreEqual(1, stats.Files);
+        Assert.AreEqual(1, stats.HardLinks);
+        Assert.AreEqual(14, stats.Bytes);
+        Assert.IsEmpty(stats.NotKept);
     }
 
     [TestMethod]

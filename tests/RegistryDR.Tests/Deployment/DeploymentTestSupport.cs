@@ -29,9 +29,10 @@ internal static class DeploymentTestSupport
     }
 
     /// <summary>
-    /// Runs a program in the repository root with a clean RegistryDR environment (no inherited
-    /// REGISTRYDR_* or RDR_* variables) plus <paramref name="environment"/>; kills it and its
-    /// children when <paramref name="timeout"/> or the test's token runs out.
+    /// Runs a program in the repository root with a clean RegistryDR and AWS environment (no
+    /// inherited REGISTRYDR_*, RDR_*, AWS_* or DOTNET_ROOT variables: nothing from the machine may
+    /// re-key or redirect an AWS CLI, or point at a .NET install) plus <paramref name="environment"/>;
+    /// kills it and its children when <paramref name="timeout"/> or the test's token runs out.
     /// </summary>
     public static async Task<ScriptRun> RunAsync(string fileName, IEnumerable<string> arguments,
         IReadOnlyDictionary<string, string>? environment, TimeSpan timeout, CancellationToken cancellationToken)
@@ -45,7 +46,8 @@ internal static class DeploymentTestSupport
             WorkingDirectory = RepoRoot,
         };
         foreach (var argument in arguments) psi.ArgumentList.Add(argument);
-        foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("REGISTRYDR", StringComparison.Ordinal) || k.StartsWith("RDR_", StringComparison.Ordinal)).ToList())
+        foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("REGISTRYDR", StringComparison.Ordinal) || k.StartsWith("RDR_", StringComparison.Ordinal) ||
+                                                             k.StartsWith("AWS_", StringComparison.Ordinal) || k == "DOTNET_ROOT").ToList())
             psi.Environment.Remove(key);
         foreach (var (key, value) in environment ?? new Dictionary<string, string>()) psi.Environment[key] = value;
 
@@ -74,7 +76,6 @@ internal static class DeploymentTestSupport
         lock (output) return new ScriptRun(process.ExitCode, output.ToString());
     }
 
-    /// <summary>Writes an executable script (mode 0755).</summary>
     /// <summary>
     /// What the template's user data stub hands to bootstrap/user-data.sh, for a dry run under
     /// <paramref name="root"/> (no packages, no systemd).
@@ -99,11 +100,13 @@ internal static class DeploymentTestSupport
         ["RDR_DB_USER"] = "postgres",
         ["RDR_REGISTRY_SERVICE"] = "dtr",
         ["RDR_HEALTH_URL"] = "https://127.0.0.1/load_balancer_status",
+        ["RDR_NODE_SETUP"] = "image",
     };
 
     public static Task<ScriptRun> RunUserDataAsync(Dictionary<string, string> environment, CancellationToken cancellationToken) =>
         RunAsync("bash", [Path.Combine(BootstrapDirectory, "user-data.sh")], environment, TimeSpan.FromMinutes(2), cancellationToken);
 
+    /// <summary>Writes an executable script (mode 0755).</summary>
     public static void WriteExecutable(string path, string text)
     {
         File.WriteAllText(path, text.ReplaceLineEndings("\n"));

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using RegistryDR.Tests.Infrastructure;
 using RegistryDR.Configuration;
 
@@ -28,6 +29,29 @@ public sealed class UserDataTests
     private Task<ScriptRun> UserDataAsync(Dictionary<string, string> environment) =>
         DeploymentTestSupport.RunUserDataAsync(environment, TestContext.CancellationToken);
 
+    /// <summary>
+    /// The generated configuration as the real registry-dr loads it. Agent:TerminationHookName is
+    /// the agent stream's new key (issue 13): while this branch's AgentOptions does not have it yet,
+    /// its value is checked here and the rest is loaded without it; once it exists, as it is.
+    /// </summary>
+    private static RegistryDrOptions LoadNodeConfiguration(string generated)
+    {
+        var json = JsonNode.Parse(File.ReadAllText(generated))!;
+        Assert.AreEqual("registry-dr-terminate", (string?)json["Agent"]!["TerminationHookName"], "the template's terminating hook");
+        if (typeof(AgentOptions).GetProperty("TerminationHookName") is not null) return RegistryDrConfiguration.Load(generated);
+        json["Agent"]!.AsObject().Remove("TerminationHookName");
+        var copy = generated + ".without-termination-hook";
+        File.WriteAllText(copy, json.ToJsonString());
+        try
+        {
+            return RegistryDrConfiguration.Load(copy);
+        }
+        finally
+        {
+            File.Delete(copy);
+        }
+    }
+
     [TestMethod]
     [Timeout(300_000, CooperativeCancellation = true)]
     public async Task TheConfigurationItWritesIsValidAndGuardsBackups()
@@ -48,7 +72,7 @@ public sealed class UserDataTests
         Assert.DoesNotContain("s3cret", run.Output);
         Assert.DoesNotContain("s3cret", File.ReadAllText(generated));
 
-        var options = RegistryDrConfiguration.Load(generated);
+        var options = LoadNodeConfiguration(generated);
 
         Assert.AreEqual("s3://registry-prod-backupbucket-1x2y3z/registry-dr", options.Store.Url);
         Assert.AreEqual("eu-west-1", options.Store.Region);
@@ -60,6 +84,8 @@ public sealed class UserDataTests
         Assert.IsTrue(options.Schedule.RequireRestoredNode, "a node that did not restore must never back up");
         Assert.IsFalse(options.Agent.AllowFirstBoot);
         Assert.AreEqual("registry-dr-launch", options.Agent.LifecycleHookName);
+        Assert.AreEqual(TimeSpan.FromMinutes(5), options.Agent.HeartbeatInterval, "the template's default AgentHeartbeatInterval, 300 s");
+        CollectionAssert.AreEqual(new[] { "/var/local/dtr", "/usr/local/etc/dtr" }, options.Config.EffectiveDirectories.ToList(), "an image node keeps the DTR directories");
         Assert.AreEqual("RegistryGroup", options.Agent.SignalResource);
         Assert.AreEqual("registry-prod", options.Agent.StackName);
         Assert.AreEqual("registry-prod-registry", options.Agent.AutoScalingGroupName);
@@ -72,6 +98,10 @@ public sealed class UserDataTests
         StringAssert.Contains(bootEnv, $"REGISTRYDR_ARTIFACT_SHA256={new string('a', 64)}\n");
         StringAssert.Contains(bootEnv, "REGISTRYDR_ARTIFACT_URL=s3://releases/registry-dr/registry-dr.tar.gz\n");
         StringAssert.Contains(bootEnv, $"REGISTRYDR_CONFIG_SOURCE={generated}\n");
+        // Who the boot script reports to when the agent cannot report itself.
+        StringAssert.Contains(bootEnv, "\nREGISTRYDR_STACK_NAME=registry-prod\nREGISTRYDR_AUTOSCALING_GROUP_NAME=registry-prod-registry\n" +
+                                       "REGISTRYDR_LIFECYCLE_HOOK_NAME=registry-dr-launch\nREGISTRYDR_SIGNAL_RESOURCE=RegistryGroup\n");
+        StringAssert.Contains(bootEnv, $"REGISTRYDR_NODE_STATE_FILE={Path.Combine(root, "var", "lib", "registry-dr", "node-state.json")}\n");
         Assert.IsTrue(File.Exists(Path.Combine(root, "opt", "registry-dr", "bootstrap", "registry-dr-boot.sh")));
         Assert.IsTrue(File.Exists(Path.Combine(root, "etc", "systemd", "system", "registry-dr-bootstrap.service")));
         Assert.IsTrue(File.Exists(Path.Combine(root, "etc", "systemd", "system", "registry-dr-worker.service")));
@@ -85,7 +115,7 @@ public sealed class UserDataTests
         var root = rootScope.Path;
         var run = await UserDataAsync(StackValues(root, allowFirstBoot: "true"));
         Assert.AreEqual(0, run.ExitCode, run.ToString());
-        var options = RegistryDrConfiguration.Load(Path.Combine(root, "etc", "registry-dr", "registry-dr.json.generated"));
+        var options = LoadNodeConfiguration(Path.Combine(root, "etc", "registry-dr", "registry-dr.json.generated"));
         Assert.IsTrue(options.Agent.AllowFirstBoot);
         Assert.IsNull(options.Database.PasswordFile, "no password was given");
         StringAssert.Contains(run.Output, "WARNING: no database password");
@@ -95,5 +125,60 @@ public sealed class UserDataTests
         var refused = await UserDataAsync(incomplete);
         Assert.AreEqual(1, refused.ExitCode, refused.ToString());
         StringAssert.Contains(refused.Output, "RDR_STORE_URL is not set");
+    }
+
+    [TestMethod]
+    [Timeout(300_000, CooperativeCancellation = true)]
+    public async Task TheHeartbeatIntervalAndConfigDirectoriesReachTheNode()
+    {
+        using var rootScope = new TempDirectory("rdr-userdata-");
+        var values = StackValues(rootScope.Path, allowFirstBoot: "false");
+        values["RDR_HEARTBEAT_INTERVAL_SECONDS"] = "120";
+        values["RDR_CONFIG_DIRECTORIES"] = "/etc/docker-registry";
+
+        var run = await UserDataAsync(values);
+
+        Assert.AreEqual(0, run.ExitCode, run.ToString());
+        var options = LoadNodeConfiguration(Path.Combine(rootScope.Path, "etc", "registry-dr", "registry-dr.json.generated"));
+        Assert.AreEqual(TimeSpan.FromMinutes(2), options.Agent.HeartbeatInterval);
+        CollectionAssert.AreEqual(new[] { "/etc/docker-registry" }, options.Config.EffectiveDirectories.ToList());
+
+        values["RDR_HEARTBEAT_INTERVAL_SECONDS"] = "5m";
+        var refused = await UserDataAsync(values);
+        Assert.AreEqual(1, refused.ExitCode, refused.ToString());
+        StringAssert.Contains(refused.Output, "RDR_HEARTBEAT_INTERVAL_SECONDS must be a whole number of seconds, not '5m'");
+
+        values["RDR_HEARTBEAT_INTERVAL_SECONDS"] = "120";
+        values["RDR_NODE_SETUP"] = "custom";
+        var badSetup = await UserDataAsync(values);
+        Assert.AreEqual(1, badSetup.ExitCode, badSetup.ToString());
+        StringAssert.Contains(badSetup.Output, "RDR_NODE_SETUP must be reference or image, not 'custom'");
+    }
+
+    [TestMethod]
+    [Timeout(300_000, CooperativeCancellation = true)]
+    public async Task TheCloudWatchAgentPublishesTheRootDiskWhereRootDiskAlarmLooks()
+    {
+        using var rootScope = new TempDirectory("rdr-userdata-");
+        var values = StackValues(rootScope.Path, allowFirstBoot: "false");
+        values["RDR_METRICS_LOG_GROUP"] = "/registry-dr/registry-prod/metrics";
+
+        var run = await UserDataAsync(values);
+
+        Assert.AreEqual(0, run.ExitCode, run.ToString());
+        var agent = JsonNode.Parse(File.ReadAllText(Path.Combine(rootScope.Path, "opt", "aws", "amazon-cloudwatch-agent", "etc", "amazon-cloudwatch-agent.json")))!;
+        Assert.IsTrue((bool)agent["agent"]!["omit_hostname"]!, "no host dimension: the series must survive node replacements");
+        var metrics = agent["metrics"]!;
+        var alarm = CloudFormationTemplate.Load("registry.yaml").Properties("RootDiskAlarm");
+        Assert.AreEqual((string)alarm["Namespace"]!, (string?)metrics["namespace"]);
+        Assert.AreEqual("disk_used_percent", (string)alarm["MetricName"]!, "the CloudWatch agent names disk used_percent so");
+        Assert.IsTrue(JsonNode.DeepEquals(JsonNode.Parse("""
+            {"disk": {"measurement": ["used_percent"], "resources": ["/"], "drop_device": true, "metrics_collection_interval": 60,
+                      "append_dimensions": {"Stack": "registry-prod"}}}
+            """), metrics["metrics_collected"]), metrics.ToJsonString());
+        // The alarm's dimensions (Stack, path) are exactly one aggregation the agent publishes.
+        var alarmDimensions = alarm["Dimensions"]!.AsArray().Select(d => (string)d!["Name"]!).ToList();
+        Assert.IsTrue(JsonNode.DeepEquals(new JsonArray(new JsonArray([.. alarmDimensions.Select(d => (JsonNode)JsonValue.Create(d))])), metrics["aggregation_dimensions"]),
+            metrics["aggregation_dimensions"]!.ToJsonString());
     }
 }

@@ -97,16 +97,19 @@ internal sealed class ArchiveFuzzHarness : IDisposable
         CheckMessage(extraction.Error, where);
 
         // Validation exists so a restore can refuse an archive before touching anything; it is only
-        // meaningful if extraction agrees with it.
-        Assert.AreEqual(validation.ToString(), extraction.ToString(), $"ValidateAsync and ExtractAsync disagree {where}");
+        // meaningful if extraction agrees with it. (Extraction alone can report attributes the
+        // target could not take; that is not a disagreement.)
+        var extracted = extraction with { Stats = extraction.Stats is { } s ? s with { NotKept = [] } : null };
+        Assert.AreEqual(validation.ToString(), extracted.ToString(), $"ValidateAsync and ExtractAsync disagree {where}");
 
         _checking.Start();
         var found = AssertNothingOutside(roots, where);
         if (extraction.Stats is { } stats)
         {
             // Accepted means exactly what was counted is on disk: implicit parent directories are
-            // the only thing extraction may add.
-            Assert.AreEqual(stats.Files, found.Files, $"Regular files on disk vs counted {where}");
+            // the only thing extraction may add; each hard link is one more name of a file.
+            Assert.AreEqual(stats.Files, found.Files, $"Regular files (inodes) on disk vs counted {where}");
+            Assert.AreEqual(stats.HardLinks, found.ExtraNames, $"Further names of regular files on disk vs hard links counted {where}");
             Assert.AreEqual(stats.Symlinks, found.Symlinks, $"Symbolic links on disk vs counted {where}");
             Assert.AreEqual(stats.Bytes, found.Bytes, $"File bytes on disk vs counted {where}");
             Assert.IsGreaterThanOrEqualTo(stats.Directories, found.Directories, $"Directories on disk vs counted {where}");
@@ -122,11 +125,7 @@ internal sealed class ArchiveFuzzHarness : IDisposable
     public string Timings() =>
         $"reading {_reading.Elapsed.TotalSeconds:F1}s, validating {_validating.Elapsed.TotalSeconds:F1}s, preparing {_preparing.Elapsed.TotalSeconds:F1}s, extracting {_extracting.Elapsed.TotalSeconds:F1}s, checking {_checking.Elapsed.TotalSeconds:F1}s";
 
-    public void Dispose()
-    {
-        MakeDeletable(BasePath);
-        Directory.Delete(BasePath, recursive: true);
-    }
+    public void Dispose() => UnixFileSystem.DeleteTree(BasePath);
 
     private static async Task<ArchiveOutcome> RunWithTimeoutAsync(Func<CancellationToken, Task<ArchiveStats>> run, CancellationToken cancellationToken)
     {
@@ -201,15 +200,7 @@ internal sealed class ArchiveFuzzHarness : IDisposable
 
     private Dictionary<string, string> PrepareCase(IReadOnlyList<ArchiveRoot> roots)
     {
-        if (Directory.Exists(CasePath))
-        {
-            if (!Environment.IsPrivilegedProcess)
-            {
-                MakeDeletable(CasePath);
-            }
-
-            Directory.Delete(CasePath, recursive: true);
-        }
+        UnixFileSystem.DeleteTree(CasePath);
 
         Directory.CreateDirectory(SentinelPath);
         var targets = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -221,9 +212,10 @@ internal sealed class ArchiveFuzzHarness : IDisposable
         return targets;
     }
 
-    private (long Files, long Directories, long Symlinks, long Bytes) AssertNothingOutside(IReadOnlyList<ArchiveRoot> roots, string where)
+    private (long Files, long ExtraNames, long Directories, long Symlinks, long Bytes) AssertNothingOutside(IReadOnlyList<ArchiveRoot> roots, string where)
     {
-        long files = 0, directories = roots.Count, symlinks = 0, bytes = 0;
+        long names = 0, directories = roots.Count, symlinks = 0, bytes = 0;
+        var inodes = new Dictionary<(ulong, ulong), (uint LinkCount, uint Found, string Relative)>();
         Assert.IsFalse(Directory.EnumerateFileSystemEntries(SentinelPath).Any(), $"Something was written into the sentinel directory {where}");
         var expected = Enumerable.Range(0, roots.Count).Select(i => $"target-{i}").Append("sentinel").Order(StringComparer.Ordinal).ToList();
         var actual = Directory.EnumerateFileSystemEntries(CasePath).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList();
@@ -238,27 +230,49 @@ internal sealed class ArchiveFuzzHarness : IDisposable
             foreach (var (relative, kind) in Walk(TargetPath(i), string.Empty))
             {
                 Assert.IsTrue(kind is UnixFileKind.Regular or UnixFileKind.Directory or UnixFileKind.Symlink, $"'{relative}' was extracted as a {kind} {where}");
-                files += kind == UnixFileKind.Regular ? 1 : 0;
                 directories += kind == UnixFileKind.Directory ? 1 : 0;
-                bytes += kind == UnixFileKind.Regular ? UnixFileSystem.GetStatus(Path.Join(TargetPath(i), relative)).Size : 0;
+                if (kind == UnixFileKind.Regular)
+                {
+                    names++;
+                    var status = UnixFileSystem.GetStatus(Path.Join(TargetPath(i), relative));
+                    var id = (status.Device, status.Inode);
+                    if (inodes.TryGetValue(id, out var seen))
+                    {
+                        inodes[id] = seen with { Found = seen.Found + 1 };
+                    }
+                    else
+                    {
+                        inodes[id] = (status.LinkCount, 1, relative);
+                        bytes += status.Size;
+                    }
+                }
+
                 if (kind == UnixFileKind.Symlink)
                 {
                     symlinks++;
                     var escape = SymlinkResolver.Escape(staging, i, relative);
-                    Assert.IsNull(escape, $"Extracted link '{relative}' -> '{new FileInfo(Path.Join(TargetPath(i), relative)).LinkTarget}' escapes: {escape} {where}");
+                    Assert.IsNull(escape, $"Extracted link '{relative}' -> '{UnixFileSystem.ReadLink(Path.Join(TargetPath(i), relative))}' escapes: {escape} {where}");
                 }
             }
         }
 
-        return (files, directories, symlinks, bytes);
+        // Every name of every extracted file is inside the staging directories: a hard link to
+        // anything outside them (the sentinel, /etc/shadow) would show as a link count above the
+        // names found here.
+        foreach (var (linkCount, found, relative) in inodes.Values)
+        {
+            Assert.AreEqual(linkCount, found, $"'{relative}' has {linkCount} names but only {found} inside the staging directories {where}");
+        }
+
+        return (inodes.Count, names - inodes.Count, directories, symlinks, bytes);
     }
 
     /// <summary>Every path below <paramref name="directory"/>, by lstat, never following a link.</summary>
     private static IEnumerable<(string Relative, UnixFileKind Kind)> Walk(string directory, string relative)
     {
-        foreach (var path in Directory.EnumerateFileSystemEntries(directory, "*", new EnumerationOptions { AttributesToSkip = 0, RecurseSubdirectories = false }))
+        foreach (var name in UnixFileSystem.ReadDirectory(directory))
         {
-            var name = Path.GetFileName(path);
+            var path = directory + "/" + name;
             var childRelative = relative.Length == 0 ? name : relative + "/" + name;
             var kind = UnixFileSystem.GetStatus(path).Kind;
             yield return (childRelative, kind);
@@ -269,21 +283,6 @@ internal sealed class ArchiveFuzzHarness : IDisposable
                     yield return child;
                 }
             }
-        }
-    }
-
-    /// <summary>Archives may make directories read-only or mode 000; undo that so a non-root run can clean up.</summary>
-    private static void MakeDeletable(string directory)
-    {
-        if (UnixFileSystem.TryGetStatus(directory) is not { Kind: UnixFileKind.Directory })
-        {
-            return;
-        }
-
-        UnixFileSystem.SetPermissions(directory, 0b111_000_000);
-        foreach (var path in Directory.EnumerateFileSystemEntries(directory, "*", new EnumerationOptions { AttributesToSkip = 0 }))
-        {
-            MakeDeletable(path);
         }
     }
 }
@@ -353,7 +352,7 @@ internal static class SymlinkResolver
                 return null; // ELOOP: the kernel refuses to resolve it at all.
             }
 
-            var target = new FileInfo(onDisk).LinkTarget ?? string.Empty;
+            var target = UnixFileSystem.ReadLink(onDisk);
             parts.RemoveAt(parts.Count - 1);
             if (target.StartsWith('/'))
             {

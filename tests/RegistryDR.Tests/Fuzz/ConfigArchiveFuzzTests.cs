@@ -48,6 +48,10 @@ public sealed class ConfigArchiveFuzzTests
             tar.Symlink($"{HandMadeArchive.Prefix}/conf/{new string('k', 110)}", "app.yml");
             tar.Pax(("path", $"{HandMadeArchive.Prefix}/conf/pax-named.txt"), ("mtime", "1700000000.5"));
             tar.File($"{HandMadeArchive.Prefix}/conf/stand-in", new string('p', 700));
+            tar.Special($"{HandMadeArchive.Prefix}/conf/hard-link", TarHeader.LF_LINK, linkName: $"{HandMadeArchive.Prefix}/conf/app.yml");
+            tar.Pax(("SCHILY.xattr.user.note", "v"), ("SCHILY.acl.access", "user::rw-\nuser:101:r--\ngroup::r--\nmask::r--\nother::---\n"));
+            tar.File($"{HandMadeArchive.Prefix}/conf/with-attributes", "x");
+            tar.Pax(("SCHILY.acl.default", "user::rwx\ngroup::r-x\ngroup:4242:r-x\nmask::r-x\nother::---\n"));
             tar.Directory("empty");
         });
 
@@ -205,8 +209,10 @@ public sealed class ConfigArchiveFuzzTests
 
     /// <summary>
     /// Two roots with everything the writer produces: nested directories, empty and multi-block
-    /// files, relative and absolute links, a name needing PAX, non-ASCII. Times are fixed so the
-    /// template is byte-for-byte stable apart from the temp path.
+    /// files, relative and absolute links, a name needing PAX, non-ASCII, a name that is not
+    /// UTF-8, hard links (within a root and across the two), a user xattr, a file capability, an
+    /// access and a default ACL, nanosecond mtimes. Times are fixed so the template is
+    /// byte-for-byte stable apart from the temp path.
     /// </summary>
     private static ArchiveRoot[] BuildTree(TempDirectory tree)
     {
@@ -232,10 +238,17 @@ public sealed class ConfigArchiveFuzzTests
         File.WriteAllText(Path.Combine(etc, "sub/x"), Encoding.UTF8.GetString(new byte[600]));
 
         var seconds = new DateTimeOffset(FixedTime).ToUnixTimeSeconds();
-        foreach (var path in Directory.EnumerateFileSystemEntries(tree.Path, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0 }).Append(cfg).Append(etc))
-        {
-            UnixFileSystem.SetModificationTime(path, seconds, 0);
-        }
+        Fidelity.Shell.Run($$"""
+            cd {{Fidelity.Shell.Quote(cfg)}}
+            printf 'latin-1' > $'caf\xe9.conf'
+            ln certs/ca.pem deep/a/ca-hard.pem
+            ln config.yml {{Fidelity.Shell.Quote(etc)}}/config-hard.yml
+            setfattr -n user.rotated-by -v cert-manager certs/key.pem
+            setfattr -n security.capability -v 0x0100000200040000000000000000000000000000 big.bin
+            setfacl -m u:101:r certs/key.pem
+            setfacl -d -m g:4242:rx certs
+            find {{Fidelity.Shell.Quote(tree.Path)}} -exec touch -h -d @{{seconds}}.123456789 {} +
+            """);
 
         return [ArchiveRoot.For(cfg), ArchiveRoot.For(etc)];
     }

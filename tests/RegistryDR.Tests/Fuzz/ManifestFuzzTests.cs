@@ -44,7 +44,8 @@ public sealed class ManifestFuzzTests
           "artifacts": [
             { "name": "database", "key": "backups/{{BackupId}}/database.dump", "size": 123456, "sha256": "{{new string('a', 64)}}" },
             { "name": "globals", "key": "backups/{{BackupId}}/globals.sql", "size": 789, "sha256": "{{new string('b', 64)}}" },
-            { "name": "config", "key": "backups/{{BackupId}}/config.tar.gz", "size": 4242, "sha256": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" },
+            { "name": "config", "key": "backups/{{BackupId}}/config.tar.gz", "size": 4242, "sha256": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+              "notKept": [{ "kind": "socket", "count": 7, "examples": ["/var/local/dtr/run/a.sock", "/var/local/dtr/run/caf\\xe9.sock"] }, { "kind": "FIFO", "count": 1, "examples": ["/var/local/dtr/run/events"] }] },
             { "name": "data-0000-00000", "key": "backups/{{BackupId}}/data/0000-00000.copy.gz", "size": 1000, "sha256": "{{new string('c', 64)}}" },
             { "name": "data-0000-00001", "key": "backups/{{BackupId}}/data/0000-00001.copy.gz", "size": 2000, "sha256": "{{new string('d', 64)}}" }
           ],
@@ -65,6 +66,20 @@ public sealed class ManifestFuzzTests
         var manifest = BackupManifest.Parse(Encoding.UTF8.GetBytes(ValidManifest), BackupId);
         AssertInvariants(manifest, "(the template)");
         Assert.AreEqual(5, manifest.Artifacts.Count);
+        CollectionAssert.AreEqual(
+            new[] { "socket (7): '/var/local/dtr/run/a.sock', '/var/local/dtr/run/caf\\xe9.sock', …", "FIFO (1): '/var/local/dtr/run/events'" },
+            manifest.DescribeNotKept().ToList());
+    }
+
+    [TestMethod]
+    public void AManifestWithoutNotKeptIsStillRead()
+    {
+        // Sets written before registry-dr recorded what it could not keep.
+        var older = System.Text.RegularExpressions.Regex.Replace(ValidManifest, ",\\s*\"notKept\": \\[.*?\\] \\}\\] \\}", " }", System.Text.RegularExpressions.RegexOptions.Singleline);
+        Assert.DoesNotContain("notKept", older);
+        var manifest = BackupManifest.Parse(Encoding.UTF8.GetBytes(older), BackupId);
+        Assert.IsNull(manifest.Find(BackupLayout.ConfigArtifact)!.NotKept);
+        Assert.IsEmpty(manifest.DescribeNotKept());
     }
 
     [TestMethod]
@@ -189,6 +204,13 @@ public sealed class ManifestFuzzTests
             Assert.Fail($"The artifact sizes add up to more than a long {where}");
         }
 
+        // verify and restore --dry-run print these lines: they must exist and be printable.
+        foreach (var line in manifest.DescribeNotKept())
+        {
+            Assert.IsFalse(line.Any(char.IsControl), $"A not-kept line carries control characters {where}: {Fuzz.Printable(line)}");
+        }
+
+        Assert.IsTrue(manifest.Artifacts.All(a => a.NotKept is null || a.Name == BackupLayout.ConfigArtifact), $"notKept accepted on another artifact {where}");
         Assert.IsNotNull(manifest.ConfigDirectories, where);
         foreach (var directory in manifest.ConfigDirectories)
         {

@@ -200,8 +200,16 @@ internal sealed class ManifestMutator
         }
 
         var prefix = $"backups/{_backupId}/";
-        switch (_random.Next(4))
+        switch (_random.Next(5))
         {
+            case 4:
+                Set(artifact, "notKept", PickNode([
+                    null, 1, "socket", Raw("[]"), Raw("[null]"), Raw("[1]"), Raw("{}"), Raw("[{}]"), Raw("[{\"kind\":\"\",\"count\":1}]"),
+                    Raw("[{\"kind\":\"socket\",\"count\":0}]"), Raw("[{\"kind\":\"socket\",\"count\":-1}]"), Raw("[{\"kind\":\"socket\",\"count\":1,\"examples\":null}]"),
+                    Raw("[{\"kind\":\"socket\",\"count\":1,\"examples\":[null]}]"), Raw("[{\"kind\":\"socket\",\"count\":1,\"examples\":[1]}]"),
+                    Raw("[{\"kind\":\"sock\\u001b[2Jet\\n\",\"count\":9223372036854775807,\"examples\":[\"/x\\u0000y\",\"\\ud800\"]}]"),
+                    Raw("[{\"kind\":null,\"count\":1}]"), Raw("[{\"count\":1}]"), Raw("[{\"kind\":\"socket\"}]"), Raw("[{\"kind\":\"socket\",\"count\":\"2\"}]")]));
+                break;
             case 0:
                 Set(artifact, "key", PickNode([
                     prefix, prefix + "x", prefix + "../other/x", prefix + "..", prefix + "./x", prefix + ".", prefix + "x/", prefix + "/x", prefix + "a//b",

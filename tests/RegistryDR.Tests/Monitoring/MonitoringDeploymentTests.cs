@@ -96,7 +96,7 @@ public sealed class MonitoringDeploymentTests
         StringAssert.Contains(alarm, "ComparisonOperator: LessThanThreshold\n");
         StringAssert.Contains(alarm, "Threshold: 1\n");
         StringAssert.Contains(alarm, "TreatMissingData: breaching\n");
-        StringAssert.Contains(alarm, "AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref 'AWS::NoValue']");
+        StringAssert.Contains(alarm, "AlarmActions: [!If [CreateAlarmTopic, !Ref AlarmTopic, !Ref AlarmTopicArn]]");
         StringAssert.Contains(Template, "  BackupAlarmMinutes:\n    Type: Number\n    Default: 40\n");
         // One-minute periods: CloudWatch limits an alarm under an hour's period to one day in all.
         StringAssert.Contains(Template, "    MaxValue: 1440\n");

@@ -1,5 +1,3 @@
-using System.Text;
-
 namespace RegistryDR.Archive.Internal;
 
 /// <summary>
@@ -67,21 +65,29 @@ internal static class EntryNames
     /// Maps a raw entry name to its root and the path relative to that root ("" for the root
     /// directory itself), refusing anything that is not a plain path inside one root.
     /// </summary>
-    public static (ArchiveRoot Root, string Relative) Resolve(string rawName, bool isDirectory, IReadOnlyList<ArchiveRoot> roots)
+    public static (ArchiveRoot Root, string Relative) Resolve(string rawName, bool isDirectory, IReadOnlyList<ArchiveRoot> roots) =>
+        TryResolve(rawName, isDirectory, roots, out var root, out var relative) is { } reason
+            ? throw new UnsafeArchiveException(rawName, reason)
+            : (root!, relative);
+
+    /// <summary>Like <see cref="Resolve"/>, but returns why a name is refused (null when it is not).</summary>
+    public static string? TryResolve(string rawName, bool isDirectory, IReadOnlyList<ArchiveRoot> roots, out ArchiveRoot? root, out string relative)
     {
+        root = null;
+        relative = string.Empty;
         if (rawName.Length == 0)
         {
-            throw new UnsafeArchiveException(rawName, "it has an empty name");
+            return "it has an empty name";
         }
 
         if (rawName.Contains('\0'))
         {
-            throw new UnsafeArchiveException(rawName, "its name contains a NUL character");
+            return "its name contains a NUL character";
         }
 
         if (rawName[0] == '/')
         {
-            throw new UnsafeArchiveException(rawName, "its name is an absolute path");
+            return "its name is an absolute path";
         }
 
         var name = rawName;
@@ -91,7 +97,7 @@ internal static class EntryNames
             // name resolves through the entry as if it were a directory.
             if (!isDirectory)
             {
-                throw new UnsafeArchiveException(rawName, "a name ending in '/' is only valid for a directory");
+                return "a name ending in '/' is only valid for a directory";
             }
 
             name = name.TrimEnd('/');
@@ -100,13 +106,13 @@ internal static class EntryNames
         var segments = name.Split('/');
         if (segments.Contains(".."))
         {
-            throw new UnsafeArchiveException(rawName, "it would land outside its target directory");
+            return "it would land outside its target directory";
         }
 
         if (segments.Any(s => s is "" or "."))
         {
             // Non-canonical spellings ("a//b", "a/./b") would slip past the duplicate check.
-            throw new UnsafeArchiveException(rawName, "its name has an empty or '.' segment");
+            return "its name has an empty or '.' segment";
         }
 
         // Linux refuses a name component over NAME_MAX (255 bytes) and a path of PATH_MAX (4096
@@ -114,29 +120,31 @@ internal static class EntryNames
         // never produce such an entry. Without this check validation accepted it and extraction
         // then failed with an IOException (ENAMETOOLONG), which the reader does not document
         // (found by the fuzz tests); it also bounds the memory each remembered name takes.
-        if (segments.Any(s => Encoding.UTF8.GetByteCount(s) > MaxSegmentBytes) || Encoding.UTF8.GetByteCount(name) + 1 > MaxPathBytes)
+        // Counted in the name's own bytes, which are not always UTF-8.
+        if (segments.Any(s => SurrogateEscape.GetByteCount(s) > MaxSegmentBytes) || SurrogateEscape.GetByteCount(name) + 1 > MaxPathBytes)
         {
-            throw new UnsafeArchiveException(rawName, $"its name is longer than Linux allows ({MaxSegmentBytes} bytes per segment, {MaxPathBytes} bytes in all)");
+            return $"its name is longer than Linux allows ({MaxSegmentBytes} bytes per segment, {MaxPathBytes} bytes in all)";
         }
 
         ArchiveRoot? best = null;
-        foreach (var root in roots)
+        foreach (var candidate in roots)
         {
-            var matches = name == root.EntryPrefix || name.StartsWith(root.EntryPrefix + "/", StringComparison.Ordinal);
-            if (matches && (best is null || root.EntryPrefix.Length > best.EntryPrefix.Length))
+            var matches = name == candidate.EntryPrefix || name.StartsWith(candidate.EntryPrefix + "/", StringComparison.Ordinal);
+            if (matches && (best is null || candidate.EntryPrefix.Length > best.EntryPrefix.Length))
             {
-                best = root;
+                best = candidate;
             }
         }
 
         if (best is null)
         {
             var expected = string.Join("', '", roots.Select(r => r.EntryPrefix + "/"));
-            throw new UnsafeArchiveException(rawName, $"it lies outside every archived root (expected a name under '{expected}')");
+            return $"it lies outside every archived root (expected a name under '{expected}')";
         }
 
-        var relative = name.Length == best.EntryPrefix.Length ? string.Empty : name[(best.EntryPrefix.Length + 1)..];
-        return (best, relative);
+        root = best;
+        relative = name.Length == best.EntryPrefix.Length ? string.Empty : name[(best.EntryPrefix.Length + 1)..];
+        return null;
     }
 
     /// <summary>

@@ -7,6 +7,7 @@ internal enum MemberKind
     File,
     Directory,
     Symlink,
+    HardLink,
 }
 
 /// <summary>A member that passed every rule, with its place inside its root.</summary>
@@ -15,6 +16,15 @@ internal sealed record AdmittedMember(TarMember Member, MemberKind Kind, Archive
     public uint UserId => (uint)Member.UserId;
 
     public uint GroupId => (uint)Member.GroupId;
+
+    /// <summary>The parsed SCHILY.acl.access record, or null.</summary>
+    public PosixAcl? AccessAcl { get; init; }
+
+    /// <summary>The parsed SCHILY.acl.default record (directories only), or null.</summary>
+    public PosixAcl? DefaultAcl { get; init; }
+
+    /// <summary>A hard link's target: an earlier regular file of this archive, in its root.</summary>
+    public (ArchiveRoot Root, string Relative)? LinkTarget { get; init; }
 }
 
 /// <summary>
@@ -37,8 +47,16 @@ internal sealed class EntryPolicy
     private readonly long _maxEntrySize;
 
     // Keyed by root prefix + "/" + relative path; "" relative is the root itself.
+    /// <summary>
+    /// Directories' ACLs are held until the end of extraction (a default ACL applied early would
+    /// be inherited by everything extracted below it); this bounds what a hostile archive can
+    /// make the extractor hold, in ACL entries of 8 bytes.
+    /// </summary>
+    private const long MaxHeldDirectoryAclEntries = 1 << 21;
+
     private readonly Dictionary<string, Seen> _seen = new(StringComparer.Ordinal);
     private readonly HashSet<string> _rootsWithEntry = new(StringComparer.Ordinal);
+    private long _heldDirectoryAclEntries;
 
     public EntryPolicy(IReadOnlyList<ArchiveRoot> roots, long maxEntrySize)
     {
@@ -64,7 +82,7 @@ internal sealed class EntryPolicy
 
         if (kind != MemberKind.File && member.Size != 0)
         {
-            throw new UnsafeArchiveException(name, $"a {(kind == MemberKind.Directory ? "directory" : "symbolic link")} entry must not carry data");
+            throw new UnsafeArchiveException(name, $"a {Describe(kind)} entry must not carry data");
         }
 
         if (member.UserId is < 0 or > uint.MaxValue || member.GroupId is < 0 or > uint.MaxValue)
@@ -101,14 +119,18 @@ internal sealed class EntryPolicy
         // symlink(2) refuses a target of PATH_MAX bytes or more, and readlink never returns one,
         // so our writer cannot produce it; accepted here, it passed validation and then failed
         // extraction with an undocumented IOException (ENAMETOOLONG; found by the fuzz tests).
-        if (kind == MemberKind.Symlink && System.Text.Encoding.UTF8.GetByteCount(member.LinkName) > EntryNames.MaxPathBytes)
+        if (kind == MemberKind.Symlink && SurrogateEscape.GetByteCount(member.LinkName) > EntryNames.MaxPathBytes)
         {
             throw new UnsafeArchiveException(name, $"its symbolic link target is longer than the {EntryNames.MaxPathBytes} bytes Linux allows");
         }
 
+        var linkTarget = kind == MemberKind.HardLink ? CheckHardLink(member) : default((ArchiveRoot, string)?);
+        var (accessAcl, defaultAcl) = CheckAttributes(member, kind);
+
         _seen[key] = kind switch
         {
-            MemberKind.File => Seen.File,
+            // A hard link is another name for a regular file; later links may name it too.
+            MemberKind.File or MemberKind.HardLink => Seen.File,
             MemberKind.Symlink => Seen.Symlink,
             _ => Seen.Directory,
         };
@@ -117,7 +139,96 @@ internal sealed class EntryPolicy
             _rootsWithEntry.Add(root.EntryPrefix);
         }
 
-        return new AdmittedMember(member, kind, root, relative);
+        return new AdmittedMember(member, kind, root, relative) { AccessAcl = accessAcl, DefaultAcl = defaultAcl, LinkTarget = linkTarget };
+    }
+
+    /// <summary>
+    /// A hard link may only name a regular file this archive has already extracted, in one of its
+    /// roots, reached through real directories: never something outside the staging directories
+    /// (link(2) would make a file there writable through the restored tree), a directory, a
+    /// symbolic link, or an entry still to come.
+    /// </summary>
+    private (ArchiveRoot Root, string Relative) CheckHardLink(TarMember member)
+    {
+        var target = member.LinkName;
+        if (EntryNames.TryResolve(target, isDirectory: false, _roots, out var targetRoot, out var targetRelative) is { } refusal)
+        {
+            throw new UnsafeArchiveException(member.Name, $"its hard link target '{target}' is refused: {refusal}");
+        }
+
+        var slash = -1;
+        while ((slash = targetRelative.IndexOf('/', slash + 1)) >= 0)
+        {
+            if (_seen.GetValueOrDefault(Key(targetRoot!, targetRelative[..slash])) == Seen.Symlink)
+            {
+                throw new UnsafeArchiveException(member.Name, $"its hard link target '{target}' lies through the symbolic link '{targetRoot!.EntryPrefix}/{targetRelative[..slash]}'");
+            }
+        }
+
+        if (!_seen.TryGetValue(Key(targetRoot!, targetRelative), out var seen))
+        {
+            throw new UnsafeArchiveException(member.Name, $"its hard link target '{target}' is not a file extracted before it (a hard link must follow the file it names)");
+        }
+
+        return seen switch
+        {
+            Seen.File => (targetRoot!, targetRelative),
+            Seen.Symlink => throw new UnsafeArchiveException(member.Name, $"its hard link target '{target}' is a symbolic link, not a regular file"),
+            _ => throw new UnsafeArchiveException(member.Name, $"its hard link target '{target}' is a directory"),
+        };
+    }
+
+    /// <summary>
+    /// Extended attributes and ACLs must be ones the kernel will accept on this kind of entry (see
+    /// <see cref="ExtendedAttributes.Refusal"/>, <see cref="PosixAcl"/>); a hard link carries none
+    /// (it shares its file's).
+    /// </summary>
+    private (PosixAcl? Access, PosixAcl? Default) CheckAttributes(TarMember member, MemberKind kind)
+    {
+        if (kind == MemberKind.HardLink && (member.ExtendedAttributes.Count > 0 || member.AccessAcl is not null || member.DefaultAcl is not null))
+        {
+            throw new UnsafeArchiveException(member.Name, "a hard link entry must not carry extended attributes or ACLs (it shares its file's)");
+        }
+
+        foreach (var (attribute, value) in member.ExtendedAttributes)
+        {
+            if (ExtendedAttributes.Refusal(attribute, value, kind == MemberKind.Symlink, kind == MemberKind.File) is { } refusal)
+            {
+                throw new UnsafeArchiveException(member.Name, $"its extended attribute '{attribute}' is refused: {refusal}");
+            }
+        }
+
+        PosixAcl? access = null, defaults = null;
+        if (member.AccessAcl is { } accessText)
+        {
+            if (kind == MemberKind.Symlink)
+            {
+                throw new UnsafeArchiveException(member.Name, "a symbolic link cannot have an ACL");
+            }
+
+            access = PosixAcl.Parse(accessText, out var error) ?? throw new UnsafeArchiveException(member.Name, $"its access ACL is refused: {error}");
+        }
+
+        if (member.DefaultAcl is { } defaultText)
+        {
+            if (kind != MemberKind.Directory)
+            {
+                throw new UnsafeArchiveException(member.Name, "only a directory can have a default ACL");
+            }
+
+            defaults = PosixAcl.Parse(defaultText, out var error) ?? throw new UnsafeArchiveException(member.Name, $"its default ACL is refused: {error}");
+        }
+
+        if (kind == MemberKind.Directory)
+        {
+            _heldDirectoryAclEntries += (access?.Entries.Count ?? 0) + (defaults?.Entries.Count ?? 0);
+            if (_heldDirectoryAclEntries > MaxHeldDirectoryAclEntries)
+            {
+                throw new UnsafeArchiveException(member.Name, $"the directories' ACLs add up to more than {MaxHeldDirectoryAclEntries} entries");
+            }
+        }
+
+        return (access, defaults);
     }
 
     /// <summary>
@@ -168,11 +279,19 @@ internal sealed class EntryPolicy
         TarHeader.LF_NORMAL or TarHeader.LF_OLDNORM => MemberKind.File,
         TarHeader.LF_DIR => MemberKind.Directory,
         TarHeader.LF_SYMLINK => MemberKind.Symlink,
-        TarHeader.LF_LINK => throw new UnsafeArchiveException(member.Name, $"hard links are not supported (it links to '{member.LinkName}')"),
+        TarHeader.LF_LINK => MemberKind.HardLink,
         TarHeader.LF_CHR => throw new UnsafeArchiveException(member.Name, "character devices are not supported"),
         TarHeader.LF_BLK => throw new UnsafeArchiveException(member.Name, "block devices are not supported"),
         TarHeader.LF_FIFO => throw new UnsafeArchiveException(member.Name, "FIFOs are not supported"),
-        _ => throw new UnsafeArchiveException(member.Name, $"entry type '{Printable(member.TypeFlag)}' is not supported; only regular files, directories and symbolic links are"),
+        _ => throw new UnsafeArchiveException(member.Name, $"entry type '{Printable(member.TypeFlag)}' is not supported; only regular files, directories, symbolic links and hard links are"),
+    };
+
+    private static string Describe(MemberKind kind) => kind switch
+    {
+        MemberKind.Directory => "directory",
+        MemberKind.Symlink => "symbolic link",
+        MemberKind.HardLink => "hard link",
+        _ => "regular file",
     };
 
     private static string Printable(byte typeFlag) =>

@@ -4,7 +4,10 @@ using ICSharpCode.SharpZipLib.Tar;
 
 namespace RegistryDR.Archive.Internal;
 
-/// <summary>One archive member with PAX and GNU long-name records already folded in.</summary>
+/// <summary>
+/// One archive member with PAX and GNU long-name records already folded in. Names and link
+/// targets are the archive's bytes decoded with <see cref="SurrogateEscape"/>.
+/// </summary>
 internal sealed record TarMember(
     string Name,
     byte TypeFlag,
@@ -14,7 +17,17 @@ internal sealed record TarMember(
     long Size,
     long ModifiedSeconds,
     uint ModifiedNanoseconds,
-    string LinkName);
+    string LinkName)
+{
+    /// <summary>Extended attributes from SCHILY.xattr.&lt;name&gt; records, by name (ordinal order), values as bytes.</summary>
+    public IReadOnlyList<KeyValuePair<string, byte[]>> ExtendedAttributes { get; init; } = [];
+
+    /// <summary>The SCHILY.acl.access record: the access ACL as text, or null.</summary>
+    public string? AccessAcl { get; init; }
+
+    /// <summary>The SCHILY.acl.default record: a directory's default ACL as text, or null.</summary>
+    public string? DefaultAcl { get; init; }
+}
 
 /// <summary>
 /// A deliberately strict tar parser. SharpZipLib's TarInputStream is not used for reading
@@ -22,16 +35,19 @@ internal sealed record TarMember(
 /// disappear instead of being refused), does not verify the checksum of a header that follows a
 /// long-name record, and ignores long link names. Here every header is checksummed, every
 /// numeric field must be well-formed, every type flag is reported to the caller, and the
-/// archive must end with a proper end-of-archive marker.
+/// archive must end with a proper end-of-archive marker. Names are bytes: header fields and
+/// PAX 'path'/'linkpath' values are taken as the bytes they hold (as GNU tar does, whatever
+/// 'hdrcharset' says), and SCHILY.xattr values are binary.
 /// </summary>
 internal sealed class TarEntryReader
 {
     private const int BlockSize = 512;
 
     /// <summary>PAX and GNU long-name records are held in memory; bound them.</summary>
-    private const int MaxMetadataBytes = 1 << 20;
+    public const int MaxMetadataBytes = 1 << 20;
 
-    private static readonly Encoding Utf8 = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: false);
+    /// <summary>GNU tar's and star's PAX key prefix for one extended attribute.</summary>
+    private const string XattrPrefix = "SCHILY.xattr.";
 
     private readonly Stream _input;
     private readonly byte[] _header = new byte[BlockSize];
@@ -53,7 +69,7 @@ internal sealed class TarEntryReader
     {
         SkipRest();
 
-        Dictionary<string, string>? pax = null;
+        Dictionary<string, byte[]>? pax = null;
         string? longName = null;
         string? longLink = null;
         var sawExtension = false;
@@ -86,12 +102,12 @@ internal sealed class TarEntryReader
             switch (typeFlag)
             {
                 case TarHeader.LF_XHDR:
-                    pax ??= new Dictionary<string, string>(StringComparer.Ordinal);
+                    pax ??= new Dictionary<string, byte[]>(StringComparer.Ordinal);
                     foreach (var (key, value) in ParsePax(ReadMetadata(rawName, size, ref metadataBudget)))
                     {
                         if (key.StartsWith("GNU.sparse.", StringComparison.Ordinal))
                         {
-                            throw new UnsafeArchiveException(pax.GetValueOrDefault("path", rawName), "sparse files are not supported");
+                            throw new UnsafeArchiveException(PaxText(pax, "path") ?? rawName, "GNU sparse-file records are not supported (registry-dr stores sparse files whole)");
                         }
 
                         pax[key] = value;
@@ -100,17 +116,17 @@ internal sealed class TarEntryReader
                     sawExtension = true;
                     continue;
                 case TarHeader.LF_GNU_LONGNAME:
-                    longName = Utf8.GetString(ReadMetadata(rawName, size, ref metadataBudget)).TrimEnd('\0');
+                    longName = SurrogateEscape.Decode(ReadMetadata(rawName, size, ref metadataBudget)).TrimEnd('\0');
                     sawExtension = true;
                     continue;
                 case TarHeader.LF_GNU_LONGLINK:
-                    longLink = Utf8.GetString(ReadMetadata(rawName, size, ref metadataBudget)).TrimEnd('\0');
+                    longLink = SurrogateEscape.Decode(ReadMetadata(rawName, size, ref metadataBudget)).TrimEnd('\0');
                     sawExtension = true;
                     continue;
             }
 
             var member = new TarMember(
-                Name: pax?.GetValueOrDefault("path") ?? longName ?? rawName,
+                Name: PaxText(pax, "path") ?? longName ?? rawName,
                 TypeFlag: typeFlag,
                 Permissions: (int)(ParseNumber(_header, 100, 8, "mode") & 0xfff),
                 UserId: PaxNumber(pax, "uid") ?? ParseNumber(_header, 108, 8, "uid"),
@@ -118,12 +134,25 @@ internal sealed class TarEntryReader
                 Size: PaxNumber(pax, "size") ?? size,
                 ModifiedSeconds: ParseNumber(_header, 136, 12, "mtime"),
                 ModifiedNanoseconds: 0,
-                LinkName: pax?.GetValueOrDefault("linkpath") ?? longLink ?? ParseString(_header, 157, 100));
+                LinkName: PaxText(pax, "linkpath") ?? longLink ?? ParseString(_header, 157, 100));
 
-            if (pax?.GetValueOrDefault("mtime") is { } paxTime)
+            if (PaxText(pax, "mtime") is { } paxTime)
             {
                 var (seconds, nanoseconds) = ParsePaxTime(paxTime);
                 member = member with { ModifiedSeconds = seconds, ModifiedNanoseconds = nanoseconds };
+            }
+
+            if (pax is not null)
+            {
+                member = member with
+                {
+                    ExtendedAttributes = pax.Where(r => r.Key.StartsWith(XattrPrefix, StringComparison.Ordinal))
+                        .Select(r => KeyValuePair.Create(r.Key[XattrPrefix.Length..], r.Value))
+                        .OrderBy(r => r.Key, StringComparer.Ordinal)
+                        .ToList(),
+                    AccessAcl = PaxText(pax, "SCHILY.acl.access"),
+                    DefaultAcl = PaxText(pax, "SCHILY.acl.default"),
+                };
             }
 
             // Quoted in truncation messages: printable, like every name the reader reports.
@@ -285,7 +314,7 @@ internal sealed class TarEntryReader
     {
         var field = block.AsSpan(offset, length);
         var end = field.IndexOf((byte)0);
-        return Utf8.GetString(end < 0 ? field : field[..end]);
+        return SurrogateEscape.Decode(end < 0 ? field : field[..end]);
     }
 
     /// <summary>
@@ -338,10 +367,13 @@ internal sealed class TarEntryReader
         }
     }
 
-    /// <summary>PAX records are "LENGTH key=value\n" where LENGTH counts the whole record.</summary>
-    private static IEnumerable<(string Key, string Value)> ParsePax(byte[] data)
+    /// <summary>
+    /// PAX records are "LENGTH key=value\n" where LENGTH counts the whole record. Values are
+    /// bytes: names that are not UTF-8 and binary xattr values must survive.
+    /// </summary>
+    private static List<(string Key, byte[] Value)> ParsePax(byte[] data)
     {
-        var records = new List<(string, string)>();
+        var records = new List<(string, byte[])>();
         var position = 0;
         while (position < data.Length)
         {
@@ -359,23 +391,27 @@ internal sealed class TarEntryReader
                 throw new InvalidDataException("The archive contains a malformed PAX extended header.");
             }
 
-            var record = Utf8.GetString(data, space + 1, position + length - 1 - (space + 1));
-            var equals = record.IndexOf('=', StringComparison.Ordinal);
+            var record = data.AsSpan(space + 1, position + length - 1 - (space + 1));
+            var equals = record.IndexOf((byte)'=');
             if (equals <= 0)
             {
                 throw new InvalidDataException("The archive contains a malformed PAX extended header record.");
             }
 
-            records.Add((record[..equals], record[(equals + 1)..]));
+            records.Add((SurrogateEscape.Decode(record[..equals]), record[(equals + 1)..].ToArray()));
             position += length;
         }
 
         return records;
     }
 
-    private static long? PaxNumber(Dictionary<string, string>? pax, string key)
+    /// <summary>A PAX value as text, its bytes decoded with <see cref="SurrogateEscape"/>; null when absent.</summary>
+    private static string? PaxText(Dictionary<string, byte[]>? pax, string key) =>
+        pax is not null && pax.TryGetValue(key, out var value) ? SurrogateEscape.Decode(value) : null;
+
+    private static long? PaxNumber(Dictionary<string, byte[]>? pax, string key)
     {
-        if (pax is null || !pax.TryGetValue(key, out var text))
+        if (PaxText(pax, key) is not { } text)
         {
             return null;
         }

@@ -4,12 +4,26 @@ using ICSharpCode.SharpZipLib.Tar;
 
 namespace RegistryDR.Archive.Internal;
 
+/// <summary>What an entry carries beyond its header: ACLs as text, extended attributes as bytes.</summary>
+internal sealed record EntryAttributes(string? AccessAcl, string? DefaultAcl, IReadOnlyList<KeyValuePair<string, byte[]>> ExtendedAttributes)
+{
+    public static readonly EntryAttributes None = new(null, null, []);
+}
+
 /// <summary>
 /// Writes ustar headers through SharpZipLib's <see cref="TarOutputStream"/>, adding a PAX
 /// extended header whenever a value does not fit the classic fields exactly (long or non-ASCII
-/// names and link targets, large ids, long account names, times outside 1970..2242). Without
-/// that, SharpZipLib would silently truncate link targets and account names.
+/// names and link targets, large ids, long account names, times outside 1970..2242 or with
+/// nanoseconds) and for ACLs and extended attributes. Without that, SharpZipLib would silently
+/// truncate link targets and account names.
 /// </summary>
+/// <remarks>
+/// The ustar fields only ever hold ASCII; everything else is in PAX records written as bytes, the
+/// way GNU tar 1.34 writes them: 'path' and 'linkpath' hold a name's own bytes even when they are
+/// not UTF-8 (no 'hdrcharset' record, which GNU tar does not know and warns about), 'mtime' has
+/// nine decimals, SCHILY.acl.access / SCHILY.acl.default the ACL text, SCHILY.xattr.&lt;name&gt;
+/// each attribute's raw value. GNU tar extracts all of it with --acls --xattrs --xattrs-include='*'.
+/// </remarks>
 internal sealed class TarEntryWriter
 {
     private const int NameFieldLength = 100;
@@ -25,9 +39,9 @@ internal sealed class TarEntryWriter
         _tar = tar;
     }
 
-    public void PutEntry(string name, byte typeFlag, in UnixFileStatus status, string userName, string groupName, long size, string linkName = "")
+    public void PutEntry(string name, byte typeFlag, in UnixFileStatus status, string userName, string groupName, long size, string linkName = "", EntryAttributes? attributes = null)
     {
-        var pax = new List<(string Key, string Value)>();
+        var pax = new List<(string Key, byte[] Value)>();
         var headerName = FitOrDefer(name, NameFieldLength, "path", pax);
         var headerLink = FitOrDefer(linkName, NameFieldLength, "linkpath", pax);
         var headerUser = FitOrDefer(userName, AccountFieldLength, "uname", pax);
@@ -37,10 +51,31 @@ internal sealed class TarEntryWriter
         var gid = status.GroupId <= MaxOctalId ? (int)status.GroupId : Defer(pax, "gid", status.GroupId.ToString(CultureInfo.InvariantCulture));
 
         var seconds = status.ModifiedSeconds;
-        if (seconds is < 0 or > MaxOctalTime)
+        var outOfRange = seconds is < 0 or > MaxOctalTime;
+        if (outOfRange || status.ModifiedNanoseconds != 0)
         {
-            pax.Add(("mtime", seconds.ToString(CultureInfo.InvariantCulture)));
+            pax.Add(("mtime", Encoding.ASCII.GetBytes(PaxTime(seconds, status.ModifiedNanoseconds))));
+        }
+
+        if (outOfRange)
+        {
             seconds = 0;
+        }
+
+        attributes ??= EntryAttributes.None;
+        if (attributes.AccessAcl is { } accessAcl)
+        {
+            pax.Add(("SCHILY.acl.access", Encoding.ASCII.GetBytes(accessAcl)));
+        }
+
+        if (attributes.DefaultAcl is { } defaultAcl)
+        {
+            pax.Add(("SCHILY.acl.default", Encoding.ASCII.GetBytes(defaultAcl)));
+        }
+
+        foreach (var (attribute, value) in attributes.ExtendedAttributes)
+        {
+            pax.Add(("SCHILY.xattr." + attribute, value));
         }
 
         var modified = DateTime.UnixEpoch.AddSeconds(seconds);
@@ -67,11 +102,30 @@ internal sealed class TarEntryWriter
         _tar.PutNextEntry(new TarEntry(header));
     }
 
+    /// <summary>
+    /// "seconds.nnnnnnnnn" as GNU tar writes it; a time before the epoch is negative as a whole
+    /// ({-2 s, 0.5e9 ns} is "-1.500000000"), as POSIX and the reader read it.
+    /// </summary>
+    internal static string PaxTime(long seconds, uint nanoseconds)
+    {
+        if (nanoseconds == 0)
+        {
+            return seconds.ToString(CultureInfo.InvariantCulture);
+        }
+
+        if (seconds >= 0)
+        {
+            return string.Create(CultureInfo.InvariantCulture, $"{seconds}.{nanoseconds:D9}");
+        }
+
+        return string.Create(CultureInfo.InvariantCulture, $"-{-(seconds + 1)}.{1_000_000_000 - nanoseconds:D9}");
+    }
+
     public void Write(byte[] buffer, int count) => _tar.Write(buffer, 0, count);
 
     public void CloseEntry() => _tar.CloseEntry();
 
-    private void WritePaxHeader(List<(string Key, string Value)> records, DateTime modified)
+    private void WritePaxHeader(List<(string Key, byte[] Value)> records, DateTime modified)
     {
         var data = new List<byte>();
         foreach (var (key, value) in records)
@@ -99,31 +153,32 @@ internal sealed class TarEntryWriter
         _tar.CloseEntry();
     }
 
-    /// <summary>"LENGTH key=value\n", where LENGTH includes its own digits.</summary>
-    private static byte[] PaxRecord(string key, string value)
+    /// <summary>"LENGTH key=value\n", where LENGTH includes its own digits; the value is bytes.</summary>
+    private static byte[] PaxRecord(string key, byte[] value)
     {
-        var body = Encoding.UTF8.GetByteCount($" {key}={value}\n");
+        var keyBytes = SurrogateEscape.Encode(key);
+        var body = 1 + keyBytes.Length + 1 + value.Length + 1; // " key=value\n"
         var length = body + 1;
         while (length.ToString(CultureInfo.InvariantCulture).Length + body != length)
         {
             length = length.ToString(CultureInfo.InvariantCulture).Length + body;
         }
 
-        return Encoding.UTF8.GetBytes($"{length.ToString(CultureInfo.InvariantCulture)} {key}={value}\n");
+        return [.. Encoding.ASCII.GetBytes(length.ToString(CultureInfo.InvariantCulture) + " "), .. keyBytes, (byte)'=', .. value, (byte)'\n'];
     }
 
     /// <summary>
-    /// Plain ASCII that fits goes into the header field; anything else goes to PAX and the field
-    /// gets an ASCII stand-in, which readers that understand PAX ignore.
+    /// Plain ASCII that fits goes into the header field; anything else goes to PAX as the bytes it
+    /// stands for, and the field gets an ASCII stand-in, which readers that understand PAX ignore.
     /// </summary>
-    private static string FitOrDefer(string value, int fieldLength, string paxKey, List<(string Key, string Value)> pax)
+    private static string FitOrDefer(string value, int fieldLength, string paxKey, List<(string Key, byte[] Value)> pax)
     {
         if (value.Length <= fieldLength && Ascii.IsValid(value))
         {
             return value;
         }
 
-        pax.Add((paxKey, value));
+        pax.Add((paxKey, SurrogateEscape.Encode(value)));
         var standIn = new StringBuilder(fieldLength);
         foreach (var c in value)
         {
@@ -138,9 +193,9 @@ internal sealed class TarEntryWriter
         return standIn.ToString();
     }
 
-    private static int Defer(List<(string Key, string Value)> pax, string key, string value)
+    private static int Defer(List<(string Key, byte[] Value)> pax, string key, string value)
     {
-        pax.Add((key, value));
+        pax.Add((key, Encoding.ASCII.GetBytes(value)));
         return 0;
     }
 }
