@@ -399,10 +399,18 @@ public sealed class NodeReplacementTests
 
         public async Task<CommandResult> RunBootScriptAsync(NodeConfig config)
         {
-            // The release artifact: this build of registry-dr, as a tarball with its SHA-256.
+            // The release artifact: this build of registry-dr, as a tarball with its SHA-256. The boot
+            // script installs only a release whose RELEASE file says it is self-contained; this test
+            // build is not (its registry-dr apphost runs on this machine's .NET), so it is labelled as
+            // package-release.sh labels the real one, which Deployment/ReleasePackageTests builds and starts.
             var artifact = Path.Combine(Root, "registry-dr.tar.gz");
             if (!File.Exists(artifact))
-                await RunAsync("tar", ["-czf", artifact, "-C", AppContext.BaseDirectory, "."], null);
+            {
+                var release = Directory.CreateDirectory(Path.Combine(Root, "release")).FullName;
+                await RunAsync("cp", ["-a", AppContext.BaseDirectory.TrimEnd('/') + "/.", release + "/"], null);
+                File.WriteAllText(Path.Combine(release, "RELEASE"), "registry-dr test-build\nruntime-identifier linux-x64\nself-contained true\n");
+                await RunAsync("tar", ["-czf", artifact, "-C", release, "."], null);
+            }
             var env = AwsEnvironment();
             env["REGISTRYDR_ARTIFACT_URL"] = "file://" + artifact;
             env["REGISTRYDR_ARTIFACT_SHA256"] = TestNode.Sha256(artifact);
@@ -414,6 +422,7 @@ public sealed class NodeReplacementTests
             env["REGISTRYDR_RUN_DIR"] = Path.Combine(Root, "run-" + config.Name);
             env["REGISTRYDR_STATE_DIR"] = Path.Combine(Root, "var-lib-" + config.Name);
             env["REGISTRYDR_INSTANCE_ID"] = InstanceId;
+            env["REGISTRYDR_NODE_STATE_FILE"] = config.StateFile;
             return await RunAsync("bash", [Path.Combine(RepoRoot(), "bootstrap", "registry-dr-boot.sh")], env);
         }
 
