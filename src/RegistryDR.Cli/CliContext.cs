@@ -44,7 +44,9 @@ internal sealed class CliContext : IDisposable
     }
 
     /// <summary>Loads the configuration, runs <paramref name="body"/>, and turns failures into a message and an exit code.</summary>
-    public static async Task<int> RunAsync(ParseResult parse, bool json, Func<CliContext, CancellationToken, Task<int>> body)
+    /// <param name="onInvalidConfiguration">Run (with the message) before exiting with <see cref="ExitCodes.InvalidConfiguration"/>; <c>bootstrap</c> reports to AWS there.</param>
+    public static async Task<int> RunAsync(ParseResult parse, bool json, Func<CliContext, CancellationToken, Task<int>> body,
+        Func<string, ILoggerFactory, Task>? onInvalidConfiguration = null)
     {
         using var cts = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; cts.Cancel(); });
@@ -58,6 +60,11 @@ internal sealed class CliContext : IDisposable
         catch (ConfigurationException ex)
         {
             Console.Error.WriteLine(ex.Message);
+            if (onInvalidConfiguration is not null)
+            {
+                using var reportLoggers = CreateLoggerFactory(LogLevel.Information);
+                await onInvalidConfiguration(ex.Message, reportLoggers);
+            }
             return ExitCodes.InvalidConfiguration;
         }
         var verbose = parse.GetValue(RegistryDrCli.VerboseOption);
@@ -93,6 +100,7 @@ internal sealed class CliContext : IDisposable
     private static int? Classify(Exception ex) => ex switch
     {
         ConfigurationException => ExitCodes.InvalidConfiguration,
+        Agent.LifecycleActionNotCompletedException => ExitCodes.LifecycleNotCompleted,
         Agent.BootstrapFailedException b when b.InnerException is BackupNotFoundException => ExitCodes.NoBackup,
         Agent.BootstrapFailedException b when b.InnerException is RestoreFailedException => ExitCodes.RestoreFailed,
         Agent.BootstrapFailedException => ExitCodes.Failed,

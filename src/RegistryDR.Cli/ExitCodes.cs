@@ -16,6 +16,8 @@ internal static class ExitCodes
     public const int RestoreFailed = 5;
     /// <summary><c>status</c>: the registry is not protected (LATE, MISSING, or the store cannot be read).</summary>
     public const int NotProtected = 6;
+    /// <summary><c>bootstrap</c>: the node restored, but Auto Scaling did not accept CONTINUE for the launch hook; the instance will not enter service.</summary>
+    public const int LifecycleNotCompleted = 7;
     /// <summary>Interrupted by SIGINT or SIGTERM.</summary>
     public const int Cancelled = 130;
 }

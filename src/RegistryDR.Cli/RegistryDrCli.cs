@@ -218,9 +218,18 @@ internal static class RegistryDrCli
             await using var monitoring = ctx.Options.Monitoring.Enabled ? await MonitoringServer.StartAsync(ctx.Options, metrics, ctx.LoggerFactory, ct) : null;
             var agent = new BootstrapAgent(ctx.Options, ctx.Store,
                 new InstanceMetadataClient(agentOptions.MetadataEndpoint),
-                identity => AwsQueryControlPlane.FromDefaultCredentials(identity.Region, agentOptions.AutoScalingEndpoint, agentOptions.CloudFormationEndpoint),
+                region => AwsQueryControlPlane.FromDefaultCredentials(region, agentOptions.AutoScalingEndpoint, agentOptions.CloudFormationEndpoint),
                 ctx.LoggerFactory, ctx.Time, events: metrics);
-            var result = await agent.RunAsync(ct);
+            BootstrapResult result;
+            try
+            {
+                result = await agent.RunAsync(ct);
+            }
+            catch (LifecycleActionNotCompletedException ex) when (ctx.Json)
+            {
+                Console.WriteLine(JsonSerializer.Serialize(ex.Result, JsonOutput));
+                throw;
+            }
             if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(result, JsonOutput));
             else
             {
@@ -229,8 +238,19 @@ internal static class RegistryDrCli
                     : $"Bootstrap complete: restored backup {result.BackupId}.");
                 if (result.SkippedBackups.Count > 0)
                     Console.WriteLine($"Newer backups failed verification and were skipped: {string.Join(", ", result.SkippedBackups)}");
+                Console.WriteLine($"Lifecycle action: {result.Lifecycle}; CloudFormation signal: {result.Signal}.");
             }
             return ExitCodes.Success;
+        }, onInvalidConfiguration: async (reason, loggers) =>
+        {
+            // The agent cannot run, but AWS can still hear it at once rather than at the hooks' timeouts.
+            var logger = loggers.CreateLogger("registry-dr.bootstrap");
+            var agent = UnstartableBootstrap.ReadAgentOptions(parse.GetValue(ConfigOption), logger);
+            var (lifecycle, signal) = await UnstartableBootstrap.ReportAsync(agent, "invalid configuration: " + reason,
+                new InstanceMetadataClient(agent.MetadataEndpoint),
+                region => AwsQueryControlPlane.FromDefaultCredentials(region, agent.AutoScalingEndpoint, agent.CloudFormationEndpoint),
+                TimeProvider.System, logger);
+            Console.Error.WriteLine($"Reported to AWS: lifecycle action {lifecycle}, CloudFormation signal {signal}.");
         }));
         return command;
     }

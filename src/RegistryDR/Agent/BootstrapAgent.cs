@@ -7,28 +7,45 @@ using RegistryDR.Stores;
 
 namespace RegistryDR.Agent;
 
-public sealed record BootstrapResult(NodeStatus Status, string? BackupId, IReadOnlyList<string> SkippedBackups, InstanceIdentity Identity);
+/// <summary>What the bootstrap did, and what AWS made of it.</summary>
+/// <param name="Lifecycle">The launch lifecycle action's fate (CONTINUE after a restore).</param>
+/// <param name="Signal">The CloudFormation signal's fate (SUCCESS after a restore).</param>
+public sealed record BootstrapResult(NodeStatus Status, string? BackupId, IReadOnlyList<string> SkippedBackups, InstanceIdentity Identity,
+    LifecycleActionOutcome Lifecycle = LifecycleActionOutcome.NotSent, ResourceSignalOutcome Signal = ResourceSignalOutcome.NotSent);
 
 /// <summary>
 /// Runs once on a fresh instance: finds who it is, restores the newest backup that verifies
 /// (falling back to older ones when a set is corrupt), starts the registry, and only then tells
-/// Auto Scaling (CONTINUE) and CloudFormation (SUCCESS). Any failure is reported as ABANDON and
-/// FAILURE, and the node is marked so that it never writes a backup.
+/// Auto Scaling (CONTINUE) and CloudFormation (SUCCESS). A failed restore is reported as ABANDON
+/// and FAILURE, and the node is marked so that it never writes a backup.
 /// </summary>
+/// <remarks>
+/// <para>Order: <c>CompleteLifecycleAction</c> first, <c>SignalResource</c> second. The instance
+/// enters service (and its load balancer) only on CONTINUE ("Amazon EC2 Auto Scaling lifecycle
+/// hooks"), while a SUCCESS signal lets CloudFormation count the instance and go on with the
+/// create or the rolling update ("CreationPolicy attribute", "UpdatePolicy attribute",
+/// WaitOnResourceSignals): signalling first could report success for an instance Auto Scaling
+/// then abandons. When CONTINUE is not accepted (and the instance is not in service), FAILURE is
+/// signalled instead, so a waiting stack rolls back at once rather than at its timeout.</para>
+/// <para>Outside a stack create or update (an unplanned replacement by the group itself)
+/// CloudFormation refuses every signal with ValidationError: that is logged and the bootstrap
+/// succeeds. Once the restore succeeded, no reporting error changes the node's state.</para>
+/// </remarks>
 public sealed partial class BootstrapAgent
 {
     private readonly RegistryDrOptions _options;
     private readonly IBackupStore _store;
     private readonly IInstanceMetadata _metadata;
-    private readonly Func<InstanceIdentity, IAwsControlPlane> _controlPlane;
+    private readonly Func<string, IAwsControlPlane> _controlPlane;
     private readonly ILoggerFactory _loggers;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly HttpClient? _http;
     private readonly Monitoring.IOperationEvents? _events;
 
+    /// <param name="controlPlane">Builds the AWS client for a region (the instance's).</param>
     public BootstrapAgent(RegistryDrOptions options, IBackupStore store, IInstanceMetadata metadata,
-        Func<InstanceIdentity, IAwsControlPlane> controlPlane, ILoggerFactory loggers, TimeProvider time, HttpClient? http = null,
+        Func<string, IAwsControlPlane> controlPlane, ILoggerFactory loggers, TimeProvider time, HttpClient? http = null,
         Monitoring.IOperationEvents? events = null)
     {
         _events = events;
@@ -44,71 +61,56 @@ public sealed partial class BootstrapAgent
 
     private AgentOptions Agent => _options.Agent;
 
+    /// <exception cref="BootstrapFailedException">Nothing could be restored; the node is marked Failed and ABANDON/FAILURE were sent.</exception>
+    /// <exception cref="LifecycleActionNotCompletedException">The restore succeeded but Auto Scaling did not accept CONTINUE.</exception>
     public async Task<BootstrapResult> RunAsync(CancellationToken cancellationToken)
     {
-        var identity = await ResolveIdentityAsync(cancellationToken);
+        var (identity, aws, _) = await new NodeIdentityResolver(Agent, _metadata, _controlPlane, _logger).ResolveAsync(cancellationToken);
         LogIdentity(identity.InstanceId, identity.Region, identity.StackName ?? "(none)", identity.AutoScalingGroupName ?? "(none)");
         NodeStateFile.Write(Agent.StateFile, new NodeState(NodeStatus.Restoring, _time.GetUtcNow(), null, identity.InstanceId, null));
-        var aws = _controlPlane(identity);
-        var lifecycle = LifecycleFor(identity);
+        var reporter = new LifecycleReporter(aws, identity, _logger);
+        var launch = reporter.ActionFor(Agent.LifecycleHookName);
 
         using var heartbeatStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var heartbeats = lifecycle is null ? Task.CompletedTask : HeartbeatAsync(aws, lifecycle, heartbeatStop.Token);
+        var heartbeats = launch is null ? Task.CompletedTask : reporter.HeartbeatAsync(launch, Agent.HeartbeatInterval, _time, heartbeatStop.Token);
         var skipped = new List<string>();
+        NodeStatus status;
+        string? backupId;
         try
         {
-            var (status, backupId, generation) = await RestoreNewestValidAsync(identity, skipped, cancellationToken);
+            Fencing.Generation generation;
+            (status, backupId, generation) = await RestoreNewestValidAsync(identity, skipped, cancellationToken);
             await heartbeatStop.CancelAsync();
             await heartbeats;
             NodeStateFile.Write(Agent.StateFile, new NodeState(status, _time.GetUtcNow(), backupId, identity.InstanceId,
                 skipped.Count == 0 ? null : $"skipped corrupt sets: {string.Join(", ", skipped)}") { Generation = generation.Number });
-            await SignalAsync(aws, identity, lifecycle, success: true);
-            LogSucceeded(status, backupId ?? "(none)");
-            return new BootstrapResult(status, backupId, skipped, identity);
         }
         catch (Exception ex)
         {
             await heartbeatStop.CancelAsync();
-            try { await heartbeats; } catch (OperationCanceledException) { }
+            await heartbeats;
             NodeStateFile.Write(Agent.StateFile, new NodeState(NodeStatus.Failed, _time.GetUtcNow(), null, identity.InstanceId, ex.Message));
             LogFailed(ex, ex.Message);
-            try
-            {
-                await SignalAsync(aws, identity, lifecycle, success: false);
-            }
-            catch (Exception signalError)
-            {
-                LogSignalFailed(signalError, signalError.Message);
-            }
+            // CancellationToken.None: a stop request must not keep AWS from hearing why (each call is bounded).
+            await reporter.CompleteAsync(launch, LifecycleActionResult.Abandon, terminating: false, CancellationToken.None);
+            await reporter.SignalAsync(Agent.SignalResource, ResourceSignalStatus.Failure, CancellationToken.None);
             if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested) throw;
             throw new BootstrapFailedException(ex.Message, ex);
         }
-    }
 
-    private async Task<InstanceIdentity> ResolveIdentityAsync(CancellationToken cancellationToken)
-    {
-        var fromConfig = new InstanceIdentity(Agent.InstanceId ?? "", Agent.Region ?? "", Agent.StackName, Agent.AutoScalingGroupName);
-        var complete = fromConfig.InstanceId.Length > 0 && fromConfig.Region.Length > 0 &&
-                       (string.IsNullOrEmpty(Agent.SignalResource) || fromConfig.StackName is not null) &&
-                       (string.IsNullOrEmpty(Agent.LifecycleHookName) || fromConfig.AutoScalingGroupName is not null);
-        if (complete) return fromConfig;
-        var imds = await _metadata.GetIdentityAsync(cancellationToken);
-        return new InstanceIdentity(
-            fromConfig.InstanceId.Length > 0 ? fromConfig.InstanceId : imds.InstanceId,
-            fromConfig.Region.Length > 0 ? fromConfig.Region : imds.Region,
-            fromConfig.StackName ?? imds.StackName,
-            fromConfig.AutoScalingGroupName ?? imds.AutoScalingGroupName);
-    }
-
-    private LifecycleAction? LifecycleFor(InstanceIdentity identity)
-    {
-        if (string.IsNullOrEmpty(Agent.LifecycleHookName)) return null;
-        if (identity.AutoScalingGroupName is null)
+        // The node is restored: from here on its state stays what the restore made it.
+        var lifecycle = await reporter.CompleteAsync(launch, LifecycleActionResult.Continue, terminating: false, CancellationToken.None);
+        if (lifecycle == LifecycleActionOutcome.NotCompleted)
         {
-            LogNoGroup(Agent.LifecycleHookName);
-            return null;
+            var refused = await reporter.SignalAsync(Agent.SignalResource, ResourceSignalStatus.Failure, CancellationToken.None);
+            var result = new BootstrapResult(status, backupId, skipped, identity, lifecycle, refused);
+            throw new LifecycleActionNotCompletedException(
+                $"Restored backup {backupId ?? "(none: first boot)"}, but Auto Scaling did not accept CONTINUE for lifecycle hook {launch!.LifecycleHookName} of group {launch.AutoScalingGroupName}: " +
+                "the instance will not enter service (the log above says why). The node state stays " + status + ".", result);
         }
-        return new LifecycleAction(identity.AutoScalingGroupName, Agent.LifecycleHookName, identity.InstanceId);
+        var signal = await reporter.SignalAsync(Agent.SignalResource, ResourceSignalStatus.Success, CancellationToken.None);
+        LogSucceeded(status, backupId ?? "(none)", lifecycle, signal);
+        return new BootstrapResult(status, backupId, skipped, identity, lifecycle, signal);
     }
 
     private async Task<(NodeStatus, string?, Fencing.Generation)> RestoreNewestValidAsync(InstanceIdentity identity, List<string> skipped, CancellationToken cancellationToken)
@@ -157,62 +159,6 @@ public sealed partial class BootstrapAgent
         throw new BackupNotFoundException($"None of the {complete.Count} complete backups in {_store.Description} verified ({string.Join(", ", skipped)}); the node was not changed.");
     }
 
-    private async Task HeartbeatAsync(IAwsControlPlane aws, LifecycleAction lifecycle, CancellationToken cancellationToken)
-    {
-        using var timer = new PeriodicTimer(Agent.HeartbeatInterval, _time);
-        try
-        {
-            while (await timer.WaitForNextTickAsync(cancellationToken))
-            {
-                try
-                {
-                    await aws.RecordLifecycleActionHeartbeatAsync(lifecycle, cancellationToken);
-                    LogHeartbeat();
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException)
-                {
-                    // A missed heartbeat only shortens the hook's patience; the restore goes on.
-                    LogHeartbeatFailed(ex, ex.Message);
-                }
-            }
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-        }
-    }
-
-    private async Task SignalAsync(IAwsControlPlane aws, InstanceIdentity identity, LifecycleAction? lifecycle, bool success)
-    {
-        var errors = new List<Exception>();
-        if (lifecycle is not null)
-        {
-            try
-            {
-                await aws.CompleteLifecycleActionAsync(lifecycle, success ? LifecycleActionResult.Continue : LifecycleActionResult.Abandon, CancellationToken.None);
-                LogLifecycleCompleted(success ? "CONTINUE" : "ABANDON", lifecycle.AutoScalingGroupName);
-            }
-            catch (Exception ex) { errors.Add(ex); }
-        }
-        if (!string.IsNullOrEmpty(Agent.SignalResource))
-        {
-            if (identity.StackName is null)
-            {
-                LogNoStack(Agent.SignalResource);
-            }
-            else
-            {
-                try
-                {
-                    await aws.SignalResourceAsync(identity.StackName, Agent.SignalResource, identity.InstanceId, success ? ResourceSignalStatus.Success : ResourceSignalStatus.Failure, CancellationToken.None);
-                    LogSignalled(success ? "SUCCESS" : "FAILURE", identity.StackName, Agent.SignalResource);
-                }
-                catch (Exception ex) { errors.Add(ex); }
-            }
-        }
-        if (errors.Count > 0)
-            throw new AggregateException("Telling AWS the bootstrap result failed: " + string.Join("; ", errors.Select(e => e.Message)), errors);
-    }
-
     [LoggerMessage(4013, LogLevel.Information, "Took fencing generation {Generation}: older nodes stop writing backups to this store")]
     private partial void LogGeneration(long generation);
 
@@ -228,32 +174,21 @@ public sealed partial class BootstrapAgent
     [LoggerMessage(4003, LogLevel.Warning, "The store {Store} is empty and Agent:AllowFirstBoot is set: starting an empty registry as the first node")]
     private partial void LogFirstBoot(string store);
 
-    [LoggerMessage(4004, LogLevel.Information, "Bootstrap succeeded: {Status}, backup {BackupId}")]
-    private partial void LogSucceeded(NodeStatus status, string backupId);
+    [LoggerMessage(4004, LogLevel.Information, "Bootstrap succeeded: {Status}, backup {BackupId}; lifecycle action {Lifecycle}, CloudFormation signal {Signal}")]
+    private partial void LogSucceeded(NodeStatus status, string backupId, LifecycleActionOutcome lifecycle, ResourceSignalOutcome signal);
 
     [LoggerMessage(4005, LogLevel.Critical, "Bootstrap failed; this node will not serve and will never write backups: {Reason}")]
     private partial void LogFailed(Exception ex, string reason);
-
-    [LoggerMessage(4006, LogLevel.Error, "Could not tell AWS the bootstrap result: {Reason}")]
-    private partial void LogSignalFailed(Exception ex, string reason);
-
-    [LoggerMessage(4007, LogLevel.Information, "Lifecycle action completed with {Result} for group {Group}")]
-    private partial void LogLifecycleCompleted(string result, string group);
-
-    [LoggerMessage(4008, LogLevel.Information, "Signalled {Status} to stack {Stack} resource {Resource}")]
-    private partial void LogSignalled(string status, string stack, string resource);
-
-    [LoggerMessage(4009, LogLevel.Debug, "Lifecycle heartbeat recorded")]
-    private partial void LogHeartbeat();
-
-    [LoggerMessage(4010, LogLevel.Warning, "Lifecycle heartbeat failed: {Reason}")]
-    private partial void LogHeartbeatFailed(Exception ex, string reason);
-
-    [LoggerMessage(4011, LogLevel.Warning, "Agent:LifecycleHookName is {Hook} but the Auto Scaling group is unknown (no aws:autoscaling:groupName tag in instance metadata, no Agent:AutoScalingGroupName); no lifecycle action will be sent")]
-    private partial void LogNoGroup(string hook);
-
-    [LoggerMessage(4012, LogLevel.Warning, "Agent:SignalResource is {Resource} but the stack is unknown (no aws:cloudformation:stack-name tag, no Agent:StackName); no signal will be sent")]
-    private partial void LogNoStack(string resource);
 }
 
 public sealed class BootstrapFailedException(string message, Exception inner) : Exception("Bootstrap failed: " + message, inner);
+
+/// <summary>
+/// The node restored (its state is <see cref="BootstrapResult.Status"/>), but Auto Scaling did not
+/// accept CONTINUE for the launch hook and the instance is not in service: it will not take
+/// traffic, and the group applies the hook's DefaultResult. FAILURE was signalled.
+/// </summary>
+public sealed class LifecycleActionNotCompletedException(string message, BootstrapResult result) : Exception(message)
+{
+    public BootstrapResult Result { get; } = result;
+}

@@ -10,9 +10,18 @@ namespace RegistryDR.Aws;
 /// <summary>
 /// <see cref="IAwsControlPlane"/> as AWS Query-protocol POSTs (form-encoded parameters, XML
 /// answers) signed with SigV4. The AutoScaling and CloudFormation SDK packages are not in the
-/// registry we build from, so this speaks the three calls directly, using AWSSDK.Core only for
+/// registry we build from, so this speaks the four calls directly, using AWSSDK.Core only for
 /// credentials and the signing primitive.
 /// </summary>
+/// <remarks>
+/// Retries: throttling (<c>Throttling</c>, <c>RequestLimitExceeded</c> and the other codes in
+/// <see cref="ThrottlingCodes"/>, on a 400 as AWS Query services send them), 429, 5xx, timeouts
+/// and failed connections are tried again with exponential back-off and jitter: by default
+/// <see cref="MaxAttempts"/> = 8 tries with waits of 0.25–0.5, 0.5–1, 1–2, 2–4, 4–8, 5–10 and 5–10 s,
+/// so a call gives up after at most 35.5 s of back-off plus <see cref="RequestTimeout"/> (20 s) per
+/// try: under 3.5 minutes in the worst case, well inside a lifecycle hook's heartbeat timeout.
+/// Everything else (a ValidationError, AccessDenied, a bad signature) is returned at once.
+/// </remarks>
 public sealed class AwsQueryControlPlane : IAwsControlPlane
 {
     private const string FormContentType = "application/x-www-form-urlencoded; charset=utf-8";
@@ -28,8 +37,8 @@ public sealed class AwsQueryControlPlane : IAwsControlPlane
         Timeout = Timeout.InfiniteTimeSpan,
     });
 
-    // Codes AWS uses for "slow down" on a 400/403 (5xx and 429 are retried whatever the code).
-    private static readonly HashSet<string> ThrottlingCodes = new(StringComparer.Ordinal)
+    /// <summary>Codes AWS uses for "slow down" on a 400/403 (5xx and 429 are retried whatever the code).</summary>
+    internal static readonly HashSet<string> ThrottlingCodes = new(StringComparer.Ordinal)
     {
         "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled", "RequestThrottledException",
         "TooManyRequestsException", "RequestLimitExceeded", "SlowDown", "PriorRequestNotComplete",
@@ -65,12 +74,12 @@ public sealed class AwsQueryControlPlane : IAwsControlPlane
         new(region, new DefaultChainCredentials(), autoScalingEndpoint, cloudFormationEndpoint);
 
     /// <summary>Tries per call, counting the first.</summary>
-    internal int MaxAttempts { get; init; } = 5;
+    internal int MaxAttempts { get; init; } = 8;
 
-    /// <summary>Back-off before the second try; doubled each time up to <see cref="RetryMaxDelay"/>, with jitter.</summary>
-    internal TimeSpan RetryBaseDelay { get; init; } = TimeSpan.FromMilliseconds(250);
+    /// <summary>Back-off step before the second try (the wait is half to all of the step); doubled each time up to <see cref="RetryMaxDelay"/>.</summary>
+    internal TimeSpan RetryBaseDelay { get; init; } = TimeSpan.FromMilliseconds(500);
 
-    internal TimeSpan RetryMaxDelay { get; init; } = TimeSpan.FromSeconds(5);
+    internal TimeSpan RetryMaxDelay { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Deadline for one try.</summary>
     internal TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(20);
@@ -95,6 +104,33 @@ public sealed class AwsQueryControlPlane : IAwsControlPlane
         // A retry after a lost answer may find the action already completed and get a
         // ValidationError ("No active Lifecycle Action found"); the caller sees it as such.
         return CallAsync(_autoScaling, "CompleteLifecycleAction", parameters, cancellationToken);
+    }
+
+    public async Task<AutoScalingInstance?> DescribeAutoScalingInstanceAsync(string instanceId, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(instanceId);
+        var answer = await CallAsync(_autoScaling, "DescribeAutoScalingInstances", [new("InstanceIds.member.1", instanceId)], cancellationToken);
+        try
+        {
+            using var reader = XmlReader.Create(new StringReader(answer), SafeXml);
+            // <DescribeAutoScalingInstancesResult><AutoScalingInstances><member>…</member></AutoScalingInstances>;
+            // an id in no group is simply absent (the API ignores unknown ids).
+            var member = XDocument.Load(reader).Descendants()
+                .Where(e => e.Name.LocalName == "member" && e.Parent?.Name.LocalName == "AutoScalingInstances")
+                .FirstOrDefault(e => Child(e, "InstanceId") == instanceId);
+            if (member is null) return null;
+            var group = Child(member, "AutoScalingGroupName");
+            var state = Child(member, "LifecycleState");
+            if (string.IsNullOrEmpty(group) || string.IsNullOrEmpty(state))
+                throw new AwsApiException($"AutoScaling DescribeAutoScalingInstances failed: the answer for {instanceId} has no AutoScalingGroupName or LifecycleState.", null, 200);
+            return new AutoScalingInstance(instanceId, group, state, Child(member, "HealthStatus") ?? "");
+        }
+        catch (XmlException ex)
+        {
+            throw new AwsApiException($"AutoScaling DescribeAutoScalingInstances failed: the answer is not XML: {ex.Message}", null, 200, ex);
+        }
+
+        static string? Child(XElement e, string name) => e.Elements().FirstOrDefault(c => c.Name.LocalName == name)?.Value.Trim();
     }
 
     public Task RecordLifecycleActionHeartbeatAsync(LifecycleAction action, CancellationToken cancellationToken)
@@ -139,7 +175,8 @@ public sealed class AwsQueryControlPlane : IAwsControlPlane
         return parameters;
     }
 
-    private async Task CallAsync(QueryService service, string action, List<KeyValuePair<string, string>> parameters, CancellationToken cancellationToken)
+    /// <summary>Sends one Query action (retrying as the class remarks say) and returns the <c>{Action}Response</c> document.</summary>
+    private async Task<string> CallAsync(QueryService service, string action, List<KeyValuePair<string, string>> parameters, CancellationToken cancellationToken)
     {
         var body = Encoding.UTF8.GetBytes(FormEncode([new("Action", action), new("Version", service.Version), .. parameters]));
         var what = $"{service.DisplayName} {action}";
@@ -183,7 +220,7 @@ public sealed class AwsQueryControlPlane : IAwsControlPlane
                 var root = RootElementName(answer);
                 if (root != action + "Response")
                     throw new AwsApiException($"{what} failed: HTTP {(int)status} from {service.Endpoint} was not a {action}Response document (got {root ?? "no XML"}).", null, (int)status);
-                return;
+                return answer;
             }
 
             var (code, message) = ParseError(answer);

@@ -1,9 +1,10 @@
 namespace RegistryDR.Aws;
 
 /// <summary>
-/// Who this instance is, as EC2 instance metadata tells it. The stack and group names come
-/// from instance tags, which are only in metadata when the launch template allows it, so they
-/// may be null even inside a stack's Auto Scaling group.
+/// Who this instance is. The stack and group names, when they come from instance metadata, come
+/// from instance tags, which are only there when the launch template enables
+/// <c>InstanceMetadataTags</c>; RegistryDR does not need that (the group comes from
+/// <c>DescribeAutoScalingInstances</c>, the stack from <c>Agent:StackName</c>), so they may be null.
 /// </summary>
 public sealed record InstanceIdentity(string InstanceId, string Region, string? StackName, string? AutoScalingGroupName);
 
@@ -11,6 +12,16 @@ public sealed record InstanceIdentity(string InstanceId, string Region, string? 
 public interface IInstanceMetadata
 {
     Task<InstanceIdentity> GetIdentityAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// <c>/latest/meta-data/autoscaling/target-lifecycle-state</c>: the state Auto Scaling is moving
+    /// this instance to (<c>InService</c>, <c>Terminated</c>, <c>Standby</c>, <c>Detached</c>, or a
+    /// <c>Warmed:*</c> state), as "Retrieve the target lifecycle state through instance metadata" in
+    /// the Amazon EC2 Auto Scaling User Guide describes. Null when the item is absent (404: the
+    /// instance is in no Auto Scaling group).
+    /// </summary>
+    /// <exception cref="InstanceMetadataUnavailableException">Metadata could not be read at all.</exception>
+    Task<string?> GetTargetLifecycleStateAsync(CancellationToken cancellationToken);
 }
 
 /// <summary>

@@ -4,7 +4,8 @@ namespace RegistryDR.Aws;
 
 /// <summary>
 /// A small IMDSv2 client: one session token per <see cref="GetIdentityAsync"/>, then plain
-/// GETs. Short timeouts and a few retries, because off EC2 (or behind a hop limit of 1 in a
+/// GETs; <see cref="GetTargetLifecycleStateAsync"/>, which the worker polls, keeps its token
+/// until the service refuses it. Short timeouts and a few retries, because off EC2 (or behind a hop limit of 1 in a
 /// container) the link-local address never answers, and the agent should say so within
 /// seconds rather than hang.
 /// </summary>
@@ -35,6 +36,7 @@ public sealed class InstanceMetadataClient : IInstanceMetadata
 
     private readonly string _endpoint;
     private readonly HttpClient _http;
+    private Session? _pollSession;
 
     public InstanceMetadataClient(string endpoint, HttpClient? http = null)
     {
@@ -65,6 +67,14 @@ public sealed class InstanceMetadataClient : IInstanceMetadata
         var stack = await GetAsync(session, "/latest/meta-data/tags/instance/" + StackNameTag, optional: true, cancellationToken);
         var group = await GetAsync(session, "/latest/meta-data/tags/instance/" + AutoScalingGroupTag, optional: true, cancellationToken);
         return new InstanceIdentity(instanceId!, region!, stack, group);
+    }
+
+    public async Task<string?> GetTargetLifecycleStateAsync(CancellationToken cancellationToken)
+    {
+        // Polled every few seconds for the whole life of the node: one token (valid for
+        // TokenTtlSeconds) serves many polls, and GetAsync takes a new one on a 401.
+        var session = _pollSession ??= new Session(await GetTokenAsync(cancellationToken));
+        return await GetAsync(session, "/latest/meta-data/autoscaling/target-lifecycle-state", optional: true, cancellationToken);
     }
 
     private async Task<string> GetTokenAsync(CancellationToken cancellationToken)

@@ -266,14 +266,33 @@ public sealed class AgentOptions
     /// <summary>Override the region instead of reading it from instance metadata.</summary>
     public string? Region { get; set; }
 
-    /// <summary>The CloudFormation stack; default: the instance's <c>aws:cloudformation:stack-name</c> tag.</summary>
+    /// <summary>
+    /// The CloudFormation stack to signal. The template writes <c>${AWS::StackName}</c> here; without it
+    /// the instance's <c>aws:cloudformation:stack-name</c> tag is used when instance metadata has tags.
+    /// </summary>
     public string? StackName { get; set; }
 
-    /// <summary>The Auto Scaling group; default: the instance's <c>aws:autoscaling:groupName</c> tag.</summary>
+    /// <summary>
+    /// The Auto Scaling group. Default: asked with <c>DescribeAutoScalingInstances</c> for this
+    /// instance, then the <c>aws:autoscaling:groupName</c> tag when instance metadata has tags.
+    /// </summary>
     public string? AutoScalingGroupName { get; set; }
 
     /// <summary>The launch lifecycle hook to complete. Empty: no lifecycle action is sent. Default <c>registry-dr-launch</c>.</summary>
     public string? LifecycleHookName { get; set; } = "registry-dr-launch";
+
+    /// <summary>
+    /// The terminating lifecycle hook: when Auto Scaling moves this instance towards
+    /// <c>Terminated</c>, the worker takes one final backup and then completes this hook with
+    /// CONTINUE. Empty: the worker does not watch for termination. Default <c>registry-dr-terminate</c>.
+    /// </summary>
+    public string? TerminationHookName { get; set; } = "registry-dr-terminate";
+
+    /// <summary>
+    /// How often the worker reads <c>autoscaling/target-lifecycle-state</c> from instance metadata to
+    /// notice termination; 1 s to 5 min. Default 5 seconds.
+    /// </summary>
+    public TimeSpan TargetLifecycleStatePollInterval { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>The logical id CloudFormation waits on (creation/update policy). Empty: no signal is sent. Default <c>RegistryGroup</c>.</summary>
     public string? SignalResource { get; set; } = "RegistryGroup";
@@ -281,7 +300,7 @@ public sealed class AgentOptions
     /// <summary>Allow starting with an empty registry when the store holds no backup at all (the very first deploy only). Default false.</summary>
     public bool AllowFirstBoot { get; set; }
 
-    /// <summary>How often a long restore records a lifecycle heartbeat. Default 5 minutes.</summary>
+    /// <summary>How often a long restore, and the final backup before termination, record a lifecycle heartbeat. Default 5 minutes.</summary>
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromMinutes(5);
 
     /// <summary>Where the agent records whether this node restored successfully. Default <c>/var/lib/registry-dr/node-state.json</c>.</summary>
@@ -292,4 +311,28 @@ public sealed class AgentOptions
 
     /// <summary>CloudFormation API endpoint override. Default: the regional endpoint.</summary>
     public string? CloudFormationEndpoint { get; set; }
+
+    /// <summary>Adds a message naming the <c>Agent:</c> key for every unusable value.</summary>
+    public static void Validate(AgentOptions agent, List<string> errors)
+    {
+        if (agent.HeartbeatInterval <= TimeSpan.Zero)
+            errors.Add("Agent:HeartbeatInterval must be positive, e.g. \"00:05:00\" (and shorter than the lifecycle hooks' HeartbeatTimeout).");
+        if (agent.TargetLifecycleStatePollInterval < TimeSpan.FromSeconds(1) || agent.TargetLifecycleStatePollInterval > TimeSpan.FromMinutes(5))
+            errors.Add($"Agent:TargetLifecycleStatePollInterval is {agent.TargetLifecycleStatePollInterval}; it must be between 00:00:01 and 00:05:00.");
+        // LifecycleHookName's pattern in the Amazon EC2 Auto Scaling API Reference (PutLifecycleHook).
+        foreach (var (key, value) in new[] { ("LifecycleHookName", agent.LifecycleHookName), ("TerminationHookName", agent.TerminationHookName) })
+        {
+            if (!string.IsNullOrEmpty(value) && (value.Length > 255 || !value.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '/')))
+                errors.Add($"Agent:{key} '{value}' is not a lifecycle hook name (1 to 255 of A-Z, a-z, 0-9, '-', '_', '/').");
+        }
+        if (!string.IsNullOrEmpty(agent.LifecycleHookName) && agent.LifecycleHookName == agent.TerminationHookName)
+            errors.Add($"Agent:LifecycleHookName and Agent:TerminationHookName are both '{agent.LifecycleHookName}'; the launch and the terminating hook are two hooks.");
+        foreach (var (key, value) in new[] { ("MetadataEndpoint", agent.MetadataEndpoint), ("AutoScalingEndpoint", agent.AutoScalingEndpoint), ("CloudFormationEndpoint", agent.CloudFormationEndpoint) })
+        {
+            if (!string.IsNullOrEmpty(value) && (!Uri.TryCreate(value, UriKind.Absolute, out var u) || (u.Scheme != "http" && u.Scheme != "https") || !string.IsNullOrEmpty(u.Query)))
+                errors.Add($"Agent:{key} '{value}' must be an absolute http:// or https:// URL without a query.");
+        }
+        if (string.IsNullOrWhiteSpace(agent.StateFile) || !Path.IsPathFullyQualified(agent.StateFile))
+            errors.Add($"Agent:StateFile '{agent.StateFile}' must be an absolute path.");
+    }
 }

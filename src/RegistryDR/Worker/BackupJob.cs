@@ -12,7 +12,8 @@ namespace RegistryDR.Worker;
 /// of missed fires into a single catch-up run rather than a burst.
 /// </summary>
 [DisallowConcurrentExecution]
-public sealed partial class BackupJob(BackupService backups, Retention.Pruner pruner, RegistryDR.Configuration.RegistryDrOptions options, IHostApplicationLifetime lifetime, ILogger<BackupJob> logger) : IJob
+public sealed partial class BackupJob(BackupService backups, Retention.Pruner pruner, RegistryDR.Configuration.RegistryDrOptions options, IHostApplicationLifetime lifetime,
+    NodeRetirement retirement, ILogger<BackupJob> logger) : IJob
 {
     public static readonly JobKey Key = new("backup", "registry-dr");
 
@@ -20,6 +21,38 @@ public sealed partial class BackupJob(BackupService backups, Retention.Pruner pr
     {
         // Stop promptly on SIGTERM: a cancelled backup removes its partial set and writes no manifest.
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, context.CancellationToken, lifetime.ApplicationStopping);
+        if (retirement.IsRetiring)
+        {
+            LogRetired();
+            return;
+        }
+        try
+        {
+            await retirement.BackupGate.WaitAsync(linked.Token);
+        }
+        catch (OperationCanceledException) when (linked.IsCancellationRequested)
+        {
+            LogCancelled();
+            return;
+        }
+        try
+        {
+            // Termination may have been noticed while this fire waited for the gate (held by the final backup).
+            if (retirement.IsRetiring)
+            {
+                LogRetired();
+                return;
+            }
+            await RunAndPruneAsync(context, linked);
+        }
+        finally
+        {
+            retirement.BackupGate.Release();
+        }
+    }
+
+    private async Task RunAndPruneAsync(IJobExecutionContext context, CancellationTokenSource linked)
+    {
         try
         {
             var manifest = await backups.RunAsync(cancellationToken: linked.Token);
@@ -53,6 +86,9 @@ public sealed partial class BackupJob(BackupService backups, Retention.Pruner pr
             LogPruneFailed(ex.Message);
         }
     }
+
+    [LoggerMessage(3003, LogLevel.Information, "Scheduled backup skipped: Auto Scaling is terminating this node and its final backup is (or was) taken")]
+    private partial void LogRetired();
 
     [LoggerMessage(3000, LogLevel.Warning, "Scheduled backup cancelled because the worker is stopping")]
     private partial void LogCancelled();

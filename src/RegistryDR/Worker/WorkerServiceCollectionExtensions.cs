@@ -25,6 +25,12 @@ public static class WorkerServiceCollectionExtensions
         else services.AddSingleton(sp => BackupStoreFactory.Create(options.Store, null,
             sp.GetService<IOperationEvents>(), sp.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()?.CreateLogger("RegistryDR.Stores"), sp.GetService<TimeProvider>()));
         services.AddSingleton<BackupService>();
+        services.AddSingleton<NodeRetirement>();
+        // The termination watch (final backup before Auto Scaling terminates the node). Tests
+        // register their own metadata and AWS clients before calling this.
+        services.TryAddSingleton<RegistryDR.Aws.IInstanceMetadata>(_ => new RegistryDR.Aws.InstanceMetadataClient(options.Agent.MetadataEndpoint));
+        services.TryAddSingleton<Func<string, RegistryDR.Aws.IAwsControlPlane>>(_ => region =>
+            RegistryDR.Aws.AwsQueryControlPlane.FromDefaultCredentials(region, options.Agent.AutoScalingEndpoint, options.Agent.CloudFormationEndpoint));
         services.AddSingleton<AbandonedSetCleaner>();
         services.AddSingleton<RegistryDR.Restore.DrillService>();
         services.AddSingleton(options.Retention);
@@ -53,6 +59,7 @@ public static class WorkerServiceCollectionExtensions
         // process never exits half-way through that clean-up.
         services.AddQuartzHostedService(o => o.WaitForJobsToComplete = true);
         services.AddHostedService<CatchUpService>();
+        if (!string.IsNullOrEmpty(options.Agent.TerminationHookName)) services.AddHostedService<RegistryDR.Agent.TerminationWatcher>();
         return services;
     }
 }

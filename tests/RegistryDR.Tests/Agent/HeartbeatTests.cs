@@ -37,23 +37,27 @@ public sealed class HeartbeatTests
         await new BackupService(node.Options, node.CreateStore(), TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
 
         var credentials = new StandInCredentials(CephS3Server.TestAccessKey, CephS3Server.TestSecretKey);
-        await using var imds = ImdsStandIn.Start("i-0abc", "eu-west-1", new Dictionary<string, string>
-        {
-            [ImdsStandIn.StackNameTag] = "registry",
-            [ImdsStandIn.AutoScalingGroupTag] = "registry-group",
-        });
-        await using var autoScaling = AwsQueryStandIn.Start(AwsQueryStandIn.AutoScaling, "eu-west-1", credentials);
-        await using var cloudFormation = AwsQueryStandIn.Start(AwsQueryStandIn.CloudFormation, "eu-west-1", credentials);
+        await using var imds = ImdsStandIn.Start("i-0abc", "eu-west-1");
+        var groups = new AutoScalingModel(TimeProvider.System);
+        groups.AddGroup("registry-group", new AutoScalingModel.Hook("registry-dr-launch", AutoScalingModel.Launching, TimeSpan.FromMinutes(30), "ABANDON"));
+        groups.Launch("registry-group", "i-0abc");
+        var stack = new CloudFormationModel("registry", "eu-west-1", TimeProvider.System);
+        stack.BeginCreate("RegistryGroup", 1, TimeSpan.FromHours(1));
+        await using var autoScaling = AwsQueryStandIn.StartAutoScaling(groups, "eu-west-1", credentials);
+        await using var cloudFormation = AwsQueryStandIn.StartCloudFormation(stack, "eu-west-1", credentials);
         node.Options.Agent.HeartbeatInterval = TimeSpan.FromMilliseconds(300);
+        node.Options.Agent.StackName = "registry";
 
         var agent = new BootstrapAgent(node.Options, new SlowReadStore(node.CreateStore(), TimeSpan.FromSeconds(1)),
             new InstanceMetadataClient(imds.Endpoint),
-            identity => new AwsQueryControlPlane(identity.Region, new Amazon.Runtime.BasicAWSCredentials(credentials.AccessKeyId, credentials.SecretAccessKey), autoScaling.Endpoint, cloudFormation.Endpoint),
+            region => new AwsQueryControlPlane(region, new Amazon.Runtime.BasicAWSCredentials(credentials.AccessKeyId, credentials.SecretAccessKey), autoScaling.Endpoint, cloudFormation.Endpoint),
             NullLoggerFactory.Instance, TimeProvider.System);
         var result = await agent.RunAsync(CancellationToken.None);
         Assert.AreEqual(NodeStatus.Restored, result.Status);
 
+        Assert.AreEqual("InService", groups.LifecycleState("i-0abc"));
         var heartbeats = autoScaling.Calls.Where(c => c.Action == "RecordLifecycleActionHeartbeat").ToList();
+        Assert.IsTrue(heartbeats.All(h => h.Accepted), "every heartbeat found the action active");
         Assert.IsGreaterThanOrEqualTo(3, heartbeats.Count, "a restore of about 4 s with a 300 ms interval must send several heartbeats");
         Assert.IsTrue(heartbeats.All(h => h.Parameters["AutoScalingGroupName"] == "registry-group" && h.Parameters["LifecycleHookName"] == "registry-dr-launch" && h.Parameters["InstanceId"] == "i-0abc"));
         var complete = autoScaling.Calls.Where(c => c.Action == "CompleteLifecycleAction").ToList();

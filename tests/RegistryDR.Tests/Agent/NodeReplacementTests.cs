@@ -150,25 +150,38 @@ public sealed class NodeReplacementTests
         Assert.IsFalse(Directory.Exists(site.DtrData), "nothing was restored");
     }
 
-    /// <summary>The strict stand-ins for EC2 instance metadata, Auto Scaling and CloudFormation.</summary>
+    /// <summary>
+    /// The strict stand-ins for EC2 instance metadata (without instance tags), Auto Scaling (the
+    /// group launching node B and waiting on its launch hook) and CloudFormation (a stack create
+    /// waiting for node B's signal).
+    /// </summary>
     private sealed class StandIns : IAsyncDisposable
     {
         public required ImdsStandIn Imds { get; init; }
         public required AwsQueryStandIn AutoScaling { get; init; }
         public required AwsQueryStandIn CloudFormation { get; init; }
+        public required AutoScalingModel Groups { get; init; }
+        public required CloudFormationModel Stack { get; init; }
 
         public static Task<StandIns> StartAsync()
         {
             var credentials = new StandInCredentials(CephS3Server.TestAccessKey, CephS3Server.TestSecretKey);
+            var groups = new AutoScalingModel(TimeProvider.System);
+            groups.AddGroup(GroupName,
+                new AutoScalingModel.Hook("registry-dr-launch", AutoScalingModel.Launching, TimeSpan.FromMinutes(30), "ABANDON"),
+                new AutoScalingModel.Hook("registry-dr-terminate", AutoScalingModel.Terminating, TimeSpan.FromMinutes(30), "CONTINUE"));
+            groups.Launch(GroupName, InstanceId);
+            var stack = new CloudFormationModel(StackName, Region, TimeProvider.System);
+            stack.BeginCreate("RegistryGroup", 1, TimeSpan.FromHours(1));
+            var imds = ImdsStandIn.Start(InstanceId, Region);
+            imds.TargetLifecycleState = () => groups.TargetLifecycleState(InstanceId);
             return Task.FromResult(new StandIns
             {
-                Imds = ImdsStandIn.Start(InstanceId, Region, new Dictionary<string, string>
-                {
-                    [ImdsStandIn.StackNameTag] = StackName,
-                    [ImdsStandIn.AutoScalingGroupTag] = GroupName,
-                }),
-                AutoScaling = AwsQueryStandIn.Start(AwsQueryStandIn.AutoScaling, Region, credentials),
-                CloudFormation = AwsQueryStandIn.Start(AwsQueryStandIn.CloudFormation, Region, credentials),
+                Imds = imds,
+                AutoScaling = AwsQueryStandIn.StartAutoScaling(groups, Region, credentials),
+                CloudFormation = AwsQueryStandIn.StartCloudFormation(stack, Region, credentials),
+                Groups = groups,
+                Stack = stack,
             });
         }
 
@@ -176,6 +189,8 @@ public sealed class NodeReplacementTests
         {
             var calls = AutoScaling.Calls.Where(c => c.Action == "CompleteLifecycleAction").ToList();
             Assert.HasCount(1, calls, "CompleteLifecycleAction must be sent exactly once");
+            Assert.IsNull(calls[0].Refusal);
+            Assert.AreEqual(result == "CONTINUE" ? "InService" : "Terminated", Groups.LifecycleState(InstanceId));
             var p = calls[0].Parameters;
             Assert.AreEqual(result, p["LifecycleActionResult"]);
             Assert.AreEqual(GroupName, p["AutoScalingGroupName"]);
@@ -187,6 +202,8 @@ public sealed class NodeReplacementTests
         {
             var calls = CloudFormation.Calls.Where(c => c.Action == "SignalResource").ToList();
             Assert.HasCount(1, calls, "SignalResource must be sent exactly once");
+            Assert.IsNull(calls[0].Refusal);
+            Assert.AreEqual(status == "SUCCESS" ? CloudFormationModel.CreateComplete : CloudFormationModel.RollbackInProgress, Stack.Status);
             var p = calls[0].Parameters;
             Assert.AreEqual(status, p["Status"]);
             Assert.AreEqual(StackName, p["StackName"]);
@@ -339,6 +356,9 @@ public sealed class NodeReplacementTests
                     AutoScalingEndpoint = aws.AutoScaling.Endpoint,
                     CloudFormationEndpoint = aws.CloudFormation.Endpoint,
                     StateFile = stateFile,
+                    // As the template writes it from ${AWS::StackName}: instance tags are not in metadata.
+                    StackName,
+                    TargetLifecycleStatePollInterval = "00:00:01",
                 };
             Directory.CreateDirectory(Path.Combine(Root, "staging-" + name));
             var path = Path.Combine(Root, name + ".json");
@@ -379,10 +399,18 @@ public sealed class NodeReplacementTests
 
         public async Task<CommandResult> RunBootScriptAsync(NodeConfig config)
         {
-            // The release artifact: this build of registry-dr, as a tarball with its SHA-256.
+            // The release artifact: this build of registry-dr, as a tarball with its SHA-256. The boot
+            // script installs only a release whose RELEASE file says it is self-contained; this test
+            // build is not (its registry-dr apphost runs on this machine's .NET), so it is labelled as
+            // package-release.sh labels the real one, which Deployment/ReleasePackageTests builds and starts.
             var artifact = Path.Combine(Root, "registry-dr.tar.gz");
             if (!File.Exists(artifact))
-                await RunAsync("tar", ["-czf", artifact, "-C", AppContext.BaseDirectory, "."], null);
+            {
+                var release = Directory.CreateDirectory(Path.Combine(Root, "release")).FullName;
+                await RunAsync("cp", ["-a", AppContext.BaseDirectory.TrimEnd('/') + "/.", release + "/"], null);
+                File.WriteAllText(Path.Combine(release, "RELEASE"), "registry-dr test-build\nruntime-identifier linux-x64\nself-contained true\n");
+                await RunAsync("tar", ["-czf", artifact, "-C", release, "."], null);
+            }
             var env = AwsEnvironment();
             env["REGISTRYDR_ARTIFACT_URL"] = "file://" + artifact;
             env["REGISTRYDR_ARTIFACT_SHA256"] = TestNode.Sha256(artifact);
@@ -394,6 +422,7 @@ public sealed class NodeReplacementTests
             env["REGISTRYDR_RUN_DIR"] = Path.Combine(Root, "run-" + config.Name);
             env["REGISTRYDR_STATE_DIR"] = Path.Combine(Root, "var-lib-" + config.Name);
             env["REGISTRYDR_INSTANCE_ID"] = InstanceId;
+            env["REGISTRYDR_NODE_STATE_FILE"] = config.StateFile;
             return await RunAsync("bash", [Path.Combine(RepoRoot(), "bootstrap", "registry-dr-boot.sh")], env);
         }
 

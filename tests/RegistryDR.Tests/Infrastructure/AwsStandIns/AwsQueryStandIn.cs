@@ -4,8 +4,34 @@ using System.Text;
 
 namespace RegistryDR.Tests.Infrastructure.AwsStandIns;
 
-/// <summary>One accepted (authentic, valid) call, with every form parameter as sent (decoded).</summary>
-internal sealed record RecordedCall(string Service, string Action, IReadOnlyDictionary<string, string> Parameters, string AccessKeyId, string? SessionToken);
+/// <summary>
+/// One authentic, well-formed call, with every form parameter as sent (decoded), and how the
+/// service's state answered it: <see cref="Refusal"/> is null when it was accepted, else
+/// "Code: message" (e.g. a signal CloudFormation was not waiting for).
+/// </summary>
+internal sealed record RecordedCall(string Service, string Action, IReadOnlyDictionary<string, string> Parameters, string AccessKeyId, string? SessionToken)
+{
+    public string? Refusal { get; init; }
+
+    public bool Accepted => Refusal is null;
+}
+
+/// <summary>An answer a service model gives instead of a result: the service's error document.</summary>
+internal sealed class StandInError(int status, string code, string message) : Exception(message)
+{
+    public int Status { get; } = status;
+    public string Code { get; } = code;
+}
+
+/// <summary>
+/// The state behind a stand-in: what the real service would do with a well-formed, authentic call.
+/// Returns the inner XML of the action's Result element (empty for none), or throws
+/// <see cref="StandInError"/> with the service's error.
+/// </summary>
+internal interface IQueryServiceModel
+{
+    string Handle(string action, IReadOnlyDictionary<string, string> parameters);
+}
 
 internal enum InjectedFailure
 {
@@ -14,6 +40,16 @@ internal enum InjectedFailure
 
     /// <summary>HTTP 400, code Throttling ("Rate exceeded"), as AWS Query services throttle.</summary>
     Throttling,
+
+    /// <summary>HTTP 400, code RequestLimitExceeded, the other throttling code AWS APIs use.</summary>
+    RequestLimitExceeded,
+
+    /// <summary>
+    /// The request is carried out (the model changes state) but the answer never arrives: the
+    /// stand-in holds it until disposed, so the client gives up on its per-try timeout. Its retry
+    /// then meets the new state.
+    /// </summary>
+    AnswerLost,
 }
 
 /// <summary>
@@ -21,7 +57,10 @@ internal enum InjectedFailure
 /// loopback. Every request must carry a SigV4 signature that <see cref="SigV4Verifier"/>
 /// accepts for the configured keys, region and this service, and name a known Action with the
 /// right Version and valid parameters; anything else gets the service's XML ErrorResponse.
-/// Accepted calls are answered with the action's response document and recorded.
+/// A well-formed call goes to the service's <see cref="IQueryServiceModel"/>
+/// (<see cref="AutoScalingModel"/>, <see cref="CloudFormationModel"/>), which accepts or refuses
+/// it as the real service would in its current state; without a model (wire-format tests only)
+/// every well-formed call is accepted. Calls are recorded with their outcome.
 /// </summary>
 internal sealed class AwsQueryStandIn : IAsyncDisposable
 {
@@ -31,7 +70,7 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
     private sealed record ServiceModel(string Version, string XmlNamespace, IReadOnlyDictionary<string, ActionModel> Actions);
 
     /// <summary>An action's parameters, its validation, and whether its response has an (empty) Result element.</summary>
-    private sealed record ActionModel(IReadOnlySet<string> Allowed, Func<IReadOnlyDictionary<string, string>, string?> Validate, bool HasResult);
+    private sealed record ActionModel(IReadOnlySet<string> Allowed, Func<IReadOnlyDictionary<string, string>, string?> Validate, bool HasResult, string? AllowedPrefix = null);
 
     private static readonly Dictionary<string, ServiceModel> Models = new()
     {
@@ -47,6 +86,14 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
                 new HashSet<string> { "AutoScalingGroupName", "LifecycleHookName", "InstanceId", "LifecycleActionToken" },
                 p => Required(p, "AutoScalingGroupName", "LifecycleHookName") ?? InstanceOrToken(p),
                 HasResult: true),
+            // DescribeAutoScalingInstances (API Reference): InstanceIds.member.N, at most 50; MaxRecords; NextToken.
+            ["DescribeAutoScalingInstances"] = new(
+                new HashSet<string> { "MaxRecords", "NextToken" },
+                p => p.Keys.Count(k => k.StartsWith("InstanceIds.member.", StringComparison.Ordinal)) > 50
+                    ? "1 validation error detected: Value at 'instanceIds' failed to satisfy constraint: Member must have length less than or equal to 50"
+                    : null,
+                HasResult: true,
+                AllowedPrefix: "InstanceIds.member."),
         }),
         [CloudFormation] = new("2010-05-15", "http://cloudformation.amazonaws.com/doc/2010-05-15/", new Dictionary<string, ActionModel>
         {
@@ -59,6 +106,7 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
     };
 
     private readonly ServiceModel _model;
+    private readonly IQueryServiceModel? _state;
     private readonly Dictionary<string, StandInCredentials> _credentials;
     private readonly LoopbackHttpServer _server;
     private readonly Lock _lock = new();
@@ -66,21 +114,38 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
     private readonly List<string> _rejections = [];
     private int _failNext;
     private InjectedFailure _failure;
+    private string? _failAction;
+    private DateTimeOffset _throttleUntil = DateTimeOffset.MinValue;
     private int _requests;
+    private readonly TaskCompletionSource _disposing = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private AwsQueryStandIn(string service, string region, IEnumerable<StandInCredentials> credentials)
+    private AwsQueryStandIn(string service, string region, IQueryServiceModel? state, TimeProvider? time, IEnumerable<StandInCredentials> credentials)
     {
         if (!Models.TryGetValue(service, out var model)) throw new ArgumentException($"No model for service '{service}'.", nameof(service));
         Service = service;
         Region = region;
         _model = model;
+        _state = state;
+        Time = time ?? TimeProvider.System;
         _credentials = credentials.ToDictionary(c => c.AccessKeyId);
         _server = LoopbackHttpServer.Start(HandleAsync);
     }
 
+    /// <summary>Wire-format mode: every authentic, well-formed call is accepted. Only for tests of the request itself.</summary>
     /// <param name="service"><see cref="AutoScaling"/> or <see cref="CloudFormation"/>: the signing name the scope must carry.</param>
     public static AwsQueryStandIn Start(string service, string region, params StandInCredentials[] credentials) =>
-        new(service, region, credentials);
+        new(service, region, null, null, credentials);
+
+    /// <summary>Amazon EC2 Auto Scaling backed by <paramref name="model"/> (its groups, instances and lifecycle actions).</summary>
+    public static AwsQueryStandIn StartAutoScaling(AutoScalingModel model, string region, params StandInCredentials[] credentials) =>
+        new(AutoScaling, region, model, model.Time, credentials);
+
+    /// <summary>CloudFormation backed by <paramref name="model"/> (one stack and the signals its resources wait for).</summary>
+    public static AwsQueryStandIn StartCloudFormation(CloudFormationModel model, string region, params StandInCredentials[] credentials) =>
+        new(CloudFormation, region, model, model.Time, credentials);
+
+    /// <summary>The clock <see cref="ThrottleFor"/> is measured on (the model's).</summary>
+    public TimeProvider Time { get; }
 
     public string Service { get; }
 
@@ -103,13 +168,25 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
         get { lock (_lock) return [.. _rejections]; }
     }
 
-    /// <summary>The next <paramref name="count"/> authentic requests fail with <paramref name="failure"/> (and are not recorded).</summary>
-    public void FailNext(int count, InjectedFailure failure)
+    /// <summary>
+    /// Every authentic request is throttled (HTTP 400 Throttling, "Rate exceeded") for
+    /// <paramref name="duration"/> from now on <see cref="Time"/>, as a service under load throttles
+    /// for a while rather than for a number of requests.
+    /// </summary>
+    public void ThrottleFor(TimeSpan duration)
+    {
+        lock (_lock) _throttleUntil = Time.GetUtcNow() + duration;
+    }
+
+    /// <summary>The next <paramref name="count"/> authentic requests fail with <paramref name="failure"/> (and, except <see cref="InjectedFailure.AnswerLost"/>, are not recorded).</summary>
+    /// <param name="action">Only requests for this Action count (null: any).</param>
+    public void FailNext(int count, InjectedFailure failure, string? action = null)
     {
         lock (_lock)
         {
             _failNext = count;
             _failure = failure;
+            _failAction = action;
         }
     }
 
@@ -129,12 +206,17 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
         }
 
         InjectedFailure? injected = null;
+        var requestedAction = ParseForm(Encoding.ASCII.GetString(body)).Parameters.GetValueOrDefault("Action");
         lock (_lock)
         {
-            if (_failNext > 0)
+            if (_failNext > 0 && (_failAction is null || _failAction == requestedAction))
             {
                 _failNext--;
                 injected = _failure;
+            }
+            else if (Time.GetUtcNow() < _throttleUntil)
+            {
+                injected = InjectedFailure.Throttling;
             }
         }
         if (injected == InjectedFailure.ServiceUnavailable)
@@ -145,6 +227,11 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
         if (injected == InjectedFailure.Throttling)
         {
             await ErrorAsync(context, 400, "Throttling", "Rate exceeded");
+            return;
+        }
+        if (injected == InjectedFailure.RequestLimitExceeded)
+        {
+            await ErrorAsync(context, 400, "RequestLimitExceeded", "Request limit exceeded.");
             return;
         }
 
@@ -176,7 +263,8 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
             await ErrorAsync(context, 400, "ValidationError", $"Version must be {_model.Version} for {Service}, not '{version}'.");
             return;
         }
-        var unknown = parameters.Keys.Where(k => k is not ("Action" or "Version") && !actionModel.Allowed.Contains(k)).ToList();
+        var unknown = parameters.Keys.Where(k => k is not ("Action" or "Version") && !actionModel.Allowed.Contains(k)
+            && !(actionModel.AllowedPrefix is { } prefix && k.StartsWith(prefix, StringComparison.Ordinal) && int.TryParse(k[prefix.Length..], out var n) && n >= 1)).ToList();
         if (unknown.Count > 0)
         {
             await ErrorAsync(context, 400, "ValidationError", $"Unknown parameter(s) for {action}: {string.Join(", ", unknown)}.");
@@ -188,11 +276,31 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
             return;
         }
 
-        lock (_lock)
+        var call = new RecordedCall(Service, action, parameters, auth.Credentials!.AccessKeyId, request.Headers["X-Amz-Security-Token"]);
+        string inner;
+        try
         {
-            _calls.Add(new RecordedCall(Service, action, parameters, auth.Credentials!.AccessKeyId, request.Headers["X-Amz-Security-Token"]));
+            inner = _state?.Handle(action, parameters) ?? "";
         }
-        var result = actionModel.HasResult ? $"<{action}Result/>" : "";
+        catch (StandInError refused)
+        {
+            lock (_lock) _calls.Add(call with { Refusal = $"{refused.Code}: {refused.Message}" });
+            if (injected == InjectedFailure.AnswerLost)
+            {
+                await LoseAnswerAsync(context);
+                return;
+            }
+            await ErrorAsync(context, refused.Status, refused.Code, refused.Message);
+            return;
+        }
+        lock (_lock) _calls.Add(call);
+        if (injected == InjectedFailure.AnswerLost)
+        {
+            // Done, but the client never hears so: it times out and tries again.
+            await LoseAnswerAsync(context);
+            return;
+        }
+        var result = actionModel.HasResult ? (inner.Length == 0 ? $"<{action}Result/>" : $"<{action}Result>{inner}</{action}Result>") : "";
         await LoopbackHttpServer.WriteAsync(context.Response, 200, "text/xml",
             $"<{action}Response xmlns=\"{_model.XmlNamespace}\">{result}<ResponseMetadata><RequestId>{Guid.NewGuid()}</RequestId></ResponseMetadata></{action}Response>");
     }
@@ -239,5 +347,15 @@ internal sealed class AwsQueryStandIn : IAsyncDisposable
             ? null
             : "Either InstanceId or LifecycleActionToken must be specified.";
 
-    public ValueTask DisposeAsync() => _server.DisposeAsync();
+    private async Task LoseAnswerAsync(HttpListenerContext context)
+    {
+        await _disposing.Task;
+        context.Response.Abort();
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _disposing.TrySetResult();
+        return _server.DisposeAsync();
+    }
 }

@@ -7,6 +7,8 @@ namespace RegistryDR.Tests.Infrastructure.AwsStandIns;
 /// A strict IMDSv2 on loopback: a session token only by PUT with a TTL header, every metadata
 /// GET without a valid token is 401 (as on an instance with HttpTokens=required), and the
 /// instance tags are there only when configured (404 otherwise, as with tags in metadata off).
+/// <c>autoscaling/target-lifecycle-state</c> comes from <see cref="TargetLifecycleState"/> (404
+/// when it gives null: the instance is in no Auto Scaling group).
 /// </summary>
 internal sealed class ImdsStandIn : IAsyncDisposable
 {
@@ -22,6 +24,7 @@ internal sealed class ImdsStandIn : IAsyncDisposable
     private int _tokenRequests;
     private int _metadataRequests;
     private int _unauthorized;
+    private int _targetRequests;
 
     private ImdsStandIn(string instanceId, string region, IReadOnlyDictionary<string, string>? tags)
     {
@@ -48,6 +51,14 @@ internal sealed class ImdsStandIn : IAsyncDisposable
     public int MetadataRequests => Volatile.Read(ref _metadataRequests);
 
     public int UnauthorizedRequests => Volatile.Read(ref _unauthorized);
+
+    public const string TargetLifecycleStatePath = "/latest/meta-data/autoscaling/target-lifecycle-state";
+
+    /// <summary>What <c>autoscaling/target-lifecycle-state</c> answers now, e.g. <c>() =&gt; model.TargetLifecycleState(id)</c>; null or returning null: 404.</summary>
+    public Func<string?>? TargetLifecycleState { get; set; }
+
+    /// <summary>Metadata GETs of <c>autoscaling/target-lifecycle-state</c> answered (200 or 404).</summary>
+    public int TargetLifecycleStateRequests => Volatile.Read(ref _targetRequests);
 
     /// <summary>A token stops being valid after this many GETs with it (null: never), to make the client fetch a new one.</summary>
     public int? TokenUses { get; set; }
@@ -117,6 +128,15 @@ internal sealed class ImdsStandIn : IAsyncDisposable
         }
         _tokens[presented] = uses + 1;
         Interlocked.Increment(ref _metadataRequests);
+        if (path == TargetLifecycleStatePath)
+        {
+            Interlocked.Increment(ref _targetRequests);
+            if (TargetLifecycleState?.Invoke() is { } target)
+                await LoopbackHttpServer.WriteAsync(response, 200, "text/plain", target);
+            else
+                await LoopbackHttpServer.WriteAsync(response, 404, "text/html", "<html><body><h1>404 - Not Found</h1></body></html>");
+            return;
+        }
         if (_values.TryGetValue(path, out var value))
             await LoopbackHttpServer.WriteAsync(response, 200, "text/plain", value);
         else
