@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what RegistryDR's tests, demo and benchmark need on a fresh Debian 12 machine:
 # PostgreSQL 15, Ceph's RADOS Gateway (the S3 server the tests start), awscli, the Debian
-# docker-registry and skopeo, shellcheck, promtool, and pgBackRest + GNU time for the benchmark
-# (which CI runs once at a tiny size). Only missing packages are installed, so it is cheap
-# to run every time. Needs root (apt-get).
+# docker-registry and skopeo, shellcheck, acl and attr (setfacl, setfattr: the tree oracle's
+# tests), promtool, and pgBackRest + GNU time for the benchmark (which CI runs once at a tiny
+# size). Only missing packages are installed, so it is cheap to run every time. Needs root (apt-get).
 set -euo pipefail
 
 packages=(
@@ -12,6 +12,7 @@ packages=(
   awscli
   docker-registry skopeo
   shellcheck
+  acl attr
   prometheus
   pgbackrest time openssl
 )
