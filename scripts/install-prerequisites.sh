@@ -2,8 +2,9 @@
 # Installs what RegistryDR's tests, demo and benchmark need on a fresh Debian 12 machine:
 # PostgreSQL 15, Ceph's RADOS Gateway (the S3 server the tests start), awscli, the Debian
 # docker-registry and skopeo, shellcheck, acl and attr (setfacl, setfattr: the tree oracle's
-# tests), promtool, and pgBackRest + GNU time for the benchmark (which CI runs once at a tiny
-# size). Only missing packages are installed, so it is cheap to run every time. Needs root (apt-get).
+# tests), systemd (systemd-analyze verifies the units), promtool, and pgBackRest + GNU time for
+# the benchmark (which CI runs once at a tiny size). Only missing packages are installed, so it
+# is cheap to run every time. Needs root (apt-get).
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,7 @@ packages=(
   docker-registry skopeo
   shellcheck
   acl attr
+  systemd
   prometheus
   pgbackrest time openssl
 )
