@@ -233,6 +233,31 @@ printf 'version: 0.1\nstorage:\n  s3:\n    bucket: blobs\n' >"$WORK/config/etc/d
 openssl rand -base64 3000 >"$WORK/config/var/dtr/certs/ca.pem"
 for i in $(seq 1 20); do printf 'setting-%s = %s\n' "$i" "$RANDOM" >"$WORK/config/var/dtr/node-$i.conf"; done
 
+# ------------------------------------------------------------------ correctness: the tests' oracles
+# Every restore is compared with the original by tests/RegistryDR.Oracle (the same code as the
+# tests' DatabaseSnapshot and DirectorySnapshot): every fact of the database (schema, rows as
+# ordered hashes, sequences, owners, ACLs, database settings) and of the config tree. Outside the
+# measured steps; on a large database its row hashing (a sort of every table) takes a while.
+log "building the oracle (tests/RegistryDR.Oracle)"
+dotnet build "$REPO/tests/RegistryDR.Oracle" -c Release -o "$WORK/oracle" >"$WORK/oracle-build.log" 2>&1 || {
+    tail -n 30 "$WORK/oracle-build.log" >&2
+    exit 1
+}
+oracle_db() { # oracle_db PORT DATABASE: the snapshot on stdout
+    PGHOST=127.0.0.1 PGPORT=$1 PGUSER=postgres PGDATABASE=$2 dotnet "$WORK/oracle/registrydr-oracle.dll" database
+}
+oracle_tree() { dotnet "$WORK/oracle/registrydr-oracle.dll" tree "$WORK/config/etc" "$WORK/config/var"; }
+same_as_original() { # same_as_original LABEL ORIGINAL RESTORED
+    if ! diff -u "$2" "$3" >"$WORK/oracle-diff-$1.txt"; then
+        echo "($1) the restore differs from the original ($(grep -c '^[-+][^-+]' "$WORK/oracle-diff-$1.txt") lines; first ones below, all in $WORK/oracle-diff-$1.txt):" >&2
+        head -n 40 "$WORK/oracle-diff-$1.txt" >&2
+        exit 1
+    fi
+}
+log "snapshotting the original database and config tree"
+oracle_db "$PGPORT" "$DB" >"$WORK/oracle-original.txt"
+oracle_tree >"$WORK/oracle-config-original.txt"
+
 # ------------------------------------------------------------------ measuring
 # measure NAME CMD...: /usr/bin/time -v; sets WALL_<NAME>, CPU_<NAME>, RSS_<NAME> (MiB).
 declare -A WALL CPU RSS
@@ -271,11 +296,8 @@ measure a_restore bash -c "set -euo pipefail
     '$PGBIN/pg_restore' -h 127.0.0.1 -p $PGPORT -U postgres --exit-on-error -d ${DB}_a '$WORK/dump-dl.tar'
     rm -f '$WORK/dump-dl.tar'"
 rows_orig=$(psql_q -d "$DB" -Atc "SELECT count(*) FROM events")
-rows_a=$(psql_q -d "${DB}_a" -Atc "SELECT count(*) FROM events")
-[[ $rows_a == "$rows_orig" ]] || {
-    echo "(a) restored $rows_a events, expected $rows_orig" >&2
-    exit 1
-}
+oracle_db "$PGPORT" "${DB}_a" >"$WORK/oracle-a.txt"
+same_as_original a "$WORK/oracle-original.txt" "$WORK/oracle-a.txt"
 psql_q -d postgres -c "DROP DATABASE ${DB}_a"
 
 # (b) pgBackRest full backup + restore, process-max = cores, zstd, S3 repo over TLS
@@ -325,11 +347,8 @@ if as_pg "${PGBR[@]}" stanza-create >"$WORK/out-b_stanza.log" 2>&1 &&
         pgbackrest --config='$WORK/pgbr/pgbackrest.conf' --stanza=bench --pg1-path='$PGRESTORE_DATA' restore
         '$PGBIN/pg_ctl' -D '$PGRESTORE_DATA' -l '$WORK/pglog/pg2.log' -w -t 3600 \
             -o '-p $PGPORT2 -c archive_mode=off -c unix_socket_directories=$WORK/pgrun' start"
-    rows_b=$("$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT2" -U postgres -d "$DB" -Atc "SELECT count(*) FROM events")
-    [[ $rows_b == "$rows_orig" ]] || {
-        echo "(b) restored $rows_b events, expected $rows_orig" >&2
-        exit 1
-    }
+    oracle_db "$PGPORT2" "$DB" >"$WORK/oracle-b.txt"
+    same_as_original b "$WORK/oracle-original.txt" "$WORK/oracle-b.txt"
     as_pg "$PGBIN/pg_ctl" -D "$PGRESTORE_DATA" -m fast stop >/dev/null
     PG2_STARTED=0
     rm -rf -- "$PGRESTORE_DATA"
@@ -365,11 +384,10 @@ measure c_backup "${RDR[@]}" backup
 BYTES_c=$(bucket_bytes bench-registrydr)
 psql_q -d postgres -c "DROP DATABASE $DB"
 measure c_restore "${RDR[@]}" restore --backup latest
-rows_c=$(psql_q -d "$DB" -Atc "SELECT count(*) FROM events")
-[[ $rows_c == "$rows_orig" ]] || {
-    echo "(c) restored $rows_c events, expected $rows_orig" >&2
-    exit 1
-}
+oracle_db "$PGPORT" "$DB" >"$WORK/oracle-c.txt"
+same_as_original c "$WORK/oracle-original.txt" "$WORK/oracle-c.txt"
+oracle_tree >"$WORK/oracle-config-c.txt"
+same_as_original c-config "$WORK/oracle-config-original.txt" "$WORK/oracle-config-c.txt"
 
 # ------------------------------------------------------------------ report
 ratio() { # ratio X Y -> X/Y with two decimals, or n/a

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job on local defaults, with no AWS account: a throwaway registry node (PostgreSQL
 # metadata database, DTR-style config directories, a Debian docker-registry) is backed up to a
-# local file store, wiped, and restored by registry-dr; then every table and every file is
-# compared with what was there before. Everything lives in one temp directory and is removed
-# at the end. Needs root (to install packages and to run PostgreSQL as the postgres user).
+# local file store, wiped, and restored by registry-dr; then the database and every file are
+# compared with what was there before by the tests' oracles (tests/RegistryDR.Oracle). Everything
+# lives in one temp directory and is removed at the end. Needs root (to install packages and to
+# run PostgreSQL as the postgres user).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -28,6 +29,7 @@ trap cleanup EXIT
 
 log "Building registry-dr"
 dotnet build "$repo/src/RegistryDR.Cli" -c Release -o "$work/bin" -nologo -v quiet >/dev/null
+dotnet build "$repo/tests/RegistryDR.Oracle" -c Release -o "$work/oracle" -nologo -v quiet >/dev/null
 rdr() { dotnet "$work/bin/registry-dr.dll" --config "$work/registry-dr.json" "$@"; }
 
 log "Starting a throwaway PostgreSQL 15"
@@ -105,22 +107,17 @@ JSON
 
 chmod 600 "$work/registry-dr.json"
 
-fingerprint() {
-  {
-    for t in repositories manifests tags; do
-      printf '%s ' "$t"
-      PGPASSWORD=$password psql -X -At -d dtr -c "SELECT count(*) || ' ' || md5(string_agg(x::text, '|' ORDER BY x::text)) FROM $t x"
-    done
-    PGPASSWORD=$password psql -X -At -d dtr -c "SELECT 'sequence manifests_id_seq ' || last_value FROM manifests_id_seq"
-    PGPASSWORD=$password psql -X -At -d dtr -c "SELECT 'owner ' || pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'dtr'"
-    (cd "$node" && find . -printf '%p %M %U:%G %l\n' | sort)
-    (cd "$node" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
-  }
+# The tests' oracles (tests/RegistryDR.Oracle): every fact of the database (schema, rows as ordered
+# hashes, sequences, owners, ACLs, database-level settings, roles it uses) and of the config trees
+# (names as bytes, contents, modes, owners, nanosecond mtimes, link targets, hard links, ACLs, xattrs).
+snapshot() {
+  PGPASSWORD=$password PGDATABASE=dtr dotnet "$work/oracle/registrydr-oracle.dll" database
+  dotnet "$work/oracle/registrydr-oracle.dll" tree "$node/var/local/dtr" "$node/usr/local/etc/dtr"
 }
 
 log "Backing up to file://$work/store"
 rdr backup
-fingerprint > "$work/before.txt"
+snapshot > "$work/before.txt"
 rdr list
 rdr verify latest
 rdr status
@@ -134,13 +131,13 @@ log "Restoring"
 rdr restore --backup latest
 
 log "Checking"
-fingerprint > "$work/after.txt"
+snapshot > "$work/after.txt"
 if ! diff -u "$work/before.txt" "$work/after.txt"; then
   echo "FAILED: the restored node differs from the backed-up one (diff above)." >&2
   exit 1
 fi
 curl -fsS "http://127.0.0.1:$regport/v2/" >/dev/null
 rdr drill latest
-echo "OK: 3 tables ($(grep -c '^' "$work/before.txt") fingerprint lines: row counts, row hashes, sequence, owner) are identical after restore"
-echo "OK: every file under the config directories has the same mode, owner, link target and SHA-256"
+echo "OK: the database is identical after restore: $(grep -c '^' "$work/before.txt") facts and row hashes (scripts' oracle: tests/RegistryDR.Oracle)"
+echo "OK: every path under the config directories has the same name bytes, contents, mode, owner, mtime (ns), link target, hard links, ACLs and xattrs"
 echo "OK: the registry answers http://127.0.0.1:$regport/v2/ after restore"

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what RegistryDR's tests, demo and benchmark need on a fresh Debian 12 machine:
 # PostgreSQL 15, Ceph's RADOS Gateway (the S3 server the tests start), awscli, the Debian
-# docker-registry and skopeo, shellcheck, promtool, pgBackRest + GNU time for the benchmark
-# (which CI runs once at a tiny size), AWS's cfn-lint (pip) for the templates, and acl + attr
-# (setfacl/getfacl/setfattr/getfattr: the config-fidelity tests set and read ACLs and extended
-# attributes with them). Only missing packages are installed, so it is cheap to run every time.
-# Needs root (apt-get).
+# docker-registry and skopeo, shellcheck, systemd (systemd-analyze verifies the units), promtool,
+# pgBackRest + GNU time for the benchmark (which CI runs once at a tiny size), AWS's cfn-lint (pip)
+# for the templates, and acl + attr (setfacl/getfacl/setfattr/getfattr: the config-fidelity tests
+# and the tree oracle's own tests set and read ACLs and extended attributes with them). Only
+# missing packages are installed, so it is cheap to run every time. Needs root (apt-get).
 set -euo pipefail
 
 packages=(
@@ -14,6 +14,7 @@ packages=(
   awscli
   docker-registry skopeo
   shellcheck
+  systemd
   prometheus
   pgbackrest time openssl
   acl attr

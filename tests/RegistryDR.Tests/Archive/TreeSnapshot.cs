@@ -20,26 +20,15 @@ internal static class TreeSnapshot
         return result;
     }
 
-    /// <summary>Asserts the two trees match path for path, attribute for attribute, byte for byte.</summary>
-    public static void AssertSame(string expectedRoot, string actualRoot, bool compareDirectoryMtimes = true)
+    /// <summary>
+    /// Asserts the two trees match path for path, attribute for attribute, byte for byte, as the
+    /// exact oracle (<see cref="Infrastructure.DirectorySnapshot"/>) sees them: names as bytes,
+    /// nanosecond mtimes (directories' and symlinks' too), hard-link groups, ACLs and xattrs.
+    /// </summary>
+    public static void AssertSame(string expectedRoot, string actualRoot)
     {
-        var expected = Take(expectedRoot);
-        var actual = Take(actualRoot);
-        CollectionAssert.AreEqual(expected.Keys.ToList(), actual.Keys.ToList(), "The restored tree has different paths.");
-        foreach (var (path, node) in expected)
-        {
-            var restored = actual[path];
-            var comparable = compareDirectoryMtimes || node.Kind != UnixFileKind.Directory
-                ? node
-                : node with { ModifiedSeconds = restored.ModifiedSeconds };
-            if (node.Kind == UnixFileKind.Symlink)
-            {
-                // Links have no mode of their own on Linux and their mtime is not restored.
-                comparable = comparable with { Permissions = restored.Permissions, ModifiedSeconds = restored.ModifiedSeconds };
-            }
-
-            Assert.AreEqual(comparable, restored, $"Restored '{path}' differs.");
-        }
+        var difference = Infrastructure.DirectorySnapshot.Take(expectedRoot).FirstDifference(Infrastructure.DirectorySnapshot.Take(actualRoot));
+        Assert.IsNull(difference, $"The restored tree {actualRoot} differs from {expectedRoot}:\n{difference}");
     }
 
     private static void Add(SortedDictionary<string, NodeSnapshot> result, string path, string relative)

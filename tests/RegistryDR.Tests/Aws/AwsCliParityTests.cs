@@ -19,7 +19,8 @@ public sealed class AwsCliParityTests
     [TestInitialize]
     public void RequireAwsCli()
     {
-        if (!File.Exists(AwsCli.Path)) Assert.Inconclusive($"{AwsCli.Path} (Debian's awscli) is not installed.");
+        // Installed by scripts/install-prerequisites.sh: missing is a failure, not a skip.
+        if (!File.Exists(AwsCli.Path)) Assert.Fail($"{AwsCli.Path} (Debian's awscli) is not installed: run scripts/install-prerequisites.sh.");
     }
 
     [TestMethod]

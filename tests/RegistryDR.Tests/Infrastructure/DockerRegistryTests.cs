@@ -140,13 +140,18 @@ public sealed class DockerRegistryTests
             var started = await RunScriptAsync(script, "start");
             _testContext.WriteLine($"registry-ctl start: {stopwatch.ElapsedMilliseconds} ms (exit {started.ExitCode})");
             Assert.AreEqual(0, started.ExitCode, started.StandardError);
-            Assert.IsLessThan(TimeSpan.FromSeconds(5), stopwatch.Elapsed, "start must return at once");
             var pid = int.Parse(File.ReadAllText(Path.Combine(root, "registry.pid")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            // start returned while the registry it started still runs (it did not wait for it; the runner's
+            // 30 s timeout bounds a start that would).
+            Assert.IsTrue(Directory.Exists($"/proc/{pid}"), "start must return while the registry runs");
 
             stopwatch.Restart();
+            // A bounded wait for the registry to serve (generous: a loaded machine is slow), not a threshold.
+            using var serving = new CancellationTokenSource(TimeSpan.FromMinutes(2));
             while (!await DockerRegistryProcess.IsServingAsync(port))
             {
-                Assert.IsLessThan(TimeSpan.FromSeconds(30), stopwatch.Elapsed, $"not serving on {port}: {File.ReadAllText(Path.Combine(root, DockerRegistryProcess.LogFileName))}");
+                if (serving.IsCancellationRequested)
+                    Assert.Fail($"not serving on {port} after 2 minutes: {File.ReadAllText(Path.Combine(root, DockerRegistryProcess.LogFileName))}");
                 await Task.Delay(50);
             }
 

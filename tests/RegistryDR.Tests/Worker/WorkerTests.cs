@@ -146,57 +146,138 @@ public sealed class WorkerTests
         Assert.AreEqual(1, sets.Count, "exactly one catch-up backup");
     }
 
-    /// <summary>Counts manifest writes, i.e. backups that completed.</summary>
-    private sealed class CountingStore(IBackupStore inner) : IBackupStore
+    /// <summary>Counts backups that succeeded and failed, and lets a test wait for a number of either.</summary>
+    private sealed class RecordingEvents : RegistryDR.Monitoring.IOperationEvents
     {
-        public int Completed;
-        public string Description => inner.Description;
-        public async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
+        private int _succeeded, _failed;
+        private readonly object _gate = new();
+        private readonly List<(Func<bool> Done, TaskCompletionSource Signal)> _waiters = [];
+
+        public int Succeeded => Volatile.Read(ref _succeeded);
+        public int Failed => Volatile.Read(ref _failed);
+
+        /// <summary>Completes once <paramref name="done"/> holds; bounded by the caller's WaitAsync.</summary>
+        public Task When(Func<RecordingEvents, bool> done)
         {
-            var n = await inner.PutAsync(key, content, cancellationToken);
-            if (key.EndsWith(BackupManifest.FileName, StringComparison.Ordinal)) Interlocked.Increment(ref Completed);
-            return n;
+            var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            lock (_gate)
+            {
+                if (done(this)) return Task.CompletedTask;
+                _waiters.Add((() => done(this), signal));
+            }
+            return signal.Task;
         }
-        public Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => inner.OpenReadAsync(key, cancellationToken);
-        public IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => inner.ListAsync(prefix, cancellationToken);
-        public Task DeleteAsync(string key, CancellationToken cancellationToken) => inner.DeleteAsync(key, cancellationToken);
-        public Task CheckAccessAsync(CancellationToken cancellationToken) => inner.CheckAccessAsync(cancellationToken);
+
+        private void Changed()
+        {
+            lock (_gate)
+                foreach (var waiter in _waiters.Where(w => w.Done()).ToList())
+                {
+                    waiter.Signal.TrySetResult();
+                    _waiters.Remove(waiter);
+                }
+        }
+
+        public void BackupSucceeded(BackupManifest manifest, TimeSpan duration) { Interlocked.Increment(ref _succeeded); Changed(); }
+        public void BackupFailed(string backupId, RegistryDR.Monitoring.BackupFailureReason reason, TimeSpan duration) { Interlocked.Increment(ref _failed); Changed(); }
+        public void BackupStarted(string backupId) { }
+        public void RestoreStarted(string backupId) { }
+        public void RestoreFinished(string backupId, bool succeeded, TimeSpan duration) { }
+        public void ScheduleMissed() { }
+        public void StoreRetry(string operation) { }
+    }
+
+    private static IHost BuildHost(TestNode node, IBackupStore store, RecordingEvents events)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddSingleton<RegistryDR.Monitoring.IOperationEvents>(events); // before the worker's TryAdd
+        builder.Services.AddRegistryDrWorker(node.Options, store);
+        return builder.Build();
+    }
+
+    /// <summary>Signals each time the backup job has returned from Execute (its prune included).</summary>
+    private sealed class JobsDone : Quartz.IJobListener
+    {
+        private readonly SemaphoreSlim _done = new(0);
+        public string Name => "test-jobs-done";
+        public ValueTask JobToBeExecuted(Quartz.IJobExecutionContext context, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+        public ValueTask JobExecutionVetoed(Quartz.IJobExecutionContext context, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+        public ValueTask JobProgressChanged(Quartz.IJobExecutionContext context, Quartz.Extensibility.FireInstanceProgress progress, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+        public ValueTask JobWasExecuted(Quartz.IJobExecutionContext context, Quartz.JobExecutionException? jobException, CancellationToken cancellationToken = default)
+        {
+            _done.Release();
+            return ValueTask.CompletedTask;
+        }
+
+        /// <summary>Fires the backup job once and waits (bounded) until it has returned.</summary>
+        public static async Task RunOnceAsync(IHost host, JobsDone done)
+        {
+            var scheduler = await host.Services.GetRequiredService<Quartz.ISchedulerFactory>().GetScheduler();
+            await scheduler.TriggerJob(BackupJob.Key, new Quartz.JobDataMap());
+            Assert.IsTrue(await done._done.WaitAsync(TimeSpan.FromMinutes(3)), "the backup job did not return within 3 minutes");
+        }
+
+        public static async Task<JobsDone> AttachAsync(IHost host)
+        {
+            var done = new JobsDone();
+            var scheduler = await host.Services.GetRequiredService<Quartz.ISchedulerFactory>().GetScheduler();
+            scheduler.ListenerManager.AddJobListener(done, [Quartz.Matchers.Key(BackupJob.Key)]);
+            return done;
+        }
     }
 
     [TestMethod]
     public async Task PrunesAfterEachSuccessfulBackup_NeverAfterAFailedOne()
     {
         await using var node = await TestNode.CreateAsync(FileStore());
-        node.Options.Schedule.Cron = "0/2 * * * * ?";
+        // The test fires every backup itself and waits for the job to return, prune included.
+        node.Options.Schedule.Cron = "0 0 0 1 1 ? *";
         node.Options.Schedule.CatchUpOnStart = false;
-        node.Options.Retention.KeepLast = 1; // all sets are from today: the daily and weekly rules keep only the newest too
-        var store = new CountingStore(node.CreateStore());
-        using (var host = BuildHost(node, store))
-        {
-            await host.StartAsync();
-            var deadline = DateTime.UtcNow.AddSeconds(60);
-            while (Volatile.Read(ref store.Completed) < 3)
-            {
-                if (DateTime.UtcNow > deadline) Assert.Fail($"only {store.Completed} backups completed");
-                await Task.Delay(250);
-            }
-            await host.StopAsync();
-        }
-        await Task.Delay(500);
-        var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
-        Assert.AreEqual(1, sets.Count(s => s.IsComplete), "older sets were pruned after the later backups succeeded");
-        var survivor = sets.First(s => s.IsComplete).BackupId;
-
-        // Now every backup fails: nothing may be pruned, whatever the rules say.
-        node.Options.Database.Port = RegistryDR.Tests.Backup.BackupFailureTests.FreePort();
+        // Only KeepLast decides (the daily and weekly rules are off), so any prune of three sets deletes two.
+        node.Options.Retention.KeepLast = 1;
+        node.Options.Retention.KeepDailyDays = 0;
+        node.Options.Retention.KeepWeeklyWeeks = 0;
         node.Options.Retention.IncompleteGrace = TimeSpan.FromHours(1);
-        using (var host = BuildHost(node, store))
+        var store = node.CreateStore();
+
+        // 1. Backups succeed: each is followed by a prune, so of three sets one is left.
+        var events = new RecordingEvents();
+        using (var host = BuildHost(node, store, events))
         {
             await host.StartAsync();
-            await Task.Delay(TimeSpan.FromSeconds(5));
+            var done = await JobsDone.AttachAsync(host);
+            for (var i = 0; i < 3; i++) await JobsDone.RunOnceAsync(host, done);
             await host.StopAsync();
         }
-        var after = await new BackupCatalog(store).ListAsync(CancellationToken.None);
-        Assert.AreEqual(survivor, after.Single(s => s.IsComplete).BackupId);
+        Assert.AreEqual(3, events.Succeeded);
+        var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
+        Assert.AreEqual(1, sets.Count(s => s.IsComplete), "older sets were pruned after the later backups succeeded: "
+            + string.Join(", ", sets.Select(s => $"{s.BackupId} {s.State}")));
+        var survivor = sets.First(s => s.IsComplete);
+
+        // 2. Two more complete sets, older than the survivor: more sets than KeepLast, so a prune
+        //    now WOULD delete two. This rules out "prune after every backup, failed or not".
+        var older = new[]
+        {
+            await RegistryDR.Tests.Retention.RetentionTestSupport.WriteSetAsync(store, survivor.Time.AddSeconds(-30)),
+            await RegistryDR.Tests.Retention.RetentionTestSupport.WriteSetAsync(store, survivor.Time.AddSeconds(-40)),
+        };
+        var before = (await new BackupCatalog(store).ListAsync(CancellationToken.None)).Where(s => s.IsComplete).Select(s => s.BackupId).ToList();
+        CollectionAssert.AreEqual(new[] { survivor.BackupId, older[0], older[1] }, before);
+
+        // 3. Now every backup fails (nothing listens on the port): nothing may be pruned.
+        node.Options.Database.Port = RegistryDR.Tests.Backup.BackupFailureTests.FreePort();
+        events = new RecordingEvents();
+        using (var host = BuildHost(node, store, events))
+        {
+            await host.StartAsync();
+            var done = await JobsDone.AttachAsync(host);
+            for (var i = 0; i < 2; i++) await JobsDone.RunOnceAsync(host, done);
+            await host.StopAsync();
+        }
+        Assert.AreEqual(2, events.Failed);
+        Assert.AreEqual(0, events.Succeeded);
+        var after = (await new BackupCatalog(store).ListAsync(CancellationToken.None)).Where(s => s.IsComplete).Select(s => s.BackupId).ToList();
+        CollectionAssert.AreEqual(before, after, "a prune ran after a failed backup");
     }
 }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Mutation testing of the safety paths with Stryker.NET (the dotnet-stryker tool pinned in
+# .config/dotnet-tools.json): each "room" is the code where a wrong line loses data, and the
+# tests that must catch it. Not run by CI (a room takes from minutes to hours); the scores are
+# recorded in docs/testing.md.
+#
+# Usage: bash scripts/mutation.sh ROOM... [-- EXTRA STRYKER ARGS]
+#        bash scripts/mutation.sh --list
+#   ROOM: retention | archive-paths | fencing | catalog | restore
+#   e.g.  bash scripts/mutation.sh retention
+#         bash scripts/mutation.sh restore -- --mutate '**/Restore/RestoreService.cs{480..520}'
+#         (a narrower --mutate replaces the room's own, to try the mechanics on a few mutants)
+# Reports (html, json) go to .artifacts/mutation/ROOM/; the last line per room is its score.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+declare -A MUTATE FILTER
+# Retention: which sets the planner keeps, and the pruner that deletes the rest.
+MUTATE[retention]='**/Retention/*.cs'
+FILTER[retention]='FullyQualifiedName~RegistryDR.Tests.Retention&FullyQualifiedName!~PrunerS3Tests'
+# The archive's path safety: names, link targets and extraction that must never leave the target.
+MUTATE[archive-paths]='**/Archive/Internal/EntryNames.cs;**/Archive/Internal/EntryPolicy.cs;**/Archive/Internal/StagingExtractor.cs'
+FILTER[archive-paths]='FullyQualifiedName~RegistryDR.Tests.Archive|FullyQualifiedName~ConfigArchiveFuzz'
+# Fencing: the generation ledger that stops a previous writer.
+MUTATE[fencing]='**/Fencing/*.cs'
+FILTER[fencing]='FullyQualifiedName~RegistryDR.Tests.Fencing'
+# The catalogue's choice of the newest restorable set.
+MUTATE[catalog]='**/Backup/BackupCatalog.cs'
+FILTER[catalog]='FullyQualifiedName~BackupCatalog|FullyQualifiedName~ProtectionStatusTests|FullyQualifiedName~VerifyAndRestoreSafetyTests|FullyQualifiedName~RegistryDR.Tests.Retention&FullyQualifiedName!~PrunerS3Tests'
+# Restore and its rollback (needs PostgreSQL: slow, one mutant is a restore).
+MUTATE[restore]='**/Restore/RestoreService.cs'
+FILTER[restore]='FullyQualifiedName~RollbackTests|FullyQualifiedName~VerifyAndRestoreSafetyTests|FullyQualifiedName~Backup.RoundTripTests|FullyQualifiedName~RolesScriptTests'
+
+if [[ ${1:-} == --list || $# -eq 0 ]]; then
+  for room in "${!MUTATE[@]}"; do printf '%-14s mutate %s\n%-14s tests  %s\n' "$room" "${MUTATE[$room]}" '' "${FILTER[$room]}"; done
+  exit 0
+fi
+
+rooms=()
+while [[ $# -gt 0 && $1 != -- ]]; do
+  [[ -n ${MUTATE[$1]:-} ]] || { echo "unknown room '$1' (bash scripts/mutation.sh --list)" >&2; exit 2; }
+  rooms+=("$1"); shift
+done
+[[ ${1:-} == -- ]] && shift
+extra=("$@")
+
+dotnet tool restore >/dev/null
+# Stryker builds and rewrites the test project's bin/ with mutated assemblies: work on a copy of
+# the tree, so a test run or build in this checkout meanwhile never picks up a mutant.
+copy=$(mktemp -d /tmp/rdr-mutation.XXXXXX)
+trap 'rm -rf -- "$copy"' EXIT
+git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$copy"
+for room in "${rooms[@]}"; do
+  out=$PWD/.artifacts/mutation/$room
+  rm -rf "$out"; mkdir -p "$out"
+  mutate=()
+  if [[ ! " ${extra[*]} " == *" --mutate "* && ! " ${extra[*]} " == *" -m "* ]]; then
+    IFS=';' read -r -a globs <<<"${MUTATE[$room]}"
+    for glob in "${globs[@]}"; do mutate+=(--mutate "$glob"); done
+  fi
+  echo "== $room"
+  # One test process at a time: tests that start PostgreSQL or Ceph must not race each other,
+  # and the machine has two cores.
+  (cd "$copy/tests/RegistryDR.Tests" && timeout 6h dotnet stryker \
+      --project RegistryDR.csproj \
+      --configuration Release \
+      --concurrency 1 \
+      --test-case-filter "${FILTER[$room]}" \
+      "${mutate[@]}" \
+      --reporter html --reporter json --reporter progress --reporter cleartext \
+      --output "$out" \
+      --skip-version-check \
+      "${extra[@]}") 2>&1 | tee "$out/stryker.log"
+  score=$(grep -aoE 'The final mutation score is [0-9.]+ ?%' "$out/stryker.log" | tail -n 1 || true)
+  echo "$room: ${score:-no score (see $out/stryker.log)}"
+done

@@ -1,0 +1,152 @@
+using Npgsql;
+using RegistryDR.Backup;
+using RegistryDR.Restore;
+using RegistryDR.Stores;
+using RegistryDR.Tests.Infrastructure;
+
+namespace RegistryDR.Tests.Restore;
+
+/// <summary>
+/// A restore that fails after it has started changing the node puts the node's OWN data back.
+/// The live node is changed after the backup, so a rolled-back node and a restored one differ:
+/// each test fails if the rollback leaves the backup's database or directories in place
+/// (checked by removing the rollback's directory undo, then its database rename-back).
+/// </summary>
+[TestClass]
+public sealed class RollbackTests
+{
+    [TestMethod]
+    public async Task A_config_directory_that_cannot_be_swapped_in_after_the_database_swap_leaves_the_live_database_and_directories()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        // The stop command runs after extraction, just before the swap: it removes the second
+        // directory's extracted copy, so the database and the first directory are swapped and the
+        // second directory cannot be renamed in.
+        var second = fx.Node.ConfigDirectories[1];
+        var stagingOfSecond = Path.Combine(Path.GetDirectoryName(second)!, $".{Path.GetFileName(second)}.registry-dr-restore-{fx.Manifest.BackupId}");
+        fx.Node.Options.Registry.StopCommand = ["/bin/rm", "-r", "--", stagingOfSecond];
+        var before = await fx.SnapshotAsync();
+
+        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId)));
+
+        Assert.IsInstanceOfType<DirectoryNotFoundException>(failure.InnerException, failure.ToString());
+        StringAssert.Contains(failure.NodeState, $"{fx.Node.ConfigDirectories[0]} was put back as it was");
+        StringAssert.Contains(failure.NodeState, $"database '{fx.Node.Database}' was put back as it was");
+        await fx.AssertNodeIsAsItWasAsync(before);
+    }
+
+    [TestMethod]
+    public async Task A_registry_that_fails_to_start_after_the_directory_swap_leaves_the_live_database_and_directories()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        // Fails the first time (the restored node), starts the second (the rolled-back node).
+        var marker = Path.Combine(fx.Node.Root, "start-attempted");
+        fx.Node.Options.Registry.StartCommand =
+            ["/bin/sh", "-c", $"if [ -e '{marker}' ]; then exit 0; fi; touch '{marker}'; echo 'registry: bad configuration' >&2; exit 3"];
+        var before = await fx.SnapshotAsync();
+
+        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId)));
+
+        StringAssert.Contains(failure.Message, "registry: bad configuration");
+        StringAssert.Contains(failure.NodeState, $"{fx.Node.ConfigDirectories[0]} was put back as it was");
+        StringAssert.Contains(failure.NodeState, $"{fx.Node.ConfigDirectories[1]} was put back as it was");
+        StringAssert.Contains(failure.NodeState, $"database '{fx.Node.Database}' was put back as it was");
+        StringAssert.Contains(failure.NodeState, "the registry was started again on its previous data");
+        await fx.AssertNodeIsAsItWasAsync(before);
+    }
+
+    [TestMethod]
+    public async Task A_registry_that_never_answers_its_health_url_leaves_the_live_database_and_directories()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        fx.Node.Options.Registry.HealthUrl = $"http://127.0.0.1:{RegistryDR.Tests.Backup.BackupFailureTests.FreePort()}/";
+        fx.Node.Options.Registry.HealthTimeout = TimeSpan.FromSeconds(2);
+        var before = await fx.SnapshotAsync();
+
+        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId)));
+
+        StringAssert.Contains(failure.Message, "did not answer");
+        StringAssert.Contains(failure.NodeState, $"database '{fx.Node.Database}' was put back as it was");
+        await fx.AssertNodeIsAsItWasAsync(before);
+    }
+
+    private sealed record NodeSnapshot(DatabaseSnapshot Database, IReadOnlyList<DirectorySnapshot> Directories);
+
+    private sealed class Fixture : IAsyncDisposable
+    {
+        public required TestNode Node { get; init; }
+        public required string StoreDirectory { get; init; }
+        public required IBackupStore Store { get; init; }
+        public required BackupManifest Manifest { get; init; }
+
+        /// <summary>A node, its backup, then changes to the live database and both directories, so
+        /// the backup differs from the live node in rows, sequences, schema and files.</summary>
+        public static async Task<Fixture> CreateAsync()
+        {
+            var storeDirectory = Directory.CreateTempSubdirectory("rdr-store-").FullName;
+            var node = await TestNode.CreateAsync("file://" + storeDirectory, repositories: 50);
+            var store = node.CreateStore();
+            var manifest = await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+
+            await using (var connection = new NpgsqlConnection(node.ConnectionString))
+            {
+                await connection.OpenAsync();
+                await using var command = new NpgsqlCommand("""
+                    DELETE FROM tags WHERE id % 3 = 0;
+                    UPDATE users SET email = 'changed-after-the-backup@example.com' WHERE id % 2 = 0;
+                    SELECT nextval('build_number_seq');
+                    CREATE TABLE written_after_the_backup (id int PRIMARY KEY);
+                    INSERT INTO written_after_the_backup VALUES (1), (2);
+                    """, connection);
+                await command.ExecuteNonQueryAsync();
+            }
+
+            File.WriteAllText(Path.Combine(node.ConfigDirectories[0], "license.json"), "{\"key_id\":\"renewed after the backup\"}\n");
+            File.WriteAllText(Path.Combine(node.ConfigDirectories[0], "ssl", "added-after-the-backup.crt"), "new\n");
+            File.SetUnixFileMode(Path.Combine(node.ConfigDirectories[1], "dtr.yml"), UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            File.WriteAllText(Path.Combine(node.ConfigDirectories[1], "dtr.yml"), "storage:\n  s3:\n    bucket: moved-after-the-backup\n");
+            return new Fixture { Node = node, StoreDirectory = storeDirectory, Store = store, Manifest = manifest };
+        }
+
+        public RestoreService Restorer() => new(Node.Options, Store, TestNode.Logger<RestoreService>(), TimeProvider.System);
+
+        public async Task<NodeSnapshot> SnapshotAsync()
+        {
+            var database = await DatabaseSnapshot.CaptureAsync(Node.ConnectionString);
+            var directories = Node.ConfigDirectories.Select(DirectorySnapshot.Take).ToList();
+            return new NodeSnapshot(database, directories);
+        }
+
+        /// <summary>The live node equals the snapshot taken just before the restore, and is not the backup.</summary>
+        public async Task AssertNodeIsAsItWasAsync(NodeSnapshot before)
+        {
+            var after = await SnapshotAsync();
+            var database = before.Database.FirstDifference(after.Database);
+            Assert.IsNull(database, $"the live database was not put back:\n{database}");
+            for (var i = 0; i < before.Directories.Count; i++)
+            {
+                var directory = before.Directories[i].FirstDifference(after.Directories[i]);
+                Assert.IsNull(directory, $"{Node.ConfigDirectories[i]} was not put back:\n{directory}");
+            }
+
+            // The data that only the live node has is there (a restored node would lack it).
+            Assert.AreEqual(2, after.Database.RowCount("written_after_the_backup"));
+            StringAssert.Contains(File.ReadAllText(Path.Combine(Node.ConfigDirectories[1], "dtr.yml")), "moved-after-the-backup");
+
+            // Nothing of the failed restore is left: no scratch or previous database, no staging or previous directories.
+            await using var admin = new NpgsqlConnection(Node.Cluster.ConnectionString());
+            await admin.OpenAsync();
+            await using var leftovers = new NpgsqlCommand("SELECT count(*) FROM pg_database WHERE datname LIKE @prefix", admin);
+            leftovers.Parameters.AddWithValue("prefix", Node.Database + "_rdr_%");
+            Assert.AreEqual(0L, (long)(await leftovers.ExecuteScalarAsync())!);
+            foreach (var directory in Node.ConfigDirectories)
+                Assert.IsEmpty(Directory.GetFileSystemEntries(Path.GetDirectoryName(directory)!, ".*registry-dr*"));
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Node.DisposeAsync();
+            Directory.Delete(StoreDirectory, recursive: true);
+        }
+    }
+}
