@@ -118,7 +118,8 @@ fingerprint() {
   }
 }
 
-log "Backing up to file://$work/store"
+log "Initialising the store file://$work/store, then backing up to it"
+rdr init-store
 rdr backup
 fingerprint > "$work/before.txt"
 rdr list
@@ -131,7 +132,7 @@ PGPASSWORD=$password dropdb dtr
 rm -rf "$node/var/local/dtr" "$node/usr/local/etc/dtr"
 
 log "Restoring"
-rdr restore --backup latest
+rdr restore latest
 
 log "Checking"
 fingerprint > "$work/after.txt"
