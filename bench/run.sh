@@ -361,10 +361,11 @@ EOF
 mkdir -p "$WORK/staging"
 RDR=(env AWS_ACCESS_KEY_ID="$ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$SECRET_KEY" AWS_EC2_METADATA_DISABLED=true
     REGISTRYDR_DB_PASSWORD=unused dotnet "$WORK/rdr/registry-dr.dll" --config "$WORK/registry-dr.json")
+"${RDR[@]}" init-store >"$WORK/init-store.log" 2>&1 || { cat "$WORK/init-store.log" >&2; exit 1; }
 measure c_backup "${RDR[@]}" backup
 BYTES_c=$(bucket_bytes bench-registrydr)
 psql_q -d postgres -c "DROP DATABASE $DB"
-measure c_restore "${RDR[@]}" restore --backup latest
+measure c_restore "${RDR[@]}" restore latest
 rows_c=$(psql_q -d "$DB" -Atc "SELECT count(*) FROM events")
 [[ $rows_c == "$rows_orig" ]] || {
     echo "(c) restored $rows_c events, expected $rows_orig" >&2
