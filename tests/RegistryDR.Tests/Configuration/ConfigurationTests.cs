@@ -202,14 +202,6 @@ public sealed class ConfigurationTests
     }
 
     [TestMethod]
-    public void ListsReplaceTheirDefault_RatherThanAppending()
-    {
-        var options = Bind(new() { ["Monitoring:Urls:0"] = "http://0.0.0.0:8080", ["Config:Exclude:0"] = "*.sock" });
-        CollectionAssert.AreEqual(new[] { "http://0.0.0.0:8080" }, options.Monitoring.Urls);
-        CollectionAssert.AreEqual(new[] { "*.sock" }, options.Config.Exclude);
-    }
-
-    [TestMethod]
     public void EverySetting_HasAFormInWords()
     {
         // A new option of a type the reader cannot read fails here, not on an operator's node.
