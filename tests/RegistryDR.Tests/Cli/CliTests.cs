@@ -348,6 +348,34 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public async Task Bootstrap_InitialisesAnEmptyStore_OnlyOnTheFirstNode()
+    {
+        using var storeDir = new TempDirectory("rdr-store-");
+        await using var node = await TestNode.CreateAsync("file://" + storeDir.Path);
+        // Outside AWS: no instance metadata, no lifecycle hook, no signal; nothing to start.
+        Action<Dictionary<string, object?>> agent(bool firstBoot) => c =>
+        {
+            c["Agent"] = new { node.Options.Agent.StateFile, InstanceId = "i-0123456789abcdef0", Region = "eu-west-1", LifecycleHookName = "", SignalResource = "", AllowFirstBoot = firstBoot };
+            c["Monitoring"] = new { Enabled = false, EmfLogPath = "" };
+        };
+
+        var replacement = await WriteConfigAsync(node, initialiseStore: false, edit: agent(false));
+        var refused = await RunCliAsync(null, "bootstrap", "--config", replacement);
+        Assert.AreEqual(3, refused.ExitCode, refused.ToString());
+        StringAssert.Contains(refused.Stderr, $"Store:Url file://{storeDir.Path} has no registry-dr-store.json: it was never initialised, or it is not the store you meant.");
+        StringAssert.Contains(refused.Stderr, "set Agent:AllowFirstBoot=true (the template's AllowFirstBoot parameter) so that the first node initialises it; a replacement node never does.");
+        Assert.IsEmpty(Directory.GetFileSystemEntries(storeDir.Path));
+
+        var first = await WriteConfigAsync(node, initialiseStore: false, edit: agent(true));
+        var booted = await RunCliAsync(null, "bootstrap", "--config", first);
+        Assert.AreEqual(0, booted.ExitCode, booted.ToString());
+        StringAssert.Contains(booted.Stdout, "Bootstrap complete: first boot with an empty registry");
+        StringAssert.Contains(booted.Stderr, $"Store file://{storeDir.Path} is empty and Agent:AllowFirstBoot is set: initialised it (registry-dr-store.json written) for the first node");
+        using var marker = JsonDocument.Parse(File.ReadAllText(Path.Combine(storeDir.Path, StoreMarker.Key)));
+        Assert.AreEqual("first boot", marker.RootElement.GetProperty("createdBy").GetString());
+    }
+
+    [TestMethod]
     public async Task AMissingPasswordFile_BlocksOnlyWhatConnectsToTheDatabase()
     {
         using var storeDir = new TempDirectory("rdr-store-");
