@@ -301,6 +301,39 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public async Task AReadOnlyStore_IsReportedByStatus_NamingStoreUrlAndTheReason()
+    {
+        if (!Environment.IsPrivilegedProcess) Assert.Inconclusive("a read-only bind mount needs root");
+        using var storeDir = new TempDirectory("rdr-store-");
+        var env = Env(("REGISTRYDR__Store__Url", "file://" + storeDir.Path));
+        Assert.AreEqual(0, (await RunCliAsync(env, "init-store")).ExitCode);
+        // The store read-only in a private mount namespace: readable, not writable.
+        var script = $"mount --bind '{storeDir.Path}' '{storeDir.Path}' && mount -o remount,ro,bind '{storeDir.Path}' && " +
+                     $"exec dotnet '{Path.Combine(AppContext.BaseDirectory, "registry-dr.dll")}' status --json";
+        var run = await RunInNamespaceAsync(env, script);
+        Assert.AreEqual(6, run.ExitCode, run.ToString());
+        var json = JsonDocument.Parse(run.Stdout).RootElement;
+        Assert.IsTrue(json.GetProperty("storeReachable").GetBoolean());
+        Assert.IsFalse(json.GetProperty("storeWritable").GetBoolean());
+        CollectionAssert.Contains(json.GetProperty("problems").EnumerateArray().Select(p => p.GetString()).ToList(),
+            $"store: Store:Url file://{storeDir.Path} is not writable: {storeDir.Path} is on a read-only file system (check how it is mounted: `findmnt -T {storeDir.Path}`).");
+    }
+
+    private static async Task<Run> RunInNamespaceAsync(IReadOnlyDictionary<string, string?> env, string script)
+    {
+        var psi = new ProcessStartInfo("unshare", ["--mount", "--propagation", "private", "bash", "-c", script])
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (var (k, v) in env) psi.Environment[k] = v;
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(3));
+        return new Run(p.ExitCode, await stdout, await stderr);
+    }
+
+    [TestMethod]
     public async Task InitStore_CreatesThePrivateDirectory_WritesTheMarkerOnce_AndCommandsThenWork()
     {
         using var root = new TempDirectory("rdr-store-");
