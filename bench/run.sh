@@ -380,10 +380,11 @@ EOF
 mkdir -p "$WORK/staging"
 RDR=(env AWS_ACCESS_KEY_ID="$ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$SECRET_KEY" AWS_EC2_METADATA_DISABLED=true
     REGISTRYDR_DB_PASSWORD=unused dotnet "$WORK/rdr/registry-dr.dll" --config "$WORK/registry-dr.json")
+"${RDR[@]}" init-store >"$WORK/init-store.log" 2>&1 || { cat "$WORK/init-store.log" >&2; exit 1; }
 measure c_backup "${RDR[@]}" backup
 BYTES_c=$(bucket_bytes bench-registrydr)
 psql_q -d postgres -c "DROP DATABASE $DB"
-measure c_restore "${RDR[@]}" restore --backup latest
+measure c_restore "${RDR[@]}" restore latest
 oracle_db "$PGPORT" "$DB" >"$WORK/oracle-c.txt"
 same_as_original c "$WORK/oracle-original.txt" "$WORK/oracle-c.txt"
 oracle_tree >"$WORK/oracle-config-c.txt"

@@ -115,7 +115,8 @@ snapshot() {
   dotnet "$work/oracle/registrydr-oracle.dll" tree "$node/var/local/dtr" "$node/usr/local/etc/dtr"
 }
 
-log "Backing up to file://$work/store"
+log "Initialising the store file://$work/store, then backing up to it"
+rdr init-store
 rdr backup
 snapshot > "$work/before.txt"
 rdr list
@@ -128,7 +129,7 @@ PGPASSWORD=$password dropdb dtr
 rm -rf "$node/var/local/dtr" "$node/usr/local/etc/dtr"
 
 log "Restoring"
-rdr restore --backup latest
+rdr restore latest
 
 log "Checking"
 snapshot > "$work/after.txt"

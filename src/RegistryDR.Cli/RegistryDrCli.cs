@@ -1,6 +1,9 @@
 using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -11,16 +14,18 @@ using RegistryDR.Cli.Rendering;
 using RegistryDR.Configuration;
 using RegistryDR.Monitoring;
 using RegistryDR.Restore;
+using RegistryDR.Stores;
 using RegistryDR.Worker;
 
 namespace RegistryDR.Cli;
 
-/// <summary>The <c>registry-dr</c> command line. Each subcommand is a thin shell over a library service.</summary>
+/// <summary>The <c>registry-dr</c> command line. Each subcommand is a thin shell over a library service. docs/cli.md describes it, and a test holds the two together.</summary>
 internal static class RegistryDrCli
 {
     public static readonly Option<string?> ConfigOption = new("--config", "-c")
     {
         Description = $"Configuration file (default {RegistryDrOptions.DefaultConfigPath}; REGISTRYDR__Section__Key variables override it).",
+        HelpName = "PATH",
         Recursive = true,
     };
 
@@ -30,15 +35,29 @@ internal static class RegistryDrCli
         Recursive = true,
     };
 
-    private static Option<bool> JsonOption() => new("--json") { Description = "Machine-readable JSON on stdout; no progress display." };
+    private static Option<bool> JsonOption() => new("--json") { Description = "Machine-readable JSON on stdout (errors too: {\"error\": {\"code\": N, \"message\": ...}}); no progress display." };
 
-    internal static readonly JsonSerializerOptions JsonOutput = new(JsonSerializerDefaults.Web) { WriteIndented = true };
+    /// <summary>A set to work on: optional, 'latest' when left out. No DefaultValueFactory, so help does not print "[default: latest]" after the command's own description.</summary>
+    private static Argument<string?> BackupArgument() => new("ID|latest")
+    {
+        Description = "A backup id from `registry-dr list`, or 'latest' (when left out): the newest complete set.",
+        HelpName = "ID|latest",
+        Arity = ArgumentArity.ZeroOrOne,
+    };
+
+    /// <summary>Indented, and quotes and apostrophes left as they are (the output is read by people and by JSON parsers, never embedded in HTML).</summary>
+    internal static readonly JsonSerializerOptions JsonOutput = new(JsonSerializerDefaults.Web)
+    {
+        WriteIndented = true,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
 
     public static RootCommand Build()
     {
-        var root = new RootCommand("RegistryDR: backup, verification and restore for a single-node container registry (PostgreSQL metadata and config directories).");
+        var root = new RootCommand("RegistryDR: backup, verification and restore for a single-node container registry (PostgreSQL metadata and config directories). docs/cli.md describes every command.");
         root.Options.Add(ConfigOption);
         root.Options.Add(VerboseOption);
+        root.Subcommands.Add(InitStoreCommand());
         root.Subcommands.Add(BackupCommand());
         root.Subcommands.Add(ListCommand());
         root.Subcommands.Add(StatusCommand());
@@ -48,14 +67,107 @@ internal static class RegistryDrCli
         root.Subcommands.Add(PruneCommand());
         root.Subcommands.Add(WorkerCommand());
         root.Subcommands.Add(BootstrapCommand());
+        var help = root.Options.OfType<HelpOption>().Single();
+        help.Action = new HelpWithExitCodes((HelpAction)help.Action!);
         return root;
+    }
+
+    /// <summary>The exit codes, as every --help ends with them.</summary>
+    internal static string ExitCodesHelp() =>
+        "Exit codes:" + Environment.NewLine +
+        string.Concat(ExitCodes.All.Select(c => $"  {c.Code,-5}{c.Meaning}{Environment.NewLine}"));
+
+    /// <summary>System.CommandLine's help, then the exit codes.</summary>
+    private sealed class HelpWithExitCodes(HelpAction inner) : SynchronousCommandLineAction
+    {
+        public override bool ClearsParseErrors => true;
+
+        public override int Invoke(ParseResult parseResult)
+        {
+            var result = inner.Invoke(parseResult);
+            parseResult.InvocationConfiguration.Output.WriteLine(ExitCodesHelp());
+            return result;
+        }
+    }
+
+    /// <summary>
+    /// An invalid command line: what is wrong, the nearest command for a typo, and where help is.
+    /// Exit 2, like an invalid configuration (docs/cli.md; the worker unit's RestartPreventExitStatus=2).
+    /// </summary>
+    public static int ReportParseErrors(ParseResult parse, bool json)
+    {
+        var messages = parse.Errors.Select(e => e.Message).Distinct().ToList();
+        var command = parse.CommandResult.Command;
+        var unmatched = parse.UnmatchedTokens.FirstOrDefault();
+        // "registry-dr lisst" is a mistyped command, not a missing one.
+        if (unmatched is not null && messages.Count > 1) messages.RemoveAll(m => m.StartsWith("Required command", StringComparison.Ordinal));
+        if (unmatched is not null && command.Subcommands.Count > 0 &&
+            Configuration.Internal.OptionsReader.Closest(unmatched, command.Subcommands.Select(c => c.Name)) is { } closest)
+            messages.Add($"Did you mean '{closest}'?");
+        var path = string.Join(' ', parse.CommandResult.Command is RootCommand ? ["registry-dr"] : new[] { "registry-dr", command.Name });
+        messages.Add($"'{path} --help' lists the commands and options.");
+        return CliContext.Fail(json, ExitCodes.InvalidConfiguration, string.Join(Environment.NewLine, messages));
+    }
+
+    private static Command InitStoreCommand()
+    {
+        var json = JsonOption();
+        var command = new Command("init-store",
+            $"Initialise the store Store:Url names, once: check it is writable and write its marker ({StoreMarker.Key}). Every other command refuses a store without it, so an unmounted file system or a wrong bucket is never mistaken for an empty store.") { json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
+        {
+            var location = StoreLocation.Parse(ctx.Options.Store.Url);
+            var notes = new List<string>();
+            if (location.Kind == StoreKind.FileSystem)
+            {
+                if (File.Exists(location.Path))
+                    throw new StoreUnavailableException($"Store:Url {location}: {location.Path} is a file, not a directory.");
+                if (!Directory.Exists(location.Path))
+                {
+                    // Backups hold role password hashes and config secrets: private from creation.
+                    Directory.CreateDirectory(location.Path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+                    notes.Add($"created {location.Path} (mode 0700)");
+                }
+                if (FileSystemMounts.Find(location.Path) is { } mount)
+                    notes.Add($"{location.Path} is on {mount.Source} mounted at {mount.MountPoint} ({mount.Type})");
+            }
+            await ctx.Store.CheckAccessAsync(ct);
+            var survey = await StoreMarker.SurveyAsync(ctx.Store, ct);
+            StoreMarker.Contents marker;
+            bool written;
+            if (survey.Marker is not null)
+            {
+                (marker, written) = (survey.Marker, false);
+            }
+            else if (!survey.HasBackups && survey.OtherObjects > 0)
+            {
+                throw new StoreNotInitializedException(
+                    $"Store:Url {location} is not empty ({(survey.OtherObjects >= 10 ? "10 or more" : survey.OtherObjects.ToString(CultureInfo.InvariantCulture))} object(s)) and holds no backups: it is not a RegistryDR store. Point Store:Url at an empty directory or prefix.");
+            }
+            else
+            {
+                (marker, written) = await StoreMarker.WriteAsync(ctx.Store, survey.HasBackups ? "adopted" : "init-store", ctx.Time, ct);
+                if (survey.HasBackups) notes.Add("it already held backups from before stores had a marker: adopted");
+            }
+            if (ctx.Json)
+                Console.WriteLine(JsonSerializer.Serialize(new { store = location.ToString(), initialised = written, marker, notes }, JsonOutput));
+            else
+            {
+                Console.WriteLine(written
+                    ? $"Initialised {location}: wrote {StoreMarker.Key} (format {marker.Format}, {SetFormat.Time(marker.CreatedAt)}, host {marker.Host})."
+                    : $"{location} is already initialised: {StoreMarker.Key} was written {SetFormat.Time(marker.CreatedAt)} on {marker.Host} ({marker.CreatedBy}). Nothing was changed.");
+                foreach (var note in notes) Console.WriteLine("  " + note);
+            }
+            return ExitCodes.Success;
+        }, openStore: (options, logger) => BackupStoreFactory.Create(options.Store, logger: logger)));
+        return command;
     }
 
     private static Command BackupCommand()
     {
         var json = JsonOption();
         var command = new Command("backup", "Take one backup set now: roles, database, config directories, then the manifest.") { json };
-        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store | Needs.Database, async (ctx, ct) =>
         {
             var service = new BackupService(ctx.Options, ctx.Store, ctx.LoggerFactory.CreateLogger<BackupService>(), ctx.Time);
             var progress = TerminalProgress.For(ctx.Json);
@@ -64,28 +176,43 @@ internal static class RegistryDrCli
             if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(manifest, JsonOutput));
             else
             {
-                Console.WriteLine($"Backup {manifest.BackupId} complete in {ctx.Store.Description}");
-                foreach (var a in manifest.Artifacts.Where(a => !BackupLayout.IsTableDataArtifact(a.Name)))
-                    Console.WriteLine($"  {a.Name,-10} {a.Size,14:N0} bytes  sha256 {a.Sha256}");
-                var ranges = manifest.Artifacts.Where(a => BackupLayout.IsTableDataArtifact(a.Name)).ToList();
-                if (ranges.Count > 0)
-                    Console.WriteLine($"  {"table data",-10} {ranges.Sum(a => a.Size),14:N0} bytes  {ranges.Count} block ranges of {string.Join(", ", manifest.SplitTables.Select(t => t.Schema + "." + t.Name))}");
+                Console.WriteLine($"Backup {manifest.BackupId} complete in {ctx.Store.Description}: recovery point {SetFormat.Time(manifest.StartedAt)}, {SetFormat.Bytes(manifest.TotalSize)}");
+                WriteArtifacts(manifest.Artifacts.Select(a => (a.Name, a.Size, "sha256 " + a.Sha256)), manifest.SplitTables.Select(t => t.Schema + "." + t.Name));
             }
             return ExitCodes.Success;
         }));
         return command;
     }
 
+    /// <summary>One line per artifact, the block ranges of split tables summed into one.</summary>
+    private static void WriteArtifacts(IEnumerable<(string Name, long Size, string Detail)> artifacts, IEnumerable<string> splitTables)
+    {
+        var all = artifacts.ToList();
+        foreach (var a in all.Where(a => !BackupLayout.IsTableDataArtifact(a.Name)))
+            Console.WriteLine($"  {a.Name,-10} {SetFormat.Bytes(a.Size),10}  {a.Detail}");
+        var ranges = all.Where(a => BackupLayout.IsTableDataArtifact(a.Name)).ToList();
+        if (ranges.Count > 0)
+            Console.WriteLine($"  {"table data",-10} {SetFormat.Bytes(ranges.Sum(a => a.Size)),10}  {ranges.Count} block ranges of {string.Join(", ", splitTables)}");
+    }
+
     private static Command ListCommand()
     {
         var json = JsonOption();
-        var command = new Command("list", "List backup sets, newest first.") { json };
-        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        var command = new Command("list", "List backup sets, newest first: id, recovery point, size, state, and whether the set was verified.") { json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
         {
             var sets = await new BackupCatalog(ctx.Store).ListAsync(ct);
+            var verified = await Retention.VerificationRecord.ReadVerifiedIdsAsync(ctx.Store, ct);
             if (ctx.Json)
             {
-                Console.WriteLine(JsonSerializer.Serialize(sets, JsonOutput));
+                var array = new JsonArray();
+                foreach (var s in sets)
+                {
+                    var node = JsonSerializer.SerializeToNode(s, JsonOutput)!.AsObject();
+                    node["verified"] = verified.Contains(s.BackupId);
+                    array.Add(node);
+                }
+                Console.WriteLine(array.ToJsonString(JsonOutput));
                 return ExitCodes.Success;
             }
             if (sets.Count == 0)
@@ -93,9 +220,9 @@ internal static class RegistryDrCli
                 Console.WriteLine($"No backups in {ctx.Store.Description}.");
                 return ExitCodes.Success;
             }
-            Console.WriteLine($"{"BACKUP ID",-26} {"TIME (UTC)",-20} {"SIZE",12} STATE");
+            Console.WriteLine($"{"BACKUP ID",-26} {"RECOVERY POINT",-23} {"SIZE",10}  {"STATE",-10} VERIFIED");
             foreach (var s in sets)
-                Console.WriteLine($"{s.BackupId,-26} {s.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),-20} {TerminalProgress.Bytes(s.Size),12} {(s.IsComplete ? "complete" : "INCOMPLETE")}");
+                Console.WriteLine($"{s.BackupId,-26} {SetFormat.Time(s.Time),-23} {SetFormat.Bytes(s.Size),10}  {(s.IsComplete ? "complete" : "INCOMPLETE"),-10} {(verified.Contains(s.BackupId) ? "yes" : "-")}");
             return ExitCodes.Success;
         }));
         return command;
@@ -105,10 +232,11 @@ internal static class RegistryDrCli
     {
         var json = JsonOption();
         var command = new Command("status",
-            "Is the registry protected? The newest backup and its age against the schedule (OK, LATE, MISSING), whether the store is reachable, and the recovery point a restore now would give. Exit 0 only when OK.") { json };
-        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+            "Is the registry protected? The newest backup's age against the schedule (OK, LATE, MISSING), whether the next backup can run (database reachable with the password, store writable; BLOCKED if not), and the recovery point a restore now would give. Exit 0 only when OK.") { json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
         {
-            var status = await ProtectionStatusReader.ReadAsync(ctx.Store, ctx.Options.Schedule.Cron, ctx.Time, ct);
+            var status = await ProtectionStatusReader.ReadAsync(ctx.Store, ctx.Options, ctx.Time, ctx.LoggerFactory.CreateLogger("RegistryDR.Postgres"), ct);
+            var db = ctx.Options.Database;
             if (ctx.Json)
             {
                 Console.WriteLine(JsonSerializer.Serialize(new
@@ -116,7 +244,10 @@ internal static class RegistryDrCli
                     state = status.State,
                     store = status.Store,
                     storeReachable = status.StoreReachable,
+                    storeWritable = status.StoreWritable,
                     storeError = status.StoreError,
+                    database = $"{db.Host}:{db.Port}/{db.Name}",
+                    databaseReachable = status.DatabaseReachable,
                     schedule = status.Schedule,
                     intervalSeconds = status.Interval.TotalSeconds,
                     newestBackupId = status.NewestBackupId,
@@ -126,23 +257,32 @@ internal static class RegistryDrCli
                     recoveryPoint = status.RecoveryPoint,
                     completeSets = status.CompleteSets,
                     incompleteSets = status.IncompleteSets,
+                    problems = status.Problems,
                 }, JsonOutput));
             }
             else
             {
+                var storeState = !status.StoreReachable ? "UNREACHABLE: " + status.StoreError
+                    : status.StoreWritable == false ? "reachable, NOT WRITABLE" : "reachable, writable";
                 Console.WriteLine($"Protection:      {status.State.ToString().ToUpperInvariant()}");
-                Console.WriteLine($"Store:           {status.Store} ({(status.StoreReachable ? "reachable" : "UNREACHABLE: " + status.StoreError)})");
-                Console.WriteLine($"Schedule:        {status.Schedule} (every {status.Interval}; LATE after {status.Interval * ProtectionStatusReader.LateAfterIntervals})");
+                Console.WriteLine($"Store:           {status.Store} ({storeState})");
+                Console.WriteLine($"Database:        {db.Host}:{db.Port}/{db.Name} as {db.User} ({(status.DatabaseReachable == true ? "reachable" : "NOT REACHABLE")})");
+                Console.WriteLine($"Schedule:        {ScheduleDescription.Words(status.Schedule, ctx.Time.GetUtcNow())} (\"{status.Schedule}\", UTC); LATE after {Age(status.Interval * ProtectionStatusReader.LateAfterIntervals)}");
                 if (status.NewestBackupId is not null)
                 {
-                    Console.WriteLine($"Newest backup:   {status.NewestBackupId}, {TerminalProgress.Bytes(status.NewestBackupSize ?? 0)}, {Age(status.NewestBackupAge!.Value)} old");
-                    Console.WriteLine($"Recovery point:  a restore now returns the registry to {status.RecoveryPoint:u}");
+                    Console.WriteLine($"Newest backup:   {status.NewestBackupId}, {SetFormat.Bytes(status.NewestBackupSize ?? 0)}, {Age(status.NewestBackupAge!.Value)} old");
+                    Console.WriteLine($"Recovery point:  {SetFormat.Time(status.RecoveryPoint!.Value)} (a restore now returns the registry to this moment)");
                 }
                 else if (status.StoreReachable)
                 {
                     Console.WriteLine("Newest backup:   none: a restore now has nothing to return");
                 }
                 Console.WriteLine($"Sets:            {status.CompleteSets} complete, {status.IncompleteSets} incomplete");
+                if (status.Problems.Count > 0)
+                {
+                    Console.WriteLine(status.State == ProtectionState.Blocked ? "The next backup cannot run:" : "Problems:");
+                    foreach (var p in status.Problems) Console.WriteLine("  " + p);
+                }
             }
             return status.State == ProtectionState.Ok ? ExitCodes.Success : ExitCodes.NotProtected;
         }));
@@ -154,26 +294,24 @@ internal static class RegistryDrCli
     private static Command VerifyCommand()
     {
         var json = JsonOption();
-        var id = new Argument<string>("backup") { Description = "A backup id, or 'latest' (the newest complete set).", DefaultValueFactory = _ => "latest" };
-        var command = new Command("verify", "Download a backup set and check every SHA-256, the dump's table of contents and the config archive.") { id, json };
-        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        var id = BackupArgument();
+        var command = new Command("verify",
+            "Stream a backup set back from the store and check every SHA-256, the dump's table of contents and the config archive; writes nothing to disk. A set that passes is marked verified in the store (verified.json), which retention protects.") { id, json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
         {
             var catalog = new BackupCatalog(ctx.Store);
             var backupId = await catalog.ResolveAsync(parse.GetValue(id), ct);
             var manifest = await catalog.ReadManifestAsync(backupId, ct);
             var progress = TerminalProgress.For(ctx.Json);
+            progress.Expect(manifest.TotalSize);
             var report = await new BackupVerifier(ctx.Store, ctx.Options.Database, ctx.LoggerFactory.CreateLogger<BackupVerifier>()).VerifyAsync(manifest, progress, ct);
             (progress as TerminalProgress)?.Done();
-            await RegistryDR.Retention.VerificationRecord.WriteAsync(ctx.Store, report.BackupId, "verify", ctx.Time, ct);
-            if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(new { report.BackupId, valid = true, artifacts = report.Artifacts }, JsonOutput));
+            await Retention.VerificationRecord.WriteAsync(ctx.Store, report.BackupId, "verify", ctx.Time, ct);
+            if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(new { report.BackupId, valid = true, recordedAs = Retention.VerificationRecord.Key(report.BackupId), artifacts = report.Artifacts }, JsonOutput));
             else
             {
-                Console.WriteLine($"Backup {report.BackupId} is valid.");
-                foreach (var a in report.Artifacts.Where(a => !BackupLayout.IsTableDataArtifact(a.Name)))
-                    Console.WriteLine($"  {a.Name,-10} {a.Size,14:N0} bytes  {a.Detail}");
-                var ranges = report.Artifacts.Where(a => BackupLayout.IsTableDataArtifact(a.Name)).ToList();
-                if (ranges.Count > 0)
-                    Console.WriteLine($"  {"table data",-10} {ranges.Sum(a => a.Size),14:N0} bytes  {ranges.Count} block ranges, each a whole binary COPY with the recorded SHA-256");
+                Console.WriteLine($"Backup {report.BackupId} is valid: recovery point {SetFormat.Time(manifest.StartedAt)}, {SetFormat.Bytes(manifest.TotalSize)}. Recorded as verified ({Retention.VerificationRecord.Key(report.BackupId)}).");
+                WriteArtifacts(report.Artifacts.Select(a => (a.Name, a.Size, a.Detail)), manifest.SplitTables.Select(t => t.Schema + "." + t.Name));
             }
             return ExitCodes.Success;
         }));
@@ -183,22 +321,60 @@ internal static class RegistryDrCli
     private static Command RestoreCommand()
     {
         var json = JsonOption();
-        var backup = new Option<string>("--backup", "-b") { Description = "A backup id, or 'latest' (the newest complete set).", DefaultValueFactory = _ => "latest" };
-        var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and change nothing." };
-        var command = new Command("restore", "Verify a backup set, then restore the config directories, roles and database, and restart the registry.") { backup, dryRun, json };
-        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        var id = BackupArgument();
+        // Before the id was positional it was --backup; kept, hidden, for scripts that use it.
+        var backup = new Option<string?>("--backup", "-b") { Description = "Same as the ID argument.", Hidden = true };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Run the preflight checks and print them with the plan; change nothing." };
+        var terminate = new Option<bool>("--terminate-sessions")
+        {
+            Description = "Allow the swap to terminate the live database's sessions although no Registry:StopCommand stops the registry first. Without Registry:StopCommand the restore refuses otherwise.",
+        };
+        var command = new Command("restore",
+            "Restore a backup set: preflight (database, privileges, sessions, staging space, pg_restore version), download and verify, restore into a scratch database and staging directories, then stop the registry, swap them in (terminating any session left on the database) and start it again. A failure before the swap leaves the node as it was.")
+            { id, backup, dryRun, terminate, json };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(id) is { } a && result.GetValue(backup) is { } b && a != b)
+                result.AddError($"The backup is given twice, as '{a}' and with --backup '{b}': give it once.");
+        });
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store | Needs.Database, async (ctx, ct) =>
         {
             var service = new RestoreService(ctx.Options, ctx.Store, ctx.LoggerFactory.CreateLogger<RestoreService>(), ctx.Time);
             var isDryRun = parse.GetValue(dryRun);
+            // Resolve 'latest' once, so the total shown and the set restored are the same set.
+            var plan = await service.PlanAsync(parse.GetValue(id) ?? parse.GetValue(backup), ct);
             var progress = TerminalProgress.For(ctx.Json || isDryRun);
-            var result = await service.RestoreAsync(new RestoreRequest(parse.GetValue(backup), isDryRun), progress, ct);
+            progress.Expect(plan.Bytes);
+            var result = await service.RestoreAsync(new RestoreRequest(plan.BackupId, isDryRun, TerminateSessions: parse.GetValue(terminate)), progress, ct);
             (progress as TerminalProgress)?.Done();
-            if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(new { result.Plan.BackupId, dryRun = result.DryRun, steps = result.Plan.Steps, elapsedSeconds = result.Elapsed.TotalSeconds }, JsonOutput));
+            var preflightPassed = result.Preflight?.Passed ?? true;
+            if (ctx.Json)
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    result.Plan.BackupId,
+                    recoveryPoint = result.Plan.BackupTime,
+                    sizeBytes = result.Plan.Bytes,
+                    dryRun = result.DryRun,
+                    preflight = result.Preflight?.Checks,
+                    steps = result.Plan.Steps,
+                    elapsedSeconds = result.Elapsed.TotalSeconds,
+                }, JsonOutput));
             else
             {
-                Console.WriteLine(result.DryRun ? $"Plan for restoring backup {result.Plan.BackupId} (dry run: nothing was changed):" : $"Restored backup {result.Plan.BackupId} in {result.Elapsed.TotalSeconds:F1} s:");
+                Console.WriteLine(result.DryRun
+                    ? $"Plan for restoring backup {result.Plan.BackupId} (dry run: nothing was changed):"
+                    : $"Restored backup {result.Plan.BackupId} in {result.Elapsed.TotalSeconds:F1} s:");
+                Console.WriteLine($"  Recovery point {SetFormat.Time(result.Plan.BackupTime)}, {SetFormat.Bytes(result.Plan.Bytes)}");
                 for (var i = 0; i < result.Plan.Steps.Count; i++) Console.WriteLine($"  {i + 1}. {result.Plan.Steps[i]}");
+                if (result.Preflight is { } preflight)
+                {
+                    Console.WriteLine("Preflight:");
+                    foreach (var c in preflight.Checks) Console.WriteLine($"  {(c.Passed ? "ok  " : "FAIL")}  {c.Name}: {c.Detail}");
+                }
             }
+            // The JSON above already carries the failed checks: stdout stays one document.
+            if (!preflightPassed)
+                return CliContext.Fail(json: false, ExitCodes.Failed, $"The restore of backup {result.Plan.BackupId} would not start:{Environment.NewLine}{result.Preflight!.Failures}");
             return ExitCodes.Success;
         }));
         return command;
@@ -209,7 +385,7 @@ internal static class RegistryDrCli
         var json = JsonOption();
         var command = new Command("bootstrap",
             "EC2 agent, run once at boot: restore the newest valid backup, start the registry, wait for health, then complete the launch lifecycle action and signal CloudFormation.") { json };
-        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store | Needs.Database, async (ctx, ct) =>
         {
             var agentOptions = ctx.Options.Agent;
             // The load balancer's health check must see "restoring" while the agent works, so the
@@ -241,7 +417,13 @@ internal static class RegistryDrCli
                 Console.WriteLine($"Lifecycle action: {result.Lifecycle}; CloudFormation signal: {result.Signal}.");
             }
             return ExitCodes.Success;
-        }, onInvalidConfiguration: async (reason, loggers) =>
+        }, openStore: (options, logger) => BackupStoreFactory.Open(options.Store, logger: logger,
+            // The very first node initialises the empty store; a replacement node never does: an
+            // empty, unmarked store there means Store:Url points at the wrong place.
+            firstBoot: options.Agent.AllowFirstBoot,
+            hint: options.Agent.AllowFirstBoot ? null
+                : "If this is the very first deploy, set Agent:AllowFirstBoot=true (the template's AllowFirstBoot parameter) so that the first node initialises it; a replacement node never does.")),
+        onInvalidConfiguration: async (reason, loggers) =>
         {
             // The agent cannot run, but AWS can still hear it at once rather than at the hooks' timeouts.
             var logger = loggers.CreateLogger("registry-dr.bootstrap");
@@ -258,13 +440,16 @@ internal static class RegistryDrCli
     private static Command DrillCommand()
     {
         var json = JsonOption();
-        var id = new Argument<string>("backup") { Description = "A backup id, or 'latest' (the newest complete set).", DefaultValueFactory = _ => "latest" };
+        var id = BackupArgument();
         var command = new Command("drill",
-            "Rehearse a restore without touching the live registry: restore a set into a scratch database and directory, check the fingerprint and the archive, clean up, report.") { id, json };
-        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+            "Rehearse a restore without touching the live registry: restore a set into a scratch database and directory, check the fingerprint and the archive, clean up, report. A set that passes is marked verified.") { id, json };
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store | Needs.Database, async (ctx, ct) =>
         {
+            var catalog = new BackupCatalog(ctx.Store);
+            var backupId = await catalog.ResolveAsync(parse.GetValue(id), ct);
             var progress = TerminalProgress.For(ctx.Json);
-            var report = await new DrillService(ctx.Options, ctx.Store, ctx.LoggerFactory, ctx.Time).RunAsync(parse.GetValue(id), progress, ct);
+            progress.Expect((await catalog.ReadManifestAsync(backupId, ct)).TotalSize);
+            var report = await new DrillService(ctx.Options, ctx.Store, ctx.LoggerFactory, ctx.Time).RunAsync(backupId, progress, ct);
             (progress as TerminalProgress)?.Done();
             if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(report, JsonOutput));
             else if (report.Succeeded)
@@ -282,7 +467,7 @@ internal static class RegistryDrCli
         var dryRun = new Option<bool>("--dry-run") { Description = "Print what would be deleted and why; delete nothing." };
         var command = new Command("prune",
             "Apply retention (Retention:KeepLast, KeepDailyDays, KeepWeeklyWeeks, IncompleteGrace). Never deletes the newest verified set, nor the only complete one.") { dryRun, json };
-        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
+        command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
         {
             var pruner = new RegistryDR.Retention.Pruner(ctx.Store, ctx.Options.Retention, ctx.Time, ctx.LoggerFactory.CreateLogger<RegistryDR.Retention.Pruner>());
             var plan = await pruner.PruneAsync(parse.GetValue(dryRun), ct);
@@ -301,18 +486,17 @@ internal static class RegistryDrCli
 
     private static Command WorkerCommand()
     {
-        var command = new Command("worker", "Run the scheduled backup service (Schedule:Cron, every 15 minutes by default) until SIGTERM.");
+        var command = new Command("worker", "Run the scheduled backup service (Schedule:Cron, every 15 minutes by default; daily drills; monitoring endpoints) until SIGTERM. Logs the schedule and the next backup and drill at start.");
         command.SetAction(async (parse, _) =>
         {
             RegistryDrOptions options;
             try
             {
-                options = RegistryDrConfiguration.Load(parse.GetValue(ConfigOption));
+                options = CliContext.Load(parse, Needs.Store | Needs.Database);
             }
             catch (ConfigurationException ex)
             {
-                Console.Error.WriteLine(ex.Message);
-                return ExitCodes.InvalidConfiguration;
+                return CliContext.Fail(false, ExitCodes.InvalidConfiguration, ex.Message);
             }
             var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, ApplicationName = "registry-dr" });
             builder.Logging.ClearProviders();

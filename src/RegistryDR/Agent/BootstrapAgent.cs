@@ -145,7 +145,9 @@ public sealed partial class BootstrapAgent
         {
             try
             {
-                await restore.RestoreAsync(new RestoreRequest(set.BackupId, TakeGeneration: false), cancellationToken: cancellationToken);
+                // A node that is booting has served nobody yet: whatever is connected to its database
+                // (an image's registry started at boot) may be cut at the swap.
+                await restore.RestoreAsync(new RestoreRequest(set.BackupId, TakeGeneration: false, TerminateSessions: true), cancellationToken: cancellationToken);
                 if (skipped.Count > 0) LogRestoredOlder(set.BackupId, skipped.Count, string.Join(", ", skipped));
                 return (NodeStatus.Restored, set.BackupId, generation);
             }

@@ -15,6 +15,8 @@ public enum ProtectionState
     Missing,
     /// <summary>The store could not be read, so protection cannot be judged.</summary>
     Unknown,
+    /// <summary>The newest backup is on time, but the next one cannot run: the database cannot be reached with the configured password, or the store cannot be written.</summary>
+    Blocked,
 }
 
 /// <summary>Is the registry protected right now, and what would a restore give back?</summary>
@@ -34,10 +36,59 @@ public sealed record ProtectionStatus(
 {
     /// <summary>The point in time a restore now would return the registry to (the newest complete set's time).</summary>
     public DateTimeOffset? RecoveryPoint => NewestBackupTime;
+
+    /// <summary>Whether a probe object could be written to the store and removed (null: not checked).</summary>
+    public bool? StoreWritable { get; init; }
+
+    /// <summary>Whether the database answered <c>SELECT 1</c> with the configured user and password (null: not checked).</summary>
+    public bool? DatabaseReachable { get; init; }
+
+    /// <summary>Why the next backup cannot run, one sentence each (empty when it can).</summary>
+    public IReadOnlyList<string> Problems { get; init; } = [];
 }
 
 public static class ProtectionStatusReader
 {
+    /// <summary>
+    /// <see cref="ReadAsync(IBackupStore, string, TimeProvider, CancellationToken)"/>, plus whether
+    /// the next backup can run at all: the store takes a write (a probe object, removed) and the
+    /// database answers <c>SELECT 1</c> with the configured password. OK only when both hold;
+    /// otherwise an OK becomes <see cref="ProtectionState.Blocked"/>, and every state lists the problems.
+    /// </summary>
+    public static async Task<ProtectionStatus> ReadAsync(IBackupStore store, Configuration.RegistryDrOptions options, TimeProvider time,
+        Microsoft.Extensions.Logging.ILogger? logger, CancellationToken cancellationToken)
+    {
+        var status = await ReadAsync(store, options.Schedule.Cron, time, cancellationToken);
+        var problems = new List<string>();
+        bool? writable = null;
+        if (status.StoreReachable)
+        {
+            try
+            {
+                await store.CheckAccessAsync(cancellationToken);
+                writable = true;
+            }
+            catch (Exception ex) when (ex is StoreUnavailableException or StoreNotInitializedException or IOException or UnauthorizedAccessException)
+            {
+                writable = false;
+                problems.Add("store: " + ex.Message);
+            }
+        }
+        else
+        {
+            problems.Add("store: " + status.StoreError);
+        }
+        var databaseProblem = await Postgres.PostgresConnectionFactory.ProbeAsync(options.Database, logger, cancellationToken);
+        if (databaseProblem is not null) problems.Add("database: " + databaseProblem);
+        return status with
+        {
+            State = status.State == ProtectionState.Ok && problems.Count > 0 ? ProtectionState.Blocked : status.State,
+            StoreWritable = writable,
+            DatabaseReachable = databaseProblem is null,
+            Problems = problems,
+        };
+    }
+
     /// <summary>LATE once the newest complete set is older than this many schedule intervals.</summary>
     public const int LateAfterIntervals = 2;
 
@@ -50,7 +101,7 @@ public static class ProtectionStatusReader
         {
             sets = await new BackupCatalog(store).ListAsync(cancellationToken);
         }
-        catch (Exception ex) when (ex is StoreUnavailableException or IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is StoreUnavailableException or StoreNotInitializedException or IOException or UnauthorizedAccessException)
         {
             return new ProtectionStatus(ProtectionState.Unknown, store.Description, false, ex.Message, cron, interval, null, null, null, null, 0, 0);
         }

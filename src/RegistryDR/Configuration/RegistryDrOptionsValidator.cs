@@ -26,8 +26,10 @@ public sealed class RegistryDrOptionsValidator : IValidateOptions<RegistryDrOpti
         Require(db.MaintenanceDatabase, "Database:MaintenanceDatabase", errors);
         if (string.Equals(db.Name, db.MaintenanceDatabase, StringComparison.Ordinal))
             errors.Add($"Database:Name '{db.Name}' must differ from Database:MaintenanceDatabase: restore drops and recreates it while connected to the maintenance database.");
-        if (db.PasswordFile is { Length: > 0 } pwFile && !File.Exists(pwFile))
-            errors.Add($"Database:PasswordFile '{pwFile}' does not exist.");
+        // Database:PasswordFile is not checked here: list, verify and prune never connect, so a
+        // missing password must not stop them (Postgres.PostgresConnectionFactory.PasswordProblem).
+        if (db.PasswordFile is { Length: > 0 } pwFile && !Path.IsPathFullyQualified(pwFile))
+            errors.Add($"Database:PasswordFile '{pwFile}' must be an absolute path.");
         if (db.BinDirectory is { Length: > 0 } bin && !Directory.Exists(bin))
             errors.Add($"Database:BinDirectory '{bin}' does not exist.");
         if (db.ConnectTimeout <= TimeSpan.Zero)

@@ -27,8 +27,37 @@ public sealed class PostgresConnectionFactory
     /// <summary>"host:port/database as user", for messages.</summary>
     public string Describe(string? database = null) => $"{_options.Host}:{_options.Port}/{database ?? _options.Name} as {_options.User}";
 
+    /// <summary>
+    /// Why the password cannot be read (the file named by Database:PasswordFile is missing or
+    /// unreadable), or null. Checked only by what connects to the database: backup, restore,
+    /// drill, worker, bootstrap and status's database check; list, verify and prune never need it.
+    /// </summary>
+    public static string? PasswordProblem(DatabaseOptions options)
+    {
+        if (string.IsNullOrEmpty(options.PasswordFile)) return null;
+        try
+        {
+            using var _ = new FileStream(options.PasswordFile, FileMode.Open, FileAccess.Read);
+            return null;
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return $"Database:PasswordFile '{options.PasswordFile}' does not exist: create it with the database password on its first line (install -m 600), or correct the path.";
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return $"Database:PasswordFile '{options.PasswordFile}' cannot be read: {ex.Message}";
+        }
+    }
+
+    /// <summary>Where the password came from, for messages: never the password itself.</summary>
+    internal string PasswordSource => !string.IsNullOrEmpty(_options.PasswordFile)
+        ? $"Database:PasswordFile {_options.PasswordFile}"
+        : _password is not null ? $"the password in ${_options.PasswordEnvironmentVariable}" : "no password given";
+
     internal static string? ReadPassword(DatabaseOptions options, ILogger? logger)
     {
+        if (PasswordProblem(options) is { } problem) throw new ConfigurationException(problem);
         if (!string.IsNullOrEmpty(options.PasswordFile))
         {
             if (!OperatingSystem.IsWindows())
@@ -42,6 +71,34 @@ public sealed class PostgresConnectionFactory
         }
         var fromEnv = Environment.GetEnvironmentVariable(options.PasswordEnvironmentVariable);
         return string.IsNullOrEmpty(fromEnv) ? null : fromEnv;
+    }
+
+    /// <summary>
+    /// Whether the next backup could connect: the password can be read, and Database:Name answers
+    /// <c>SELECT 1</c> within Database:ConnectTimeout. Returns null, or what is wrong in the words
+    /// of <see cref="OpenAsync"/> (wrong password, no password, server down at host:port...).
+    /// </summary>
+    public static async Task<string?> ProbeAsync(DatabaseOptions options, ILogger? logger, CancellationToken cancellationToken)
+    {
+        if (PasswordProblem(options) is { } problem) return problem;
+        var factory = new PostgresConnectionFactory(options, logger);
+        try
+        {
+            await using var connection = await factory.OpenAsync(null, cancellationToken);
+            await using var command = connection.CreateCommand();
+            command.CommandText = "SELECT 1";
+            command.CommandTimeout = (int)Math.Ceiling(options.ConnectTimeout.TotalSeconds);
+            await command.ExecuteScalarAsync(cancellationToken);
+            return null;
+        }
+        catch (DatabaseUnavailableException ex)
+        {
+            return ex.Message;
+        }
+        catch (Exception ex) when (ex is NpgsqlException or TimeoutException && !cancellationToken.IsCancellationRequested)
+        {
+            return factory.Explain(ex, null).Message;
+        }
     }
 
     public NpgsqlConnection Create(string? database = null)
@@ -82,7 +139,9 @@ public sealed class PostgresConnectionFactory
         var where = Describe(database);
         return ex switch
         {
-            PostgresException { SqlState: "28P01" } => new($"Password authentication failed for {where}. Check Database:PasswordFile or ${_options.PasswordEnvironmentVariable}.", ex),
+            PostgresException { SqlState: "28P01" } => new($"password authentication failed for user \"{_options.User}\" on {_options.Host}:{_options.Port} ({PasswordSource}): the password is wrong for that user. Check Database:PasswordFile (or ${_options.PasswordEnvironmentVariable}) and Database:User.", ex),
+            NpgsqlException when _password is null && ex.Message.Contains("password", StringComparison.OrdinalIgnoreCase) =>
+                new($"{_options.Host}:{_options.Port} asks for a password for user \"{_options.User}\" and none was given: set Database:PasswordFile (a file whose first line is the password, chmod 600) or the ${_options.PasswordEnvironmentVariable} environment variable.", ex),
             PostgresException { SqlState: "28000" } pe => new($"The server refused {where}: {pe.MessageText}. Check pg_hba.conf and Database:User.", ex),
             PostgresException { SqlState: "3D000" } => new($"Database '{database ?? _options.Name}' does not exist on {_options.Host}:{_options.Port}. Check Database:Name.", ex),
             PostgresException pe => new($"PostgreSQL refused {where}: {pe.SqlState} {pe.MessageText}", ex),

@@ -11,6 +11,12 @@ public interface IOperationProgress
 
     /// <summary>Bytes moved so far for one artifact (cumulative).</summary>
     void Transferred(string artifact, long bytes);
+
+    /// <summary>
+    /// The bytes the whole operation will move, when known beforehand (verify, restore and drills
+    /// know it from the manifest; a backup does not), so that a display can show a total and an ETA.
+    /// </summary>
+    void Expect(long totalBytes) { }
 }
 
 public sealed class NullProgress : IOperationProgress

@@ -18,14 +18,23 @@ namespace RegistryDR.Restore;
 /// Take the next fencing generation just before the node changes, so that a previous writer stops.
 /// The bootstrap agent takes its own earlier and passes false.
 /// </param>
-public sealed record RestoreRequest(string? BackupId = "latest", bool DryRun = false, bool TakeGeneration = true);
+/// <param name="TerminateSessions">
+/// Allow the swap to terminate the live database's sessions although no Registry:StopCommand
+/// stopped the registry first (the CLI's --terminate-sessions). Without it such a restore is
+/// refused in its preflight.
+/// </param>
+public sealed record RestoreRequest(string? BackupId = "latest", bool DryRun = false, bool TakeGeneration = true, bool TerminateSessions = false);
 
+/// <param name="BackupTime">The set's recovery point: when the backup started (its snapshot).</param>
 public sealed record RestorePlan(string BackupId, DateTimeOffset BackupTime, long Bytes, IReadOnlyList<string> Steps);
 
 public sealed record RestoreResult(RestorePlan Plan, bool DryRun, TimeSpan Elapsed)
 {
     /// <summary>The fencing generation this restore took (null for a dry run or when the caller took its own).</summary>
     public Fencing.Generation? Generation { get; init; }
+
+    /// <summary>What the first phase checked (a dry run reports it, passed or not).</summary>
+    public PreflightReport? Preflight { get; init; }
 }
 
 /// <summary>
@@ -77,18 +86,19 @@ public sealed partial class RestoreService
         var id = manifest.BackupId;
         var steps = new List<string>
         {
-            $"Download backup {id} ({manifest.TotalSize} bytes, taken {manifest.CompletedAt:u} on {manifest.Host}) from {_store.Description} to {StagingRoot}, checking every SHA-256 and the dump's table of contents",
+            $"Preflight: connect to {_options.Database.Host}:{_options.Database.Port} as {_options.Database.User}, check its privileges and the sessions on '{DatabaseName}', the free space in {StagingRoot}, and that pg_restore reads a pg_dump {manifest.Postgres.PgDumpVersion} dump",
+            $"Download backup {id} (recovery point {SetFormat.Time(manifest.StartedAt)}, {SetFormat.Bytes(manifest.TotalSize)}, from {manifest.Host}) from {_store.Description} to {StagingRoot}, checking every SHA-256 and the dump's table of contents",
             $"Extract the config archive beside its targets ({string.Join(", ", manifest.ConfigDirectories.Select(d => d.Path))}), refusing unsafe entries" +
                 (manifest.DescribeNotKept() is { Count: > 0 } notKept ? $"; not kept: {string.Join("; ", notKept)}" : ""),
             $"Restore roles from the backup (existing roles are kept) on {_options.Database.Host}:{_options.Database.Port}",
             $"Restore database '{manifest.Postgres.Database}' into scratch database '{ScratchDatabase}'",
-            _options.Registry.StopCommand.Count > 0 ? $"Stop the registry: {string.Join(' ', _options.Registry.StopCommand)}" : "Stop the registry: no Registry:StopCommand configured",
-            $"Swap: rename database '{DatabaseName}' to '{PreviousDatabase(id)}' and '{ScratchDatabase}' to '{DatabaseName}'; rename each config directory aside and the extracted one into place",
+            _options.Registry.StopCommand.Count > 0 ? $"Stop the registry: {string.Join(' ', _options.Registry.StopCommand)}" : "Stop the registry: NOT stopped, no Registry:StopCommand configured (needs --terminate-sessions)",
+            $"Swap: terminate every session still on database '{DatabaseName}'{(_options.Registry.StopCommand.Count > 0 ? "" : ", the running registry's included")}, rename it to '{PreviousDatabase(id)}' and '{ScratchDatabase}' to '{DatabaseName}'; rename each config directory aside and the extracted one into place",
             _options.Registry.StartCommand.Count > 0 ? $"Start the registry: {string.Join(' ', _options.Registry.StartCommand)}" : "Start the registry: no Registry:StartCommand configured",
             string.IsNullOrEmpty(_options.Registry.HealthUrl) ? "Wait for health: no Registry:HealthUrl configured" : $"Wait until {_options.Registry.HealthUrl} answers 2xx (up to {_options.Registry.HealthTimeout})",
             _options.Restore.KeepPrevious ? "Keep the previous database and directories (Restore:KeepPrevious)" : "Drop the previous database and delete the previous directories",
         };
-        return new RestorePlan(id, manifest.CompletedAt, manifest.TotalSize, steps);
+        return new RestorePlan(id, manifest.StartedAt, manifest.TotalSize, steps);
     }
 
     internal string StagingRoot => _options.Restore.StagingDirectory is { Length: > 0 } s ? s : Path.GetTempPath();
@@ -102,7 +112,17 @@ public sealed partial class RestoreService
         var manifest = await catalog.ReadManifestAsync(id, cancellationToken);
         var plan = BuildPlan(manifest);
         using var scope = _logger.BeginScope("backup {BackupId}", id);
-        if (request.DryRun) return new RestoreResult(plan, true, _time.GetElapsedTime(started));
+
+        // 0. Preflight: check what can be checked before anything is downloaded or changed. A
+        //    failure here is not a failed restore: nothing was touched, so there is nothing to roll back.
+        progress.Phase("preflight");
+        var preflight = await new RestorePreflight(_options, _postgres, _tools, StagingRoot).RunAsync(manifest, request.TerminateSessions, cancellationToken);
+        if (request.DryRun) return new RestoreResult(plan, true, _time.GetElapsedTime(started)) { Preflight = preflight };
+        if (!preflight.Passed)
+        {
+            LogPreflightFailed(id, preflight.Failures);
+            throw new RestorePreflightException(id, preflight);
+        }
 
         LogRestoreStarting(id, _store.Description);
         _events.RestoreStarted(id);
@@ -165,7 +185,7 @@ public sealed partial class RestoreService
             var elapsed = _time.GetElapsedTime(started);
             LogRestoreCompleted(id, elapsed.TotalSeconds);
             _events.RestoreFinished(id, true, elapsed);
-            return new RestoreResult(plan, false, elapsed) { Generation = generation };
+            return new RestoreResult(plan, false, elapsed) { Generation = generation, Preflight = preflight };
         }
         catch (Exception ex)
         {
@@ -325,9 +345,9 @@ public sealed partial class RestoreService
         cmd.Transaction = tx;
         if (exists)
         {
-            // The registry is stopped; anything still connected would block the rename.
-            cmd.CommandText = $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {Literal(DatabaseName)} AND pid <> pg_backend_pid()";
-            await cmd.ExecuteNonQueryAsync();
+            // Anything still connected would block the rename (the preflight allowed cutting it).
+            cmd.CommandText = $"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {Literal(DatabaseName)} AND pid <> pg_backend_pid()";
+            LogSessionsTerminated(backupId, (long)(await cmd.ExecuteScalarAsync() ?? 0L), DatabaseName);
             cmd.CommandText = $"ALTER DATABASE {Quote(DatabaseName)} RENAME TO {Quote(previous)}";
             await cmd.ExecuteNonQueryAsync();
         }
@@ -511,6 +531,12 @@ public sealed partial class RestoreService
 
     [LoggerMessage(2050, LogLevel.Warning, "Backup {BackupId}: the restored config could not keep {NotKept}")]
     private partial void LogConfigNotKept(string backupId, string notKept);
+
+    [LoggerMessage(8400, LogLevel.Error, "Restore of backup {BackupId} cannot start; nothing was downloaded or changed:\n{Failures}")]
+    private partial void LogPreflightFailed(string backupId, string failures);
+
+    [LoggerMessage(8401, LogLevel.Information, "Backup {BackupId}: terminated {Sessions} session(s) on database {Database} for the swap")]
+    private partial void LogSessionsTerminated(string backupId, long sessions, string database);
 
     [LoggerMessage(2004, LogLevel.Error, "Restore of backup {BackupId} failed. {NodeState}")]
     private partial void LogRestoreFailed(Exception ex, string backupId, string nodeState);

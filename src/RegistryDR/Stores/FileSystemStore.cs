@@ -22,7 +22,7 @@ public sealed class FileSystemStore : IBackupStore
     public async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
     {
         var path = PathFor(key);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        CreateParentDirectory(path);
         var temp = path + PartialMarker + Guid.NewGuid().ToString("N");
         try
         {
@@ -97,7 +97,7 @@ public sealed class FileSystemStore : IBackupStore
     public async Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken)
     {
         var path = PathFor(key);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        CreateParentDirectory(path);
         var temp = path + PartialMarker + Guid.NewGuid().ToString("N");
         try
         {
@@ -116,20 +116,50 @@ public sealed class FileSystemStore : IBackupStore
 
     public bool CreateIsAtomic => true;
 
+    /// <summary>Proves the directory exists and takes a file: writes a probe file and removes it. Never creates the directory.</summary>
     public Task CheckAccessAsync(CancellationToken cancellationToken)
     {
+        RequireRoot();
+        var probe = Path.Combine(_root, ".registry-dr-probe" + PartialMarker + Guid.NewGuid().ToString("N"));
         try
         {
-            Directory.CreateDirectory(_root);
-            var probe = Path.Combine(_root, ".registry-dr-probe" + PartialMarker + Guid.NewGuid().ToString("N"));
             File.WriteAllBytes(probe, []);
             File.Delete(probe);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (UnauthorizedAccessException ex)
         {
-            throw new StoreUnavailableException($"Store {Description} is not writable: {ex.Message}", ex);
+            throw new StoreUnavailableException($"Store:Url {Description} is not writable: permission denied on {_root} (RegistryDR runs as {Environment.UserName}; check the directory's owner and mode, or the NFS export's options).", ex);
+        }
+        catch (IOException ex) when (ex.HResult == ReadOnlyFileSystem || ex.Message.Contains("Read-only file system", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new StoreUnavailableException($"Store:Url {Description} is not writable: {_root} is on a read-only file system (check how it is mounted: `findmnt -T {_root}`).", ex);
+        }
+        catch (IOException ex)
+        {
+            throw new StoreUnavailableException($"Store:Url {Description} is not writable: {ex.Message}", ex);
         }
         return Task.CompletedTask;
+    }
+
+    private const int ReadOnlyFileSystem = 30; // EROFS
+
+    /// <summary>
+    /// Creates the directories below the store's root that a key needs, never the root itself: a
+    /// missing root is an unmounted file system or a wrong Store:Url, and creating it would put
+    /// backups on whatever disk is underneath.
+    /// </summary>
+    private void CreateParentDirectory(string path)
+    {
+        RequireRoot();
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+    }
+
+    private void RequireRoot()
+    {
+        if (Directory.Exists(_root)) return;
+        throw new StoreUnavailableException(File.Exists(_root)
+            ? $"Store:Url {Description}: {_root} is a file, not a directory."
+            : $"Store:Url {Description}: the directory {_root} does not exist (it is never created implicitly: is the file system mounted? `registry-dr init-store` creates a new store).");
     }
 
     private string PathFor(string key)

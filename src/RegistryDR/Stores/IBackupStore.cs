@@ -22,7 +22,7 @@ public interface IBackupStore
     /// <summary>Deletes an object; deleting an absent object is not an error.</summary>
     Task DeleteAsync(string key, CancellationToken cancellationToken);
 
-    /// <summary>Proves the store can be reached and listed; throws <see cref="StoreUnavailableException"/> otherwise.</summary>
+    /// <summary>Proves the store can be reached, listed and written (a probe object, removed again); throws <see cref="StoreUnavailableException"/> naming Store:Url and the reason otherwise.</summary>
     Task CheckAccessAsync(CancellationToken cancellationToken);
 
     /// <summary>

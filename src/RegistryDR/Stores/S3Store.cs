@@ -447,10 +447,23 @@ public sealed class S3Store : IBackupStore, IDisposable
         await _retry.RunAsync("delete", $"deleting '{fullKey}'", ct => _s3.DeleteObjectAsync(_location.Bucket, fullKey, ct), cancellationToken);
     }
 
+    /// <summary>
+    /// Proves the bucket and prefix can be listed and written: lists, puts an empty probe object
+    /// (with the configured encryption, so a bucket policy that demands another is caught too)
+    /// and deletes it.
+    /// </summary>
     public async Task CheckAccessAsync(CancellationToken cancellationToken)
     {
         await _retry.RunAsync("list", $"listing '{_location.Prefix}'", ct => _s3.ListObjectsV2Async(
             new ListObjectsV2Request { BucketName = _location.Bucket, Prefix = _location.Prefix, MaxKeys = 1 }, ct), cancellationToken);
+        var probe = FullKey(".registry-dr-probe-" + Guid.NewGuid().ToString("N"));
+        await _retry.RunAsync("put", $"writing the probe object '{probe}'", ct =>
+        {
+            var request = new PutObjectRequest { BucketName = _location.Bucket, Key = probe, InputStream = new MemoryStream([], writable: false) };
+            ApplyEncryption(request);
+            return _s3.PutObjectAsync(request, ct);
+        }, cancellationToken);
+        await _retry.RunAsync("delete", $"deleting the probe object '{probe}'", ct => _s3.DeleteObjectAsync(_location.Bucket, probe, ct), cancellationToken);
     }
 
     public void Dispose() => _s3.Dispose();

@@ -22,8 +22,9 @@ public static class WorkerServiceCollectionExtensions
         services.TryAddSingleton<IOperationEvents>(NullOperationEvents.Instance);
         services.AddSingleton(TimeProvider.System);
         if (store is not null) services.AddSingleton(store);
-        else services.AddSingleton(sp => BackupStoreFactory.Create(options.Store, null,
+        else services.AddSingleton(sp => BackupStoreFactory.Open(options.Store, null,
             sp.GetService<IOperationEvents>(), sp.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()?.CreateLogger("RegistryDR.Stores"), sp.GetService<TimeProvider>()));
+        services.AddHostedService<ScheduleAnnouncement>();
         services.AddSingleton<BackupService>();
         services.AddSingleton<NodeRetirement>();
         // The termination watch (final backup before Auto Scaling terminates the node). Tests

@@ -115,7 +115,8 @@ public sealed class NodeReplacementTests
         {
             var run = await site.RunCliAsync(config, "bootstrap");
             Assert.AreEqual(3, run.ExitCode, run.Output);
-            StringAssert.Contains(run.Output, "holds no complete backup");
+            // An empty, unmarked store on a replacement node is the wrong store, never one to start empty on.
+            StringAssert.Contains(run.Output, $"has no {StoreMarker.Key}: it was never initialised, or it is not the store you meant. Does Store:Url name the right bucket and prefix?");
             StringAssert.Contains(run.Output, "Agent:AllowFirstBoot");
             aws.AssertLifecycleCompletedOnce("ABANDON");
             aws.AssertSignalledOnce("FAILURE");
@@ -260,6 +261,8 @@ public sealed class NodeReplacementTests
                 ControlScript = Path.Combine(root, "bin", "registry-ctl"),
             };
             await s3.CreateBucketAsync(site.BackupBucket);
+            // `registry-dr init-store` on the first node's store (every command refuses a store without its marker).
+            await StoreMarker.WriteAsync(site.Store("site"), "init-store", TimeProvider.System, CancellationToken.None);
             await s3.CreateBucketAsync(site.ImageBucket);
 
             // Node A's config directories: DTR-like files plus the registry's own config.

@@ -27,7 +27,7 @@ public sealed class BackupFailureTests
         const string wrong = "not-the-password-7f3a";
         File.WriteAllText(node.Options.Database.PasswordFile!, wrong + "\n");
         var (failure, sets) = await FailingBackupAsync(node);
-        StringAssert.Contains(failure.Message, "Password authentication failed");
+        StringAssert.Contains(failure.Message, $"password authentication failed for user \"{node.Cluster.SuperUser}\"");
         Assert.DoesNotContain(wrong, failure.ToString());
         Assert.DoesNotContain(node.Cluster.SuperUserPassword, failure.ToString());
         Assert.IsFalse(sets.Any(s => s.IsComplete));

@@ -47,7 +47,7 @@ public sealed class IntegrityTests
         var before = await RegistrySchema.SnapshotAsync(node.ConnectionString);
 
         var ex = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() =>
-            new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest")));
+            new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest", TerminateSessions: true)));
         Assert.IsInstanceOfType<ArtifactCorruptException>(ex.InnerException);
         StringAssert.Contains(ex.Message, "table public.tags has");
         StringAssert.Contains(ex.NodeState, "was not touched");

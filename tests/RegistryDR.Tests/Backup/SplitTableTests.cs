@@ -142,7 +142,7 @@ public sealed class SplitTableTests
         await ExecuteAsync(node.ConnectionString, "INSERT INTO public.history_parent VALUES (-1, 'written after the backup')");
         var live = await RegistrySchema.SnapshotAsync(node.ConnectionString);
         var failed = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() =>
-            new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest(manifest.BackupId)));
+            new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest(manifest.BackupId, TerminateSessions: true)));
         StringAssert.Contains(failed.Message, range.Name);
         Assert.IsNull(live.FirstDifference(await RegistrySchema.SnapshotAsync(node.ConnectionString)), "the failed restore changed the live database");
     }

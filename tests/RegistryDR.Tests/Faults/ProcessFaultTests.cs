@@ -69,6 +69,7 @@ public sealed class ProcessFaultTests
         await using var node = await TestNode.CreateAsync("file://" + storeDir);
         await AddIncompressibleRowsAsync(node.ConnectionString, 48);
         var config = WriteConfig(node, new { Cron = "0 0 0 1 1 ? *", CatchUpOnStart = true, DrillCron = "" });
+        await node.InitializeStoreAsync(); // the worker refuses a store without its marker
         var log = Path.Combine(node.Root, "worker.log");
 
         using (var worker = StartWorker(config, log))
@@ -109,7 +110,7 @@ public sealed class ProcessFaultTests
     }
 
     [TestMethod]
-    public async Task DiskFullDuringRestore_IsAClearError_TheNodeIsUntouched_AndTheRestoreWorksOnceSpaceIsFreed()
+    public async Task DiskTooSmallForTheRestore_IsAClearError_TheNodeIsUntouched_AndTheRestoreWorksOnceSpaceIsFreed()
     {
         if (!Environment.IsPrivilegedProcess) Assert.Inconclusive("mounting a small tmpfs needs root");
         var storeDir = Directory.CreateTempSubdirectory("rdr-store-").FullName;
@@ -131,11 +132,14 @@ public sealed class ProcessFaultTests
             var roomy = node.Options.Restore.StagingDirectory;
             node.Options.Restore.StagingDirectory = small;
 
-            var ex = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() =>
-                new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest")));
-            StringAssert.Contains(ex.Message, "ran out of space");
-            StringAssert.Contains(ex.Message, "Restore:StagingDirectory");
-            StringAssert.Contains(ex.NodeState, "was not touched");
+            // The restore's preflight sees that the set does not fit before downloading anything.
+            var ex = await Assert.ThrowsExactlyAsync<RestorePreflightException>(() =>
+                new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest", TerminateSessions: true)));
+            StringAssert.Contains(ex.Message, "nothing was downloaded or changed");
+            StringAssert.Contains(ex.Message, $"  - staging space: ");
+            StringAssert.Contains(ex.Message, $"must be staged in {small} but only ");
+            StringAssert.Contains(ex.Message, "free space or set Restore:StagingDirectory");
+            Assert.HasCount(1, ex.Report.Checks.Where(c => !c.Passed), ex.Message);
             Assert.IsNull(live.FirstDifference(await RegistrySchema.SnapshotAsync(node.ConnectionString)));
             Assert.IsEmpty(Directory.GetFileSystemEntries(small), "the failed download's staging is removed");
 

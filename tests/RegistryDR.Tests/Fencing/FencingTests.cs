@@ -49,7 +49,7 @@ public sealed class FencingTests
         var backups = new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System);
         // A restore by hand takes generation 1 and records it for this node.
         await backups.RunAsync();
-        var restored = await new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest"));
+        var restored = await new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest", TerminateSessions: true)); // no Registry:StopCommand, a live database
         Assert.AreEqual(1, restored.Generation!.Number);
         Assert.AreEqual(1, NodeStateFile.Read(node.Options.Agent.StateFile)!.Generation);
         await backups.RunAsync(); // still the writer

@@ -90,6 +90,20 @@ internal sealed class TestNode : IAsyncDisposable
         ? BackupStoreFactory.Create(Options.Store)
         : BackupStoreFactory.Create(Options.Store, new Amazon.Runtime.BasicAWSCredentials(s3.AccessKey, s3.SecretKey));
 
+    /// <summary>What `registry-dr init-store` does, in one line: the store gets its marker, so commands (which refuse a store without one) accept it.</summary>
+    public async Task InitializeStoreAsync(CephS3Server? s3 = null)
+    {
+        var store = CreateStore(s3);
+        try
+        {
+            await StoreMarker.WriteAsync(store, "init-store", TimeProvider.System, CancellationToken.None);
+        }
+        finally
+        {
+            (store as IDisposable)?.Dispose();
+        }
+    }
+
     public static ILogger<T> Logger<T>() => NullLogger<T>.Instance;
 
     /// <summary>Simulates losing the node: the database and the config directories are gone.</summary>

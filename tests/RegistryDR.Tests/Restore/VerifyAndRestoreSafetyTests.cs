@@ -29,6 +29,8 @@ public sealed class VerifyAndRestoreSafetyTests
 
         public string PathOf(string artifact) => Path.Combine(StoreDir, Manifest.Find(artifact)!.Key);
 
+        // These nodes have no Registry:StopCommand, so restoring over their live database needs
+        // TerminateSessions (the CLI's --terminate-sessions), as an operator would pass it.
         public RestoreService Restorer() => new(Node.Options, Store, TestNode.Logger<RestoreService>(), TimeProvider.System);
 
         public BackupVerifier Verifier() => new(Store, Node.Options.Database, TestNode.Logger<BackupVerifier>());
@@ -73,7 +75,7 @@ public sealed class VerifyAndRestoreSafetyTests
         Assert.AreEqual(artifact, verify.Artifact);
         StringAssert.Contains(verify.Message, $"artifact '{artifact}'");
 
-        var restore = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest("latest")));
+        var restore = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest("latest", TerminateSessions: true)));
         Assert.IsInstanceOfType<ArtifactCorruptException>(restore.InnerException);
         StringAssert.Contains(restore.Message, $"artifact '{artifact}'");
         StringAssert.Contains(restore.NodeState, "was not touched");
@@ -140,7 +142,7 @@ public sealed class VerifyAndRestoreSafetyTests
             };
             File.WriteAllBytes(Path.Combine(fx.StoreDir, BackupLayout.ManifestKey(manifest.BackupId)), manifest.ToJson());
 
-            var ex = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest("latest")));
+            var ex = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest("latest", TerminateSessions: true)));
             StringAssert.Contains(ex.Message, name);
             Assert.IsFalse(Directory.Exists(outside), $"{name} wrote outside its target");
             Assert.IsTrue(File.Exists(Path.Combine(fx.Node.ConfigDirectories[0], "license.json")), "the live config must be untouched");
@@ -179,7 +181,7 @@ public sealed class VerifyAndRestoreSafetyTests
             await cmd.ExecuteNonQueryAsync();
         }
         File.WriteAllText(Path.Combine(fx.Node.ConfigDirectories[1], "dtr.yml"), "changed after the backup");
-        await fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId));
+        await fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId, TerminateSessions: true));
         Assert.IsNull(expected.FirstDifference(await RegistrySchema.SnapshotAsync(fx.Node.ConnectionString)));
         StringAssert.StartsWith(File.ReadAllText(Path.Combine(fx.Node.ConfigDirectories[1], "dtr.yml")), "storage:");
         await using var admin = new Npgsql.NpgsqlConnection(fx.Node.Cluster.ConnectionString());
@@ -196,7 +198,7 @@ public sealed class VerifyAndRestoreSafetyTests
         fx.Node.Options.Registry.HealthUrl = $"http://127.0.0.1:{RegistryDR.Tests.Backup.BackupFailureTests.FreePort()}/";
         fx.Node.Options.Registry.HealthTimeout = TimeSpan.FromSeconds(2);
         fx.Node.Options.Restore.KeepPrevious = false;
-        var ex = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest("latest")));
+        var ex = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest("latest", TerminateSessions: true)));
         StringAssert.Contains(ex.Message, "did not answer");
         // Everything is put back: the previous database and directories are live again.
         StringAssert.Contains(ex.NodeState, "was put back as it was");
