@@ -422,7 +422,7 @@ internal static class RegistryDrCli
             // empty, unmarked store there means Store:Url points at the wrong place.
             firstBoot: options.Agent.AllowFirstBoot,
             hint: options.Agent.AllowFirstBoot ? null
-                : "If this is the very first deploy, set Agent:AllowFirstBoot=true (the template's AllowFirstBoot parameter) so that the first node initialises it; a replacement node never does.")),
+                : "If this is the very first deploy, set Agent:AllowFirstBoot=true (the template's AllowFirstBoot parameter) so that the first node initialises it; a replacement node never does."),
         onInvalidConfiguration: async (reason, loggers) =>
         {
             // The agent cannot run, but AWS can still hear it at once rather than at the hooks' timeouts.
