@@ -85,7 +85,9 @@ public sealed partial class BackupService
             TableDataDump.Output tableData;
             await using (var snapshot = await ExportedSnapshot.BeginAsync(_postgres, cancellationToken))
             {
-                var split = await snapshot.FindSplitTablesAsync((long)Math.Ceiling(_options.Database.SplitTablesFromMiB * (1 << 20)), cancellationToken);
+                var plan = await snapshot.FindSplitTablesAsync((long)Math.Ceiling(_options.Database.SplitTablesFromMiB * (1 << 20)), cancellationToken);
+                var split = plan.Tables;
+                if (plan.KeptInPgDump.Count > 0) LogKeptInPgDump(backupId, plan.KeptInPgDump.Count, string.Join("; ", plan.KeptInPgDump));
                 if (split.Count > 0) LogSplitting(backupId, split.Count, string.Join(", ", split.Select(t => t.QualifiedName)));
                 var dumpArgs = new List<string> { "--format=custom", $"--compress={_options.Database.CompressionLevel}", "--no-password", "--snapshot=" + snapshot.Id };
                 dumpArgs.AddRange(split.Select(t => "--exclude-table-data=" + t.DumpPattern));
@@ -324,6 +326,9 @@ public sealed partial class BackupService
 
     [LoggerMessage(1010, LogLevel.Information, "Backup {BackupId}: {Count} large table(s) dumped in parallel block ranges: {Tables}")]
     private partial void LogSplitting(string backupId, int count, string tables);
+
+    [LoggerMessage(1030, LogLevel.Information, "Backup {BackupId}: {Count} table(s) over Database:SplitTablesFromMiB are dumped by pg_dump instead, because binary COPY would not restore them exactly: {Tables}")]
+    private partial void LogKeptInPgDump(string backupId, int count, string tables);
 
     [LoggerMessage(1007, LogLevel.Warning, "Backup {Key} is flagged: {Warning}")]
     private partial void LogSuspicious(string key, string warning);
