@@ -62,6 +62,7 @@ public sealed partial class BackupService
                 if (!Directory.Exists(root.Path))
                     throw new BackupFailedException(backupId, phase, $"config directory '{root.Path}' does not exist (Config:Directories).");
             var server = await ReadServerInfoAsync(cancellationToken);
+            var properties = await ReadPropertiesAsync(cancellationToken);
             var pgDumpVersion = await PostgresTools.GetVersionAsync(_tools.PgDump, cancellationToken);
             if (PostgresTools.MajorVersion(pgDumpVersion) < PostgresTools.MajorVersion(server.Version))
                 throw new BackupFailedException(backupId, phase,
@@ -134,6 +135,7 @@ public sealed partial class BackupService
                     Collate = server.Collate,
                     Ctype = server.Ctype,
                     DumpFormat = "custom",
+                    Properties = properties,
                 },
                 ConfigDirectories = roots.Select(r => new BackupManifest.ConfigDirectory { Path = r.Path, EntryPrefix = r.EntryPrefix }).ToList(),
                 Artifacts = artifacts,
@@ -282,6 +284,13 @@ public sealed partial class BackupService
         await reader.ReadAsync(cancellationToken);
         var version = reader.GetString(0).Split(' ')[0];
         return new ServerInfo(version, reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4));
+    }
+
+    /// <summary>The database's own properties (what pg_dump --create would carry), read in the database's encoding.</summary>
+    private async Task<DatabaseProperties> ReadPropertiesAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await _postgres.OpenInDatabaseEncodingAsync(null, cancellationToken);
+        return await DatabaseProperties.ReadAsync(connection, cancellationToken);
     }
 
     private async Task DeleteQuietlyAsync(IEnumerable<string> keys)
