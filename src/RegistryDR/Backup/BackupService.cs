@@ -336,7 +336,7 @@ public sealed partial class BackupService
     [LoggerMessage(1010, LogLevel.Information, "Backup {BackupId}: {Count} large table(s) dumped in parallel block ranges: {Tables}")]
     private partial void LogSplitting(string backupId, int count, string tables);
 
-    [LoggerMessage(1030, LogLevel.Information, "Backup {BackupId}: {Count} table(s) over Database:SplitTablesFromMiB are dumped by pg_dump instead, because binary COPY would not restore them exactly: {Tables}")]
+    [LoggerMessage(1030, LogLevel.Information, "Backup {BackupId}: {Count} table(s) over Database:SplitTablesFromMiB are dumped by pg_dump, not in block ranges, because binary COPY would not restore them exactly: {Tables}")]
     private partial void LogKeptInPgDump(string backupId, int count, string tables);
 
     [LoggerMessage(1007, LogLevel.Warning, "Backup {Key} is flagged: {Warning}")]

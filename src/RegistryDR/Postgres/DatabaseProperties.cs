@@ -237,7 +237,11 @@ public sealed record DatabaseProperties
             }
             catch (PostgresException ex)
             {
-                throw new DatabasePropertiesException($"could not give the database its recorded property ({statement}): {ex.MessageText}", ex);
+                // The statement up to its value: a setting's value is the server's to quote (it may be
+                // something an operator would rather not see in a log).
+                var to = statement.IndexOf(" TO ", StringComparison.Ordinal);
+                var what = statement.StartsWith("ALTER ", StringComparison.Ordinal) && statement.Contains(" SET \"", StringComparison.Ordinal) && to > 0 ? statement[..to] : statement;
+                throw new DatabasePropertiesException($"could not give the database a property the backup recorded ({what}): {ex.MessageText}", ex);
             }
         }
         await transaction.CommitAsync(cancellationToken);
