@@ -15,14 +15,19 @@ public sealed class PostgresConnectionFactory
 {
     private readonly DatabaseOptions _options;
     private readonly string? _password;
-    // Which of SessionLimits.Candidates the server accepts; the newest until a server refuses it.
-    private volatile int _limits;
-    private volatile bool _limitsKnown;
+    // Which of SessionLimits.Candidates the server accepts: the newest until the server refuses
+    // it, then remembered for the process, so that a refused start-up (a FATAL line in the
+    // server's log) happens once per server, not once per operation.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> AcceptedLimits = new(StringComparer.Ordinal);
+    private string ServerKey => $"{_options.Host}:{_options.Port}";
+    private int _limits;
+    private bool LimitsKnown => AcceptedLimits.ContainsKey(ServerKey);
 
     public PostgresConnectionFactory(DatabaseOptions options, ILogger? logger = null)
     {
         _options = options;
         _password = ReadPassword(options, logger);
+        _limits = AcceptedLimits.GetValueOrDefault(ServerKey);
     }
 
     public DatabaseOptions Options => _options;
@@ -94,31 +99,35 @@ public sealed class PostgresConnectionFactory
 
     private async Task<NpgsqlConnection> OpenAsync(NpgsqlConnectionStringBuilder builder, string? database, CancellationToken cancellationToken)
     {
-        var connection = new NpgsqlConnection(builder.ConnectionString);
-        try
+        var limits = _limits;
+        while (true)
         {
-            await connection.OpenAsync(cancellationToken);
-            _limitsKnown = true;
-            return connection;
-        }
-        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedObject && _limits < SessionLimits.Candidates.Length - 1 && !_limitsKnown)
-        {
-            // An older server that does not know the newest limit: try the next set, and remember it.
-            await connection.DisposeAsync();
-            var next = Array.FindIndex(SessionLimits.Candidates, set => !set.Any(name => ex.MessageText.Contains('"' + name + '"', StringComparison.Ordinal)));
-            _limits = next > _limits ? next : _limits + 1;
-            builder.Options = SessionLimits.Options(_limits);
-            return await OpenAsync(builder, database, cancellationToken);
-        }
-        catch (Exception ex) when (ex is NpgsqlException or SocketException or TimeoutException && !cancellationToken.IsCancellationRequested)
-        {
-            await connection.DisposeAsync();
-            throw Explain(ex, database);
-        }
-        catch
-        {
-            await connection.DisposeAsync();
-            throw;
+            builder.Options = SessionLimits.Options(limits);
+            var connection = new NpgsqlConnection(builder.ConnectionString);
+            try
+            {
+                await connection.OpenAsync(cancellationToken);
+                AcceptedLimits[ServerKey] = _limits = limits;
+                return connection;
+            }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedObject && limits < SessionLimits.Candidates.Length - 1)
+            {
+                // The server does not know one of the limits (only a setting name can be unknown
+                // at start-up): try the next older set, skipping those that name it.
+                await connection.DisposeAsync();
+                var next = Array.FindIndex(SessionLimits.Candidates, set => !set.Any(name => ex.MessageText.Contains('"' + name + '"', StringComparison.Ordinal)));
+                limits = next > limits ? next : limits + 1;
+            }
+            catch (Exception ex) when (ex is NpgsqlException or SocketException or TimeoutException && !cancellationToken.IsCancellationRequested)
+            {
+                await connection.DisposeAsync();
+                throw Explain(ex, database);
+            }
+            catch
+            {
+                await connection.DisposeAsync();
+                throw;
+            }
         }
     }
 
@@ -147,7 +156,7 @@ public sealed class PostgresConnectionFactory
     /// </summary>
     public async Task<IReadOnlyDictionary<string, string?>> ToolEnvironmentAsync(string? database, CancellationToken cancellationToken)
     {
-        if (!_limitsKnown) await (await OpenAsync(database, cancellationToken)).DisposeAsync();
+        if (!LimitsKnown) await (await OpenAsync(database, cancellationToken)).DisposeAsync();
         return ToolEnvironment(database);
     }
 
@@ -164,7 +173,7 @@ public sealed class PostgresConnectionFactory
             // Whatever the operator's shell had must not redirect the tools elsewhere.
             ["PGSERVICE"] = null,
             ["PGSERVICEFILE"] = null,
-            ["PGOPTIONS"] = SessionLimits.Options(_limitsKnown ? _limits : SessionLimits.Candidates.Length - 1),
+            ["PGOPTIONS"] = SessionLimits.Options(LimitsKnown ? AcceptedLimits[ServerKey] : SessionLimits.Candidates.Length - 1),
             // The tools then talk the database's own encoding (their default), whatever the shell had.
             ["PGCLIENTENCODING"] = null,
             ["PGPASSWORD"] = _password,
