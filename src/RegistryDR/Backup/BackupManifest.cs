@@ -9,8 +9,13 @@ namespace RegistryDR.Backup;
 /// </summary>
 public sealed record BackupManifest
 {
-    /// <summary>2 added <see cref="TableData"/>; sets of format 1 (one pg_dump archive) are still read and restored.</summary>
-    public const int CurrentFormatVersion = 2;
+    /// <summary>
+    /// 2 added <see cref="TableData"/>; 3 added the database's own properties
+    /// (<see cref="PostgresInfo.Properties"/>), so that a registry-dr that would silently restore
+    /// without them refuses such a set. Sets of format 1 (one pg_dump archive) and 2 are still read
+    /// and restored (without database properties, as they were taken).
+    /// </summary>
+    public const int CurrentFormatVersion = 3;
     public const int OldestReadableFormatVersion = 1;
     public const string FileName = "manifest.json";
 
@@ -57,6 +62,12 @@ public sealed record BackupManifest
         public required string Ctype { get; init; }
         /// <summary>pg_dump's archive format: "custom".</summary>
         public required string DumpFormat { get; init; }
+        /// <summary>
+        /// What belongs to the database itself (settings, privileges, connection limit, comment,
+        /// tablespace, locale provider...), applied to the restored database before it is swapped
+        /// in. Null in sets of format 1 and 2.
+        /// </summary>
+        public Postgres.DatabaseProperties? Properties { get; init; }
     }
 
     public sealed record FingerprintInfo
@@ -175,6 +186,8 @@ public sealed record BackupManifest
             if (manifest.Artifacts.Count(a => a.Name == required) != 1)
                 throw new InvalidManifestException(expectedBackupId, $"it must list exactly one '{required}' artifact.");
         CheckSplitTables(manifest, expectedBackupId);
+        if (manifest.Postgres?.Properties?.Problem() is { } problem)
+            throw new InvalidManifestException(expectedBackupId, $"its database properties are invalid: {problem}.");
         if (manifest.Fingerprint is { } fp && (fp.RowCounts is null || fp.RowCounts.Any(kv => string.IsNullOrEmpty(kv.Key) || kv.Value < 0)))
             throw new InvalidManifestException(expectedBackupId, "its fingerprint has an empty table name or a negative row count.");
         if (manifest.Fingerprint?.RowCounts is { } counts && counts.Values.Aggregate(0m, (sum, n) => sum + n) > long.MaxValue)

@@ -62,6 +62,7 @@ public sealed partial class BackupService
                 if (!Directory.Exists(root.Path))
                     throw new BackupFailedException(backupId, phase, $"config directory '{root.Path}' does not exist (Config:Directories).");
             var server = await ReadServerInfoAsync(cancellationToken);
+            var properties = await ReadPropertiesAsync(cancellationToken);
             var pgDumpVersion = await PostgresTools.GetVersionAsync(_tools.PgDump, cancellationToken);
             if (PostgresTools.MajorVersion(pgDumpVersion) < PostgresTools.MajorVersion(server.Version))
                 throw new BackupFailedException(backupId, phase,
@@ -85,7 +86,9 @@ public sealed partial class BackupService
             TableDataDump.Output tableData;
             await using (var snapshot = await ExportedSnapshot.BeginAsync(_postgres, cancellationToken))
             {
-                var split = await snapshot.FindSplitTablesAsync((long)Math.Ceiling(_options.Database.SplitTablesFromMiB * (1 << 20)), cancellationToken);
+                var plan = await snapshot.FindSplitTablesAsync((long)Math.Ceiling(_options.Database.SplitTablesFromMiB * (1 << 20)), cancellationToken);
+                var split = plan.Tables;
+                if (plan.KeptInPgDump.Count > 0) LogKeptInPgDump(backupId, plan.KeptInPgDump.Count, string.Join("; ", plan.KeptInPgDump));
                 if (split.Count > 0) LogSplitting(backupId, split.Count, string.Join(", ", split.Select(t => t.QualifiedName)));
                 var dumpArgs = new List<string> { "--format=custom", $"--compress={_options.Database.CompressionLevel}", "--no-password", "--snapshot=" + snapshot.Id };
                 dumpArgs.AddRange(split.Select(t => "--exclude-table-data=" + t.DumpPattern));
@@ -132,6 +135,7 @@ public sealed partial class BackupService
                     Collate = server.Collate,
                     Ctype = server.Ctype,
                     DumpFormat = "custom",
+                    Properties = properties,
                 },
                 ConfigDirectories = roots.Select(r => new BackupManifest.ConfigDirectory { Path = r.Path, EntryPrefix = r.EntryPrefix }).ToList(),
                 Artifacts = artifacts,
@@ -286,6 +290,13 @@ public sealed partial class BackupService
         return new ServerInfo(version, reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4));
     }
 
+    /// <summary>The database's own properties (what pg_dump --create would carry), read in the database's encoding.</summary>
+    private async Task<DatabaseProperties> ReadPropertiesAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await _postgres.OpenInDatabaseEncodingAsync(null, cancellationToken);
+        return await DatabaseProperties.ReadAsync(connection, cancellationToken);
+    }
+
     private async Task DeleteQuietlyAsync(IEnumerable<string> keys)
     {
         foreach (var key in keys)
@@ -328,6 +339,9 @@ public sealed partial class BackupService
 
     [LoggerMessage(1010, LogLevel.Information, "Backup {BackupId}: {Count} large table(s) dumped in parallel block ranges: {Tables}")]
     private partial void LogSplitting(string backupId, int count, string tables);
+
+    [LoggerMessage(1030, LogLevel.Information, "Backup {BackupId}: {Count} table(s) over Database:SplitTablesFromMiB are dumped by pg_dump, not in block ranges, because binary COPY would not restore them exactly: {Tables}")]
+    private partial void LogKeptInPgDump(string backupId, int count, string tables);
 
     [LoggerMessage(1007, LogLevel.Warning, "Backup {Key} is flagged: {Warning}")]
     private partial void LogSuspicious(string key, string warning);

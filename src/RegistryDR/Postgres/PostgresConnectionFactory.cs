@@ -15,11 +15,19 @@ public sealed class PostgresConnectionFactory
 {
     private readonly DatabaseOptions _options;
     private readonly string? _password;
+    // Which of SessionLimits.Candidates the server accepts: the newest until the server refuses
+    // it, then remembered for the process, so that a refused start-up (a FATAL line in the
+    // server's log) happens once per server, not once per operation.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> AcceptedLimits = new(StringComparer.Ordinal);
+    private string ServerKey => $"{_options.Host}:{_options.Port}";
+    private int _limits;
+    private bool LimitsKnown => AcceptedLimits.ContainsKey(ServerKey);
 
     public PostgresConnectionFactory(DatabaseOptions options, ILogger? logger = null)
     {
         _options = options;
         _password = ReadPassword(options, logger);
+        _limits = AcceptedLimits.GetValueOrDefault(ServerKey);
     }
 
     public DatabaseOptions Options => _options;
@@ -101,9 +109,14 @@ public sealed class PostgresConnectionFactory
         }
     }
 
-    public NpgsqlConnection Create(string? database = null)
-    {
-        var builder = new NpgsqlConnectionStringBuilder
+    /// <summary>
+    /// An unopened connection. Every session RegistryDR opens has the server-side limits that
+    /// could end it part-way turned off at start-up (<see cref="SessionLimits"/>).
+    /// </summary>
+    public NpgsqlConnection Create(string? database = null) => new(Builder(database).ConnectionString);
+
+    private NpgsqlConnectionStringBuilder Builder(string? database) =>
+        new()
         {
             Host = _options.Host,
             Port = _options.Port,
@@ -114,23 +127,64 @@ public sealed class PostgresConnectionFactory
             Timeout = (int)Math.Ceiling(_options.ConnectTimeout.TotalSeconds),
             CommandTimeout = 0,
             ApplicationName = "registry-dr",
+            Options = SessionLimits.Options(_limits),
         };
-        return new NpgsqlConnection(builder.ConnectionString);
-    }
 
     /// <summary>Opens a connection, turning Npgsql's failures into one that says what to fix.</summary>
-    public async Task<NpgsqlConnection> OpenAsync(string? database = null, CancellationToken cancellationToken = default)
+    public Task<NpgsqlConnection> OpenAsync(string? database = null, CancellationToken cancellationToken = default) =>
+        OpenAsync(Builder(database), database, cancellationToken);
+
+    /// <summary>
+    /// Opens a connection to <paramref name="database"/> that exchanges text in the database's own
+    /// encoding, one .NET char per byte (ISO-8859-1), when that encoding is not UTF8: text that has
+    /// no UTF8 form (Latin-1 bytes in SQL_ASCII, user-defined characters of EUC_JP) then travels
+    /// unchanged both ways. For a UTF8 database it is an ordinary connection.
+    /// </summary>
+    public async Task<NpgsqlConnection> OpenInDatabaseEncodingAsync(string? database, CancellationToken cancellationToken)
     {
-        var connection = Create(database);
-        try
+        var connection = await OpenAsync(database, cancellationToken);
+        var encoding = connection.PostgresParameters.TryGetValue("server_encoding", out var e) ? e : "UTF8";
+        if (IsUtf8(encoding)) return connection;
+        await connection.DisposeAsync();
+        var builder = Builder(database);
+        builder.ClientEncoding = encoding;
+        builder.Encoding = "ISO-8859-1";
+        return await OpenAsync(builder, database, cancellationToken);
+    }
+
+    internal static bool IsUtf8(string encoding) => encoding.Equals("UTF8", StringComparison.OrdinalIgnoreCase) || encoding.Equals("UNICODE", StringComparison.OrdinalIgnoreCase);
+
+    private async Task<NpgsqlConnection> OpenAsync(NpgsqlConnectionStringBuilder builder, string? database, CancellationToken cancellationToken)
+    {
+        var limits = _limits;
+        while (true)
         {
-            await connection.OpenAsync(cancellationToken);
-            return connection;
-        }
-        catch (Exception ex) when (ex is NpgsqlException or SocketException or TimeoutException && !cancellationToken.IsCancellationRequested)
-        {
-            await connection.DisposeAsync();
-            throw Explain(ex, database);
+            builder.Options = SessionLimits.Options(limits);
+            var connection = new NpgsqlConnection(builder.ConnectionString);
+            try
+            {
+                await connection.OpenAsync(cancellationToken);
+                AcceptedLimits[ServerKey] = _limits = limits;
+                return connection;
+            }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedObject && limits < SessionLimits.Candidates.Length - 1)
+            {
+                // The server does not know one of the limits (only a setting name can be unknown
+                // at start-up): try the next older set, skipping those that name it.
+                await connection.DisposeAsync();
+                var next = Array.FindIndex(SessionLimits.Candidates, set => !set.Any(name => ex.MessageText.Contains('"' + name + '"', StringComparison.Ordinal)));
+                limits = next > limits ? next : limits + 1;
+            }
+            catch (Exception ex) when (ex is NpgsqlException or SocketException or TimeoutException && !cancellationToken.IsCancellationRequested)
+            {
+                await connection.DisposeAsync();
+                throw Explain(ex, database);
+            }
+            catch
+            {
+                await connection.DisposeAsync();
+                throw;
+            }
         }
     }
 
@@ -152,7 +206,19 @@ public sealed class PostgresConnectionFactory
     /// <summary>
     /// The environment for pg_dump, pg_dumpall, pg_restore and psql. Everything is passed here
     /// rather than in argv so that neither the password nor the connection string shows in <c>ps</c>.
+    /// PGOPTIONS turns off the server-side session limits (<see cref="SessionLimits"/>): those every
+    /// server knows, and the newer ones once a connection has shown the server has them.
     /// </summary>
+    /// <summary>
+    /// <see cref="ToolEnvironment"/> once the server's limits are known: connects first if no
+    /// connection has yet shown which limits the server has, so that PGOPTIONS turns them all off.
+    /// </summary>
+    public async Task<IReadOnlyDictionary<string, string?>> ToolEnvironmentAsync(string? database, CancellationToken cancellationToken)
+    {
+        if (!LimitsKnown) await (await OpenAsync(database, cancellationToken)).DisposeAsync();
+        return ToolEnvironment(database);
+    }
+
     public IReadOnlyDictionary<string, string?> ToolEnvironment(string? database = null)
     {
         var env = new Dictionary<string, string?>
@@ -166,7 +232,9 @@ public sealed class PostgresConnectionFactory
             // Whatever the operator's shell had must not redirect the tools elsewhere.
             ["PGSERVICE"] = null,
             ["PGSERVICEFILE"] = null,
-            ["PGOPTIONS"] = null,
+            ["PGOPTIONS"] = SessionLimits.Options(LimitsKnown ? AcceptedLimits[ServerKey] : SessionLimits.Candidates.Length - 1),
+            // The tools then talk the database's own encoding (their default), whatever the shell had.
+            ["PGCLIENTENCODING"] = null,
             ["PGPASSWORD"] = _password,
         };
         if (_password is null) env.Remove("PGPASSWORD");

@@ -61,44 +61,33 @@ internal sealed record SplitTable(string Schema, string Name, IReadOnlyList<stri
     /// <summary>The first bytes of every binary COPY stream (PostgreSQL's documented signature).</summary>
     internal static ReadOnlySpan<byte> BinaryCopySignature => [(byte)'P', (byte)'G', (byte)'C', (byte)'O', (byte)'P', (byte)'Y', (byte)'\n', 0xff, (byte)'\r', (byte)'\n', 0];
 
-    // Plain heap tables pg_dump would dump the data of (not extension members, not other
-    // sessions' temporary tables), at least MinBytes in their main fork, whose dumped columns
-    // all have binary send/receive functions. Generated and dropped columns are left out, as
-    // pg_dump does. Anything that does not qualify simply stays in pg_dump's stream.
-    private const string CandidatesSql = """
-        SELECT n.nspname, c.relname, pg_relation_size(c.oid) / current_setting('block_size')::bigint,
-               array_agg(a.attname::text ORDER BY a.attnum),
-               bool_and(t.typsend <> 0 AND t.typreceive <> 0),
-               current_setting('block_size')::int
-        FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-        JOIN pg_type t ON t.oid = a.atttypid
-        WHERE c.relkind = 'r' AND c.relpersistence <> 't'
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-          AND pg_relation_size(c.oid) >= @min
-        GROUP BY n.nspname, c.relname, c.oid
-        ORDER BY pg_relation_size(c.oid) DESC, 1, 2
-        """;
-
     /// <summary>
-    /// The tables to split, read in the snapshot's own transaction. None below PostgreSQL 14:
-    /// without TID range scans every range would read the whole table.
+    /// The tables to split, read in the snapshot's own transaction, and the tables big enough to
+    /// be split that stay in pg_dump's stream, each with the reason (<see cref="BinaryCopyPortability"/>).
+    /// None below PostgreSQL 14 (without TID range scans every range would read the whole table).
     /// </summary>
-    public static async Task<IReadOnlyList<SplitTable>> FindAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, long minBytes, CancellationToken cancellationToken)
+    public static async Task<SplitPlan> FindAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, long minBytes, CancellationToken cancellationToken)
     {
-        if (minBytes <= 0 || connection.PostgreSqlVersion.Major < 14) return [];
+        if (minBytes <= 0 || connection.PostgreSqlVersion.Major < 14) return new SplitPlan([], []);
+        var encoding = connection.PostgresParameters.TryGetValue("server_encoding", out var e) ? e : "";
+        if (!PostgresConnectionFactory.IsUtf8(encoding))
+            return new SplitPlan([], [$"every table: the database's encoding is {encoding}, not UTF8"]);
         var tables = new List<SplitTable>();
-        await using var command = new NpgsqlCommand(CandidatesSql, connection, transaction);
+        var kept = new List<string>();
+        await using var command = new NpgsqlCommand(BinaryCopyPortability.CandidatesSql, connection, transaction);
         command.Parameters.AddWithValue("min", minBytes);
+        command.Parameters.AddWithValue("portable", BinaryCopyPortability.PortableBaseTypes.ToArray());
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            if (!reader.GetBoolean(4)) continue; // a column type without binary I/O: pg_dump keeps it
-            tables.Add(new SplitTable(reader.GetString(0), reader.GetString(1), reader.GetFieldValue<string[]>(3), reader.GetInt64(2), reader.GetInt32(5)));
+            var table = new SplitTable(reader.GetString(0), reader.GetString(1), reader.IsDBNull(3) ? [] : reader.GetFieldValue<string[]>(3), reader.GetInt64(2), reader.GetInt32(4));
+            if (reader.IsDBNull(5)) tables.Add(table);
+            else kept.Add($"{table.QualifiedName}: {reader.GetString(5)}");
         }
-        return tables;
+        return new SplitPlan(tables, kept);
     }
 }
+
+/// <param name="Tables">The tables dumped as block ranges.</param>
+/// <param name="KeptInPgDump">Tables over the threshold that pg_dump dumps instead, each "name: why".</param>
+internal sealed record SplitPlan(IReadOnlyList<SplitTable> Tables, IReadOnlyList<string> KeptInPgDump);

@@ -9,14 +9,22 @@ using RegistryDR.Stores;
 namespace RegistryDR.Restore;
 
 /// <summary>
-/// Loads a backup set's database into an empty (scratch) database. A set without split tables
-/// is one <c>pg_restore --jobs</c>. A set with split tables is loaded in pg_dump's own sections:
-/// pre-data (tables, no indexes or constraints yet), then the data, with the split tables'
-/// block ranges streamed from the store straight into <c>COPY ... FROM STDIN</c>
-/// <see cref="_jobs"/> at a time while pg_restore loads the rest, then post-data (indexes,
-/// constraints, triggers) with <c>pg_restore --jobs</c>. Each range's SHA-256 is checked before
-/// its COPY is committed; a range that fails the check fails the load.
+/// Loads a backup set's database into an empty (scratch) database, always in pg_dump's own
+/// sections, one after the other: pre-data (types, functions, tables — no indexes, constraints
+/// other than CHECK/NOT NULL, triggers or rules yet), then the data (<c>pg_restore
+/// --section=data --jobs</c>, with the split tables' block ranges streamed from the store straight
+/// into <c>COPY ... FROM STDIN</c> <see cref="_jobs"/> at a time alongside), then post-data
+/// (indexes, constraints, foreign keys, triggers, rules, event triggers) with <c>pg_restore --jobs</c>.
 /// </summary>
+/// <remarks>
+/// The sections are what keeps triggers from acting on the rows being loaded: pg_dump puts every
+/// trigger, rule and foreign key in post-data, so none exists while any row is loaded. A single
+/// <c>pg_restore --jobs</c> gives no such guarantee: its scheduler starts an item once the items it
+/// depends on are done, and a trigger declared on a partitioned parent depends on the parent, not
+/// on its partitions' data, so it can be created (and cloned to every partition) while partitions
+/// are still loading — the next COPY then fires it. Each range's SHA-256 is checked before its
+/// COPY is committed; a range that fails the check fails the load.
+/// </remarks>
 internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFactory postgres, PostgresTools tools, int jobs)
 {
     /// <summary>Added to a failed pg_restore's message, before its stderr (e.g. what was left untouched).</summary>
@@ -29,11 +37,6 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
 
     public async Task LoadAsync(BackupManifest manifest, string dumpPath, string database, IReadOnlyList<string> pgRestoreOptions, IOperationProgress progress, CancellationToken cancellationToken)
     {
-        if (manifest.SplitTables.Count == 0)
-        {
-            await PgRestoreAsync(dumpPath, database, pgRestoreOptions, [$"--jobs={_jobs}"], cancellationToken);
-            return;
-        }
         await PgRestoreAsync(dumpPath, database, pgRestoreOptions, ["--section=pre-data"], cancellationToken);
         using (var failFast = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
         {
@@ -51,8 +54,8 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
         args.AddRange(section);
         args.Add("--dbname=" + database);
         args.Add(dumpPath);
-        var environment = new Dictionary<string, string?>(postgres.ToolEnvironment(database));
-        if (MaintenanceWorkMemMiB > 0) environment["PGOPTIONS"] = $"-c maintenance_work_mem={MaintenanceWorkMemMiB}MB";
+        var environment = new Dictionary<string, string?>(await postgres.ToolEnvironmentAsync(database, cancellationToken));
+        if (MaintenanceWorkMemMiB > 0) environment["PGOPTIONS"] = $"{environment.GetValueOrDefault("PGOPTIONS")} -c maintenance_work_mem={MaintenanceWorkMemMiB}MB".TrimStart();
         var result = await ProcessRunner.RunAsync(
             new ProcessSpec(tools.PgRestore, args) { Environment = environment, DisplayName = "pg_restore" },
             cancellationToken: cancellationToken);

@@ -84,8 +84,10 @@ public sealed partial class DrillService
             foreach (var omission in stats.NotKept) LogConfigNotKept(id, omission.Describe());
 
             progress.Phase("load scratch database");
-            await LoadScratchAsync(manifest, files[BackupLayout.DatabaseArtifact], progress, cancellationToken);
+            var properties = await LoadScratchAsync(manifest, files[BackupLayout.DatabaseArtifact], progress, cancellationToken);
             await _restore.CheckFingerprintAsync(manifest, DrillDatabase, cancellationToken);
+            // The database's own properties must apply and read back as recorded, as in a restore.
+            if (properties is not null) await RestoredDatabase.GivePropertiesAsync(_postgres, DrillDatabase, properties, cancellationToken);
             var rows = manifest.Fingerprint?.RowCounts.Values.Sum() ?? 0;
             var tables = manifest.Fingerprint?.RowCounts.Count ?? 0;
 
@@ -114,20 +116,32 @@ public sealed partial class DrillService
 
     /// <summary>
     /// Loads the dump without owners or grants: a drill proves the data comes back, and must not
-    /// depend on (or add) the roles of the server it happens to run on.
+    /// depend on (or add) the roles of the server it happens to run on. Of the database's own
+    /// properties it returns those this server can take (what names a role or a tablespace it
+    /// does not have is left out, and listed in one warning).
     /// </summary>
-    private async Task LoadScratchAsync(BackupManifest manifest, string dumpPath, IOperationProgress progress, CancellationToken cancellationToken)
+    private async Task<DatabaseProperties?> LoadScratchAsync(BackupManifest manifest, string dumpPath, IOperationProgress progress, CancellationToken cancellationToken)
     {
         await _restore.DropDatabaseAsync(DrillDatabase, cancellationToken);
         var pg = manifest.Postgres;
-        await using (var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken))
-        await using (var create = connection.CreateCommand())
-        {
-            create.CommandText = $"CREATE DATABASE {RestoreService.Quote(DrillDatabase)} TEMPLATE = template0 ENCODING = {RestoreService.Literal(pg.Encoding)} LC_COLLATE = {RestoreService.Literal(pg.Collate)} LC_CTYPE = {RestoreService.Literal(pg.Ctype)}";
-            await create.ExecuteNonQueryAsync(cancellationToken);
-        }
+        var (ownerExists, roles, tablespaceExists) = await RestoredDatabase.WhatExistsAsync(_postgres, _options.Database.MaintenanceDatabase, pg.Owner, pg.Properties?.Tablespace, cancellationToken);
+        await RestoredDatabase.CreateAsync(_postgres, _options.Database.MaintenanceDatabase, DrillDatabase, pg, ownerExists, tablespaceExists, cancellationToken);
         await _restore.Loader().LoadAsync(manifest, dumpPath, DrillDatabase, ["--no-owner", "--no-acl"], progress, cancellationToken);
+        if (pg.Properties is null) return null;
+        var (kept, leftOut) = pg.Properties.WithoutMissingRoles(roles.Contains);
+        var notChecked = leftOut.ToList();
+        if (!ownerExists) notChecked.Add($"the owner {pg.Owner} (no such role on this server)");
+        if (!tablespaceExists)
+        {
+            notChecked.Add($"the tablespace {pg.Properties.Tablespace} (no such tablespace on this server)");
+            kept = kept with { Tablespace = null };
+        }
+        if (notChecked.Count > 0) LogPropertiesNotChecked(manifest.BackupId, string.Join("; ", notChecked));
+        return kept;
     }
+
+    [LoggerMessage(5130, LogLevel.Warning, "Drill of backup {BackupId}: these database properties were not checked, because this server lacks what they name: {What}")]
+    private partial void LogPropertiesNotChecked(string backupId, string what);
 
     [LoggerMessage(5100, LogLevel.Information, "Drill of backup {BackupId} passed: {Tables} tables and {Rows} rows match the fingerprint, {Files} config files extracted, in {Seconds:F1} s")]
     private partial void LogPassed(string backupId, int tables, long rows, long files, double seconds);

@@ -1,5 +1,4 @@
 using System.Text;
-using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using RegistryDR.Archive;
@@ -263,18 +262,20 @@ public sealed partial class RestoreService
     /// <summary>
     /// Replays pg_dumpall's roles. A node that already has some of them (the bootstrap superuser
     /// at least) would fail on CREATE ROLE, so each CREATE ROLE becomes "create unless it
-    /// exists"; every other error stops the restore.
+    /// exists" (<see cref="RoleScript"/>); every other error stops the restore. The script is
+    /// passed on byte for byte, whatever its encoding.
     /// </summary>
     private async Task RestoreGlobalsAsync(string globalsPath, CancellationToken cancellationToken)
     {
-        var script = MakeRolesIdempotent(await File.ReadAllTextAsync(globalsPath, cancellationToken), _options.Database.User);
+        var globals = RoleScript.FromBytes(await File.ReadAllBytesAsync(globalsPath, cancellationToken));
+        var script = SessionLimits.DisableAllPsql + "\n" + RoleScript.MakeIdempotent(globals, RoleScript.AsScriptText(_options.Database.User));
         await ProcessRunner.RunCheckedAsync(
             new ProcessSpec(_tools.Psql, ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname=" + _options.Database.MaintenanceDatabase])
             {
-                Environment = _postgres.ToolEnvironment(_options.Database.MaintenanceDatabase),
+                Environment = await _postgres.ToolEnvironmentAsync(_options.Database.MaintenanceDatabase, cancellationToken),
                 DisplayName = "psql (roles)",
             },
-            writeStdin: async (stdin, ct) => await stdin.WriteAsync(Encoding.UTF8.GetBytes(script), ct),
+            writeStdin: async (stdin, ct) => await stdin.WriteAsync(RoleScript.ToBytes(script), ct),
             cancellationToken: cancellationToken);
     }
 
@@ -283,28 +284,12 @@ public sealed partial class RestoreService
     /// another node's hash for it, and adopting that mid-restore would lock the restore (and the
     /// operator's configured password file) out of the server.
     /// </remarks>
-    internal static string MakeRolesIdempotent(string globals, string connectingUser)
-    {
-        var idempotent = CreateRoleLine().Replace(globals, m =>
-            $"DO $registrydr$ BEGIN {m.Value.TrimEnd()} EXCEPTION WHEN duplicate_object THEN NULL; END $registrydr$;");
-        var quoted = "\"" + connectingUser.Replace("\"", "\"\"") + "\"";
-        var ownRole = new Regex($@"^(ALTER ROLE (?:{Regex.Escape(connectingUser)}|{Regex.Escape(quoted)}) WITH [^\n]*?) PASSWORD '(?:[^']|'')*'([^\n]*;)[ \t]*$", RegexOptions.Multiline);
-        return ownRole.Replace(idempotent, "$1$2");
-    }
-
-    [GeneratedRegex(@"^CREATE ROLE [^;\n]+;[ \t]*$", RegexOptions.Multiline)]
-    private static partial Regex CreateRoleLine();
+    internal static string MakeRolesIdempotent(string globals, string connectingUser) => RoleScript.MakeIdempotent(globals, connectingUser);
 
     private async Task RestoreIntoScratchAsync(BackupManifest manifest, string dumpPath, IOperationProgress progress, CancellationToken cancellationToken)
     {
         await DropDatabaseAsync(ScratchDatabase, cancellationToken); // a leftover from an earlier failed restore
-        var pg = manifest.Postgres;
-        await using (var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken))
-        await using (var create = connection.CreateCommand())
-        {
-            create.CommandText = $"CREATE DATABASE {Quote(ScratchDatabase)} WITH OWNER = {Quote(pg.Owner)} TEMPLATE = template0 ENCODING = {Literal(pg.Encoding)} LC_COLLATE = {Literal(pg.Collate)} LC_CTYPE = {Literal(pg.Ctype)}";
-            await create.ExecuteNonQueryAsync(cancellationToken);
-        }
+        await RestoredDatabase.CreateAsync(_postgres, _options.Database.MaintenanceDatabase, ScratchDatabase, manifest.Postgres, withOwner: true, withTablespace: true, cancellationToken);
         var loading = _time.GetTimestamp();
         try
         {
@@ -317,6 +302,19 @@ public sealed partial class RestoreService
         }
         LogDatabaseRestored(manifest.BackupId, ScratchDatabase, _time.GetElapsedTime(loading).TotalSeconds);
         await CheckFingerprintAsync(manifest, ScratchDatabase, cancellationToken);
+        // The database's own properties go on the scratch database before the swap renames it.
+        if (manifest.Postgres.Properties is { } properties)
+        {
+            try
+            {
+                await RestoredDatabase.GivePropertiesAsync(_postgres, ScratchDatabase, properties, cancellationToken);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                await DropDatabaseAsync(ScratchDatabase, CancellationToken.None);
+                throw;
+            }
+        }
     }
 
     /// <summary>Counts the loaded database's rows and compares them with the counts taken in pg_dump's snapshot.</summary>
@@ -369,6 +367,7 @@ public sealed partial class RestoreService
     internal async Task DropDatabaseAsync(string name, CancellationToken cancellationToken)
     {
         await using var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken);
+        await RestoredDatabase.UnmarkTemplateAsync(connection, name, cancellationToken);
         await using var cmd = connection.CreateCommand();
         cmd.CommandText = $"DROP DATABASE IF EXISTS {Quote(name)} WITH (FORCE)";
         await cmd.ExecuteNonQueryAsync(cancellationToken);

@@ -75,7 +75,7 @@ public sealed class SplitTableTests
 
         var manifest = await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
 
-        Assert.AreEqual(2, manifest.FormatVersion);
+        Assert.AreEqual(BackupManifest.CurrentFormatVersion, manifest.FormatVersion);
         var split = manifest.SplitTables.Select(t => t.Schema + "." + t.Name).ToList();
         CollectionAssert.IsSubsetOf(new[] { "public.Audit.Log*?\"x", "public.history_parent", "public.history_child", "public.pulls_2025", "public.pulls_2026", "Other Schema.blobs" }, split);
         var audit = manifest.SplitTables.Single(t => t.Name == "Audit.Log*?\"x");

@@ -183,7 +183,7 @@ internal sealed class ConfigRoundTrip : IAsyncDisposable
         new BackupService(Node.Options, Node.CreateStore(), BackupLog, TimeProvider.System).RunAsync();
 
     public Task<RestoreResult> RestoreAsync() =>
-        new RestoreService(Node.Options, Node.CreateStore(), RestoreLog, TimeProvider.System).RestoreAsync(new RestoreRequest("latest"));
+        new RestoreService(Node.Options, Node.CreateStore(), RestoreLog, TimeProvider.System).RestoreAsync(new RestoreRequest("latest", TerminateSessions: true)); // no registry runs here: as an operator who stopped it
 
     /// <summary>The backup's warnings, one formatted line each.</summary>
     public List<string> BackupWarnings() => BackupLog.Entries.Where(e => e.Level == LogLevel.Warning).Select(e => e.Message).ToList();

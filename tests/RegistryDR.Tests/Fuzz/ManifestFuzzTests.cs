@@ -21,7 +21,7 @@ public sealed class ManifestFuzzTests
 
     internal static readonly string ValidManifest = $$"""
         {
-          "formatVersion": 2,
+          "formatVersion": 3,
           "backupId": "{{BackupId}}",
           "startedAt": "2024-05-06T07:08:09+00:00",
           "completedAt": "2024-05-06T07:09:10+00:00",
@@ -35,7 +35,25 @@ public sealed class ManifestFuzzTests
             "encoding": "UTF8",
             "collate": "C.UTF-8",
             "ctype": "C.UTF-8",
-            "dumpFormat": "custom"
+            "dumpFormat": "custom",
+            "properties": {
+              "connectionLimit": 50,
+              "isTemplate": false,
+              "comment": "registry metadata",
+              "tablespace": null,
+              "localeProvider": "libc",
+              "providerLocale": null,
+              "icuRules": null,
+              "acl": [
+                { "grantee": "registry", "grantor": "registry", "privileges": ["CONNECT", "CREATE", "TEMPORARY"], "grantable": [] },
+                { "grantee": "ops team", "grantor": "registry", "privileges": ["CONNECT"], "grantable": ["CONNECT"] }
+              ],
+              "settings": [
+                { "role": null, "settings": ["search_path=registry, public, \"$user\"", "statement_timeout=30s"] },
+                { "role": "registry", "settings": ["work_mem=16MB"] }
+              ],
+              "securityLabels": []
+            }
           },
           "configDirectories": [
             { "path": "/var/local/dtr", "entryPrefix": "var/local/dtr" },
@@ -164,6 +182,14 @@ public sealed class ManifestFuzzTests
         Assert.IsNotNull(manifest.Postgres, where);
         Assert.IsNotNull(manifest.Postgres.Database, where);
         Assert.IsNotNull(manifest.Postgres.Owner, where);
+        if (manifest.Postgres.Properties is { } properties)
+        {
+            // What restore and drill do with them must not throw.
+            Assert.IsNotNull(properties.ApplyStatements("registry", "registry"), where);
+            Assert.IsNotNull(properties.Describe(), where);
+            Assert.IsNotNull(properties.CreateClauses(tablespace: true), where);
+            Assert.IsNotNull(properties.WithoutMissingRoles(_ => false).LeftOut, where);
+        }
 
         var prefix = BackupLayout.SetPrefix(BackupId);
         Assert.IsNotNull(manifest.Artifacts, where);

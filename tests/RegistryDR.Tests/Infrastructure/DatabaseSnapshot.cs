@@ -255,7 +255,14 @@ internal sealed class DatabaseSnapshot
         FROM pg_class c WHERE c.relnamespace IN {UserSchemas} AND c.relkind IN ('v', 'm')
         """,
         $"""
-        SELECT CASE WHEN con.conrelid <> 0 THEN format('constraint %s on %s', quote_ident(con.conname), con.conrelid::regclass)
+        -- A constraint PostgreSQL derives from a partitioned table's constraint (conparentid) gets a
+        -- name the server makes up; pg_dump cannot carry it, and any dump and restore, plain
+        -- pg_dump | pg_restore included, may name it differently. It is known by its parent's name
+        -- and what it joins instead (its definition is still compared).
+        SELECT CASE WHEN con.conparentid <> 0 THEN format('constraint derived from %s on %s referencing %s',
+                         (SELECT quote_ident(p.conname) FROM pg_constraint p WHERE p.oid = con.conparentid),
+                         con.conrelid::regclass, coalesce(nullif(con.confrelid, 0)::regclass::text, '-'))
+                    WHEN con.conrelid <> 0 THEN format('constraint %s on %s', quote_ident(con.conname), con.conrelid::regclass)
                     ELSE format('constraint %s on domain %s', quote_ident(con.conname), con.contypid::regtype) END, k, v
         FROM pg_constraint con, LATERAL (VALUES
             ('definition', pg_get_constraintdef(con.oid)), ('validated', format('%s', con.convalidated)),

@@ -45,7 +45,7 @@ public sealed class RollbackTests
             ["/bin/sh", "-c", $"if [ -e '{marker}' ]; then exit 0; fi; touch '{marker}'; echo 'registry: bad configuration' >&2; exit 3"];
         var before = await fx.SnapshotAsync();
 
-        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId)));
+        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId, TerminateSessions: true)));
 
         StringAssert.Contains(failure.Message, "registry: bad configuration");
         StringAssert.Contains(failure.NodeState, $"{fx.Node.ConfigDirectories[0]} was put back as it was");
@@ -63,7 +63,7 @@ public sealed class RollbackTests
         fx.Node.Options.Registry.HealthTimeout = TimeSpan.FromSeconds(2);
         var before = await fx.SnapshotAsync();
 
-        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId)));
+        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId, TerminateSessions: true)));
 
         StringAssert.Contains(failure.Message, "did not answer");
         StringAssert.Contains(failure.NodeState, $"database '{fx.Node.Database}' was put back as it was");
