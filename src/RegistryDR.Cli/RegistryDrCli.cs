@@ -48,6 +48,7 @@ internal static class RegistryDrCli
         root.Subcommands.Add(PruneCommand());
         root.Subcommands.Add(WorkerCommand());
         root.Subcommands.Add(BootstrapCommand());
+        root.Subcommands.Add(CheckRegistryCommand.Create());
         return root;
     }
 
