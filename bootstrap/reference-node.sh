@@ -16,7 +16,10 @@
 #     bucket under /$RDR_IMAGE_PREFIX; http on :443 with the TLS pair in /etc/docker-registry/tls/,
 #     a self-signed one made here when none exists; debug and health on 127.0.0.1:5001, so
 #     Registry:HealthUrl is http://127.0.0.1:5001/debug/health), and
-#     docker-registry.service ENABLED but not started: the agent starts it once it restored.
+#     docker-registry.service ENABLED but not started: the agent starts it once it restored. The
+#     unit reads /etc/registry-dr/registry-storage.env (written by user-data.sh): this stack's image
+#     bucket, region and key override the restored config.yml's, so a node in the recovery region
+#     serves the replica bucket.
 #     /etc/docker-registry is the node's config directory (Config:Directories): backed up and
 #     restored, so a replacement serves the same certificate. Put your own certificate there.
 #
@@ -186,6 +189,9 @@ After=network-online.target
 
 [Service]
 Type=simple
+# This node's bucket, region and key (written by user-data.sh), over whatever the restored
+# config.yml names: after a failover that is the primary's bucket in the other region.
+EnvironmentFile=/etc/registry-dr/registry-storage.env
 ExecStart=$registry_bin serve $registry_dir/config.yml
 Restart=on-failure
 RestartSec=5s

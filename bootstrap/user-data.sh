@@ -40,7 +40,9 @@
 #   RDR_POSTGRES_CLIENT_PACKAGE                   dnf package with pg_dump etc. (postgresql15)
 #   RDR_NODE_SETUP                                reference (default): install PostgreSQL 15 and the
 #                                                 registry with reference-node.sh; image: the image has them
-#   RDR_IMAGE_BUCKET, RDR_IMAGE_PREFIX            the registry's blob store (reference node)
+#   RDR_IMAGE_BUCKET, RDR_IMAGE_PREFIX            the registry's blob store: this stack's image bucket, or in
+#                                                 the recovery region (Role standby/failover) the replica
+#                                                 bucket; written to /etc/registry-dr/registry-storage.env
 #   RDR_REGISTRY_HOSTNAMES                        optional DNS names for the reference node's certificate
 #   RDR_CONFIG_DIRECTORIES                        optional comma-separated Config:Directories (empty:
 #                                                 registry-dr's defaults, DTR's directories)
@@ -121,6 +123,29 @@ elif [[ -f "$password_file" ]]; then
   log "using the database password file the user data stub wrote"
 else
   log "WARNING: no database password (neither DatabasePasswordSecretArn nor DatabasePassword): Database:PasswordFile is not set"
+fi
+
+# --- the registry's storage, whatever the restored configuration says ---------------------------
+# The registry's configuration is restored from the backup, so in the recovery region it names the
+# primary's image bucket. Docker's distribution registry reads REGISTRY_<SECTION>_<KEY> variables
+# as overrides of its configuration file ("Override specific configuration options", distribution
+# docs); the reference node's unit reads this file, so the node always serves this stack's image
+# bucket (the replica, after a failover) in this region, with this stack's key. Node-local: it is
+# not under a config directory, so no restore carries another region's values in.
+if [[ -n "${RDR_IMAGE_BUCKET:-}" ]]; then
+  storage_env=$config_dir/registry-storage.env
+  {
+    echo "# Written by user-data.sh for stack $RDR_STACK_NAME: the registry's S3 storage on this node."
+    echo "REGISTRY_STORAGE_S3_REGION=$RDR_REGION"
+    echo "REGISTRY_STORAGE_S3_BUCKET=$RDR_IMAGE_BUCKET"
+    echo "REGISTRY_STORAGE_S3_ROOTDIRECTORY=/${RDR_IMAGE_PREFIX:-registry}"
+    echo "REGISTRY_STORAGE_S3_ENCRYPT=true"
+    # Empty = SSE-S3; a key named by the restored configuration is another region's and must not be used.
+    if [[ "$RDR_SSE" == Kms ]]; then echo "REGISTRY_STORAGE_S3_KEYID=${RDR_KMS_KEY_ID:-}"; else echo "REGISTRY_STORAGE_S3_KEYID="; fi
+  } >"$storage_env.new"
+  chmod 0600 "$storage_env.new"
+  mv -f "$storage_env.new" "$storage_env"
+  log "wrote $storage_env (the registry's storage: s3://$RDR_IMAGE_BUCKET/${RDR_IMAGE_PREFIX:-registry} in $RDR_REGION)"
 fi
 
 # --- the reference node: PostgreSQL 15 and the registry -------------------------------------------

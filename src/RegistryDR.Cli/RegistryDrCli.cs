@@ -67,6 +67,7 @@ internal static class RegistryDrCli
         root.Subcommands.Add(PruneCommand());
         root.Subcommands.Add(WorkerCommand());
         root.Subcommands.Add(BootstrapCommand());
+        root.Subcommands.Add(CheckRegistryCommand.Create());
         var help = root.Options.OfType<HelpOption>().Single();
         help.Action = new HelpWithExitCodes((HelpAction)help.Action!);
         return root;

@@ -78,6 +78,33 @@ internal sealed class CloudFormationTemplate
         return failures;
     }
 
+    /// <summary>
+    /// <paramref name="node"/> as a deployment with these parameter values would see it: every
+    /// <c>Fn::If</c> replaced by the branch its condition picks, and <c>Ref AWS::NoValue</c> removed
+    /// (from objects and lists, as CloudFormation removes the property). Other functions are kept.
+    /// </summary>
+    public JsonNode? Resolve(JsonNode? node, IReadOnlyDictionary<string, string> parameters)
+    {
+        static bool IsNoValue(JsonNode? n) => n is JsonObject o && o.Count == 1 && o["Ref"] is JsonValue v && (string?)v == "AWS::NoValue";
+        switch (node)
+        {
+            case JsonObject o when o.Count == 1 && o["Fn::If"] is JsonArray choice:
+                return Resolve(Condition((string)choice[0]!, parameters) ? choice[1] : choice[2], parameters);
+            case JsonObject o:
+                var copy = new JsonObject();
+                foreach (var (key, value) in o)
+                {
+                    var resolved = Resolve(value, parameters);
+                    if (!IsNoValue(resolved)) copy[key] = resolved;
+                }
+                return copy;
+            case JsonArray a:
+                return new JsonArray([.. a.Select(item => Resolve(item, parameters)).Where(item => !IsNoValue(item))]);
+            default:
+                return node?.DeepClone();
+        }
+    }
+
     private bool Truth(JsonNode node, IReadOnlyDictionary<string, string> parameters)
     {
         var (function, argument) = Single(node);

@@ -37,7 +37,8 @@ public sealed partial class RegistryTemplateTests
     [TestMethod]
     public void TheGroupIsExactlyOneNodeWithALaunchAndATerminatingHook()
     {
-        var group = Template.Properties(new AgentOptions().SignalResource!);
+        // The primary (Role's default); a standby's pilot light is StandbyTemplateTests'.
+        var group = Template.Resolve(Template.Properties(new AgentOptions().SignalResource!), Template.ParameterValues())!;
         Assert.AreEqual("AWS::AutoScaling::AutoScalingGroup", (string)Template.Resource("RegistryGroup")["Type"]!);
         Assert.AreEqual(("1", "1", "1"), ((string)group["MinSize"]!, (string)group["MaxSize"]!, (string)group["DesiredCapacity"]!));
         AssertJson($$$"""
@@ -49,7 +50,7 @@ public sealed partial class RegistryTemplateTests
             ]
             """, group["LifecycleHookSpecificationList"], "lifecycle hooks");
         AssertJson("""{"ResourceSignal": {"Count": "1", "Timeout": {"Ref": "SignalTimeout"}}, "AutoScalingCreationPolicy": {"MinSuccessfulInstancesPercent": "100"}}""",
-            Template.Resource("RegistryGroup")["CreationPolicy"], "creation policy");
+            Template.Resolve(Template.Resource("RegistryGroup")["CreationPolicy"], Template.ParameterValues()), "creation policy");
         Assert.AreEqual("true", (string)Template.Resource("RegistryGroup")["UpdatePolicy"]!["AutoScalingRollingUpdate"]!["WaitOnResourceSignals"]!);
         // The hooks the node reports to are the ones declared here (user data → boot.env and config).
         StringAssert.Contains(TemplateText, "RDR_LAUNCH_HOOK_NAME=registry-dr-launch \\");

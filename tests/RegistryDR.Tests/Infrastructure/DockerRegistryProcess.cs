@@ -216,7 +216,14 @@ internal sealed class DockerRegistryProcess : IAsyncDisposable
     /// serve (see <see cref="WaitUntilServingAsync"/>). The log goes to <see cref="LogFileName"/>
     /// next to the configuration (appended to).
     /// </summary>
-    public static DockerRegistryProcess Start(string configPath, int port)
+    public static DockerRegistryProcess Start(string configPath, int port) => StartWith(RegistryPath, configPath, port);
+
+    /// <summary>
+    /// As <see cref="Start"/>, running <paramref name="program"/> <c>serve CONFIG</c> instead of the
+    /// registry itself: a wrapper that sets the registry's <c>REGISTRY_*</c> overrides (a systemd
+    /// unit's EnvironmentFile=, say) and execs it, so <see cref="Pid"/> is still the registry's.
+    /// </summary>
+    public static DockerRegistryProcess StartWith(string program, string configPath, int port)
     {
         var config = Path.GetFullPath(configPath);
         if (!File.Exists(config))
@@ -236,7 +243,7 @@ internal sealed class DockerRegistryProcess : IAsyncDisposable
         };
         startInfo.ArgumentList.Add("-c");
         startInfo.ArgumentList.Add("""exec "$0" serve "$1" >>"$2" 2>&1 </dev/null""");
-        startInfo.ArgumentList.Add(RegistryPath);
+        startInfo.ArgumentList.Add(program);
         startInfo.ArgumentList.Add(config);
         startInfo.ArgumentList.Add(log);
         CleanEnvironment(startInfo.Environment);

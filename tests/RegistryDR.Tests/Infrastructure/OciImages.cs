@@ -101,8 +101,57 @@ internal static class OciImages
         var manifestDigest = WriteBlob(blobs, manifest);
 
         File.WriteAllText(Path.Combine(layout, "oci-layout"), """{"imageLayoutVersion":"1.0.0"}""");
-        UpdateIndex(layout, tag, manifestDigest, manifest.Length);
+        UpdateIndex(layout, tag, manifestDigest, manifest.Length, ManifestMediaType);
         return layout;
+    }
+
+    /// <summary>
+    /// Adds an OCI image index tagged <paramref name="tag"/> to the layout in
+    /// <paramref name="directory"/>, naming one image per entry of <paramref name="children"/>
+    /// (built as <see cref="CreateImageLayout"/> builds them, with the seed given) with the platform
+    /// <c>linux/ARCHITECTURE</c>. Push it with <c>skopeo copy --all</c>. Returns the layout path.
+    /// </summary>
+    public static string CreateIndexLayout(string directory, string tag, IReadOnlyList<(int Seed, string Architecture)> children, int layers = 2, int layerBytes = 200_000)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(children.Count, 1);
+        var layout = Path.GetFullPath(directory);
+        var manifests = new JsonArray();
+        foreach (var (seed, architecture) in children)
+        {
+            var childTag = $"{tag}-child-{seed}";
+            CreateImageLayout(layout, childTag, seed, layers, layerBytes);
+            var digest = ManifestDigest(layout, childTag);
+            var descriptor = Descriptor(ManifestMediaType, digest, new FileInfo(Path.Combine(layout, "blobs", "sha256", digest["sha256:".Length..])).Length);
+            descriptor["platform"] = new JsonObject { ["architecture"] = architecture, ["os"] = "linux" };
+            manifests.Add(descriptor);
+            RemoveFromIndex(layout, childTag);
+        }
+        var index = Serialize(new JsonObject { ["schemaVersion"] = 2, ["mediaType"] = IndexMediaType, ["manifests"] = manifests });
+        UpdateIndex(layout, tag, WriteBlob(Path.Combine(layout, "blobs", "sha256"), index), index.Length, IndexMediaType);
+        return layout;
+    }
+
+    /// <summary>The config digest and layer digests that the image manifest <paramref name="manifestDigest"/> in the layout names.</summary>
+    public static (string Config, IReadOnlyList<string> Layers) ImageBlobs(string layoutDirectory, string manifestDigest)
+    {
+        var manifest = JsonNode.Parse(File.ReadAllBytes(Path.Combine(layoutDirectory, "blobs", "sha256", manifestDigest["sha256:".Length..])))!;
+        return ((string)manifest["config"]!["digest"]!, [.. manifest["layers"]!.AsArray().Select(l => (string)l!["digest"]!)]);
+    }
+
+    /// <summary>The digests of the manifests that the index <paramref name="indexDigest"/> in the layout names, in order.</summary>
+    public static IReadOnlyList<string> IndexChildren(string layoutDirectory, string indexDigest)
+    {
+        var index = JsonNode.Parse(File.ReadAllBytes(Path.Combine(layoutDirectory, "blobs", "sha256", indexDigest["sha256:".Length..])))!;
+        return [.. index["manifests"]!.AsArray().Select(m => (string)m!["digest"]!)];
+    }
+
+    private static void RemoveFromIndex(string layout, string tag)
+    {
+        var indexPath = Path.Combine(layout, "index.json");
+        var index = JsonNode.Parse(File.ReadAllBytes(indexPath))!;
+        var kept = new JsonArray([.. index["manifests"]!.AsArray().Where(e => e?["annotations"]?[RefNameAnnotation]?.GetValue<string>() != tag).Select(e => e!.DeepClone())]);
+        index["manifests"] = kept;
+        File.WriteAllBytes(indexPath, Serialize(index));
     }
 
     /// <summary>The manifest digest (<c>sha256:…</c>) that <c>index.json</c> in <paramref name="layoutDirectory"/> names for <paramref name="tag"/>.</summary>
@@ -125,7 +174,7 @@ internal static class OciImages
     /// <summary><c>sha256:</c> plus the lower-case hex SHA-256 of <paramref name="bytes"/>.</summary>
     public static string Digest(ReadOnlySpan<byte> bytes) => "sha256:" + Convert.ToHexStringLower(SHA256.HashData(bytes));
 
-    private static void UpdateIndex(string layout, string tag, string manifestDigest, int manifestSize)
+    private static void UpdateIndex(string layout, string tag, string manifestDigest, long manifestSize, string mediaType)
     {
         var indexPath = Path.Combine(layout, "index.json");
         var manifests = new JsonArray();
@@ -140,7 +189,7 @@ internal static class OciImages
             }
         }
 
-        var descriptor = Descriptor(ManifestMediaType, manifestDigest, manifestSize);
+        var descriptor = Descriptor(mediaType, manifestDigest, manifestSize);
         descriptor["annotations"] = new JsonObject { [RefNameAnnotation] = tag };
         manifests.Add(descriptor);
 

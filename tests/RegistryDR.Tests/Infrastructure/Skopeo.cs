@@ -30,14 +30,24 @@ internal static class Skopeo
     /// returns the digest of the manifest the registry stored (from <c>--digestfile</c>).
     /// </summary>
     /// <param name="registryHostPort">E.g. <c>127.0.0.1:5000</c>.</param>
+    public static Task<string> PushAsync(
+        string layoutDir, string tag, string registryHostPort, string repository, CancellationToken cancellationToken = default) =>
+        PushAsync(layoutDir, tag, registryHostPort, repository, [], cancellationToken);
+
+    /// <summary>
+    /// As <see cref="PushAsync(string, string, string, string, CancellationToken)"/>, with more
+    /// <c>skopeo copy</c> options: <c>--all</c> for an image index, <c>--format v2s2</c> to store
+    /// Docker schema 2 manifests (and manifest lists) instead of OCI ones. The digest returned is
+    /// the one the registry stored (after any conversion).
+    /// </summary>
     public static async Task<string> PushAsync(
-        string layoutDir, string tag, string registryHostPort, string repository, CancellationToken cancellationToken = default)
+        string layoutDir, string tag, string registryHostPort, string repository, IReadOnlyList<string> copyOptions, CancellationToken cancellationToken = default)
     {
         using var scratch = new Scratch();
         var digestFile = Path.Combine(scratch.Directory, "digest");
         await RunAsync(scratch,
             [
-                "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", digestFile,
+                "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", digestFile, .. copyOptions,
                 $"oci:{Path.GetFullPath(layoutDir)}:{tag}",
                 $"docker://{registryHostPort}/{repository}:{tag}",
             ], cancellationToken).ConfigureAwait(false);
