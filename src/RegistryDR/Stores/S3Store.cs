@@ -51,9 +51,17 @@ public sealed class S3Store : IBackupStore, IDisposable
         _buffers = new PartBuffers(_partSize, keep: 4 * (options.Concurrency + 1));
         var config = CreateClientConfig(options);
         _s3 = credentials is null ? new AmazonS3Client(config) : new AmazonS3Client(credentials, config);
+        // Failures name the server as well as the bucket: "S3 store s3://b/p (server http://10.0.0.5:7480)
+        // could not be reached …" says which peer did not answer.
         _retry = new S3RetryPolicy(options, time ?? TimeProvider.System, events ?? NullOperationEvents.Instance,
-            logger ?? NullLogger.Instance, location.ToString());
+            logger ?? NullLogger.Instance, $"{location} (server {ServerOf(options)})");
     }
+
+    /// <summary>The endpoint requests go to, for messages: Store:ServiceUrl, or AWS's regional endpoint.</summary>
+    internal static string ServerOf(StoreOptions options) =>
+        !string.IsNullOrEmpty(options.ServiceUrl) ? options.ServiceUrl.TrimEnd('/')
+        : !string.IsNullOrEmpty(options.Region) ? $"https://s3.{options.Region}.amazonaws.com"
+        : "AWS S3 in the SDK's default region";
 
     internal static AmazonS3Config CreateClientConfig(StoreOptions options)
     {
