@@ -82,10 +82,15 @@ internal static class RegistryDrCli
         var command = new Command("list", "List backup sets, newest first.") { json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
         {
-            var sets = await new BackupCatalog(ctx.Store).ListAsync(ct);
+            // Each set judged as restore would judge it (RestorableSets): manifest valid, every artifact there.
+            var sets = await new RestorableSets(ctx.Store).ListAsync(ct);
             if (ctx.Json)
             {
-                Console.WriteLine(JsonSerializer.Serialize(sets, JsonOutput));
+                Console.WriteLine(JsonSerializer.Serialize(sets.Select(j => new
+                {
+                    j.Set.BackupId, j.Set.Time, j.Set.Size, j.Set.Objects, state = j.Set.State.ToString(),
+                    restorable = j.IsRestorable, condition = j.Condition, problem = j.Problem,
+                }), JsonOutput));
                 return ExitCodes.Success;
             }
             if (sets.Count == 0)
@@ -94,8 +99,10 @@ internal static class RegistryDrCli
                 return ExitCodes.Success;
             }
             Console.WriteLine($"{"BACKUP ID",-26} {"TIME (UTC)",-20} {"SIZE",12} STATE");
-            foreach (var s in sets)
-                Console.WriteLine($"{s.BackupId,-26} {s.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),-20} {TerminalProgress.Bytes(s.Size),12} {(s.IsComplete ? "complete" : "INCOMPLETE")}");
+            foreach (var j in sets)
+                Console.WriteLine($"{j.BackupId,-26} {j.Set.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),-20} {TerminalProgress.Bytes(j.Set.Size),12} {j.Label}");
+            foreach (var j in sets.Where(j => j.Problem is not null && j.Condition != SetCondition.Incomplete))
+                Console.WriteLine($"  {j.BackupId}: {j.Problem}");
             return ExitCodes.Success;
         }));
         return command;
@@ -126,6 +133,7 @@ internal static class RegistryDrCli
                     recoveryPoint = status.RecoveryPoint,
                     completeSets = status.CompleteSets,
                     incompleteSets = status.IncompleteSets,
+                    skipped = status.Skipped.Select(j => new { j.BackupId, condition = j.Condition, problem = j.Problem }),
                 }, JsonOutput));
             }
             else
@@ -133,14 +141,16 @@ internal static class RegistryDrCli
                 Console.WriteLine($"Protection:      {status.State.ToString().ToUpperInvariant()}");
                 Console.WriteLine($"Store:           {status.Store} ({(status.StoreReachable ? "reachable" : "UNREACHABLE: " + status.StoreError)})");
                 Console.WriteLine($"Schedule:        {status.Schedule} (every {status.Interval}; LATE after {status.Interval * ProtectionStatusReader.LateAfterIntervals})");
+                foreach (var j in status.Skipped)
+                    Console.WriteLine($"Passed over:     {j.Describe()}");
                 if (status.NewestBackupId is not null)
                 {
-                    Console.WriteLine($"Newest backup:   {status.NewestBackupId}, {TerminalProgress.Bytes(status.NewestBackupSize ?? 0)}, {Age(status.NewestBackupAge!.Value)} old");
+                    Console.WriteLine($"Newest backup:   {status.NewestBackupId}, {TerminalProgress.Bytes(status.NewestBackupSize ?? 0)}, {Age(status.NewestBackupAge!.Value)} old{(status.Skipped.Count > 0 ? " (the newest restorable set)" : "")}");
                     Console.WriteLine($"Recovery point:  a restore now returns the registry to {status.RecoveryPoint:u}");
                 }
                 else if (status.StoreReachable)
                 {
-                    Console.WriteLine("Newest backup:   none: a restore now has nothing to return");
+                    Console.WriteLine("Newest backup:   none restorable: a restore now has nothing to return");
                 }
                 Console.WriteLine($"Sets:            {status.CompleteSets} complete, {status.IncompleteSets} incomplete");
             }
@@ -154,12 +164,13 @@ internal static class RegistryDrCli
     private static Command VerifyCommand()
     {
         var json = JsonOption();
-        var id = new Argument<string>("backup") { Description = "A backup id, or 'latest' (the newest complete set).", DefaultValueFactory = _ => "latest" };
+        var id = new Argument<string>("backup") { Description = "A backup id, or 'latest' (the newest restorable set).", DefaultValueFactory = _ => "latest" };
         var command = new Command("verify", "Download a backup set and check every SHA-256, the dump's table of contents and the config archive.") { id, json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
         {
             var catalog = new BackupCatalog(ctx.Store);
-            var backupId = await catalog.ResolveAsync(parse.GetValue(id), ct);
+            var (backupId, selection) = await catalog.ResolveWithSkippedAsync(parse.GetValue(id), ct);
+            if (selection?.SkippedSentence is { } skipped) Console.Error.WriteLine($"Verifying {backupId}, the newest restorable set: {skipped}");
             var manifest = await catalog.ReadManifestAsync(backupId, ct);
             var progress = TerminalProgress.For(ctx.Json);
             var report = await new BackupVerifier(ctx.Store, ctx.Options.Database, ctx.LoggerFactory.CreateLogger<BackupVerifier>()).VerifyAsync(manifest, progress, ct);
@@ -183,7 +194,7 @@ internal static class RegistryDrCli
     private static Command RestoreCommand()
     {
         var json = JsonOption();
-        var backup = new Option<string>("--backup", "-b") { Description = "A backup id, or 'latest' (the newest complete set).", DefaultValueFactory = _ => "latest" };
+        var backup = new Option<string>("--backup", "-b") { Description = "A backup id, or 'latest' (the newest restorable set).", DefaultValueFactory = _ => "latest" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and change nothing." };
         var command = new Command("restore", "Verify a backup set, then restore the config directories, roles and database, and restart the registry.") { backup, dryRun, json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
@@ -198,6 +209,7 @@ internal static class RegistryDrCli
             {
                 Console.WriteLine(result.DryRun ? $"Plan for restoring backup {result.Plan.BackupId} (dry run: nothing was changed):" : $"Restored backup {result.Plan.BackupId} in {result.Elapsed.TotalSeconds:F1} s:");
                 for (var i = 0; i < result.Plan.Steps.Count; i++) Console.WriteLine($"  {i + 1}. {result.Plan.Steps[i]}");
+                foreach (var j in result.Plan.Skipped) Console.WriteLine($"Passed over (not restorable): {j.Describe()}");
             }
             return ExitCodes.Success;
         }));
@@ -238,7 +250,7 @@ internal static class RegistryDrCli
     private static Command DrillCommand()
     {
         var json = JsonOption();
-        var id = new Argument<string>("backup") { Description = "A backup id, or 'latest' (the newest complete set).", DefaultValueFactory = _ => "latest" };
+        var id = new Argument<string>("backup") { Description = "A backup id, or 'latest' (the newest restorable set).", DefaultValueFactory = _ => "latest" };
         var command = new Command("drill",
             "Rehearse a restore without touching the live registry: restore a set into a scratch database and directory, check the fingerprint and the archive, clean up, report.") { id, json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>

@@ -238,8 +238,9 @@ public sealed partial class BackupService
 
     private async Task CheckFencingAsync(string backupId, string phase, CancellationToken cancellationToken)
     {
-        var held = Agent.NodeStateFile.Read(_options.Agent.StateFile)?.Generation;
-        if (await new Fencing.GenerationLedger(_store, _time).WhyWritingIsRefusedAsync(held, cancellationToken) is { } refusal)
+        var ledger = new Fencing.GenerationLedger(_store, _time);
+        var held = await ledger.HeldAsync(Agent.NodeStateFile.Read(_options.Agent.StateFile), cancellationToken);
+        if (await ledger.WhyWritingIsRefusedAsync(held, cancellationToken) is { } refusal)
         {
             LogFenced(backupId, refusal);
             throw new BackupFailedException(backupId, phase, "refused: " + refusal + ".");

@@ -31,8 +31,8 @@ internal sealed partial class CatchUpService(
         {
             var now = time.GetUtcNow();
             var interval = ScheduleInterval.Of(options.Schedule.Cron, now);
-            var sets = await new BackupCatalog(store).ListAsync(stoppingToken);
-            var newest = sets.FirstOrDefault(s => s.IsComplete);
+            // Only a restorable set counts as protection (RestorableSets), as in `status`.
+            var newest = (await new RestorableSets(store).SelectNewestAsync(stoppingToken)).Newest?.Set;
             if (newest is not null && now - newest.Time < interval) return;
             LogCatchingUp(newest?.BackupId ?? "none", interval);
             if (newest is not null) events.ScheduleMissed(); // fires were missed while the worker was down
