@@ -116,6 +116,21 @@ internal static class RegistryDrCli
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
         {
             var status = await ProtectionStatusReader.ReadAsync(ctx.Store, ctx.Options.Schedule.Cron, ctx.Time, ct);
+            // The node itself: a restore killed part-way is rolled back or finished, what dead
+            // restores and drills left is removed, and what remains is listed with its size.
+            var nodeLogger = ctx.LoggerFactory.CreateLogger("registry-dr");
+            InterruptedRestore.Tidying? tidying = null;
+            IReadOnlyList<Leftover> leftovers = [];
+            string? nodeError = null;
+            try
+            {
+                tidying = await InterruptedRestore.TidyAsync(ctx.Options, nodeLogger, ctx.Time, ct);
+                leftovers = await new RestoreLeftovers(ctx.Options, nodeLogger).FindAsync(ct);
+            }
+            catch (Exception ex) when (ex is Postgres.DatabaseUnavailableException or Npgsql.NpgsqlException or IOException or UnauthorizedAccessException)
+            {
+                nodeError = ex.Message;
+            }
             if (ctx.Json)
             {
                 Console.WriteLine(JsonSerializer.Serialize(new
@@ -134,6 +149,11 @@ internal static class RegistryDrCli
                     completeSets = status.CompleteSets,
                     incompleteSets = status.IncompleteSets,
                     skipped = status.Skipped.Select(j => new { j.BackupId, condition = j.Condition, problem = j.Problem }),
+                    interruptedRestore = tidying?.Recovered?.Description,
+                    restoreRunning = tidying?.Running is { } r ? $"backup {r.BackupId}, pid {r.ProcessId}, since {r.StartedAt:u}" : null,
+                    removed = tidying?.Removed ?? [],
+                    leftovers = leftovers.Select(l => new { kind = l.Kind, location = l.Location, bytes = l.Bytes, removal = l.Removal }),
+                    nodeError,
                 }, JsonOutput));
             }
             else
@@ -153,6 +173,11 @@ internal static class RegistryDrCli
                     Console.WriteLine("Newest backup:   none restorable: a restore now has nothing to return");
                 }
                 Console.WriteLine($"Sets:            {status.CompleteSets} complete, {status.IncompleteSets} incomplete");
+                if (tidying?.Recovered is { } recovered) Console.WriteLine($"Interrupted:     {recovered.Description}");
+                if (tidying?.Running is { } running) Console.WriteLine($"Restore running: backup {running.BackupId} (pid {running.ProcessId}, since {running.StartedAt:u}); not touched");
+                foreach (var line in tidying?.Removed ?? []) Console.WriteLine($"Removed:         the {line}");
+                foreach (var l in leftovers) Console.WriteLine($"Leftover:        {l.Kind} {l.Location}, {TerminalProgress.Bytes(l.Bytes)} ({l.Bytes} bytes); remove with: {l.Removal}");
+                if (nodeError is not null) Console.WriteLine($"Node:            could not check for interrupted restores and leftovers: {nodeError}");
             }
             return status.State == ProtectionState.Ok ? ExitCodes.Success : ExitCodes.NotProtected;
         }));

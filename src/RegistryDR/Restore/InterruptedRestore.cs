@@ -94,6 +94,22 @@ public sealed partial class InterruptedRestore(RegistryDrOptions options, ILogge
         return new Outcome(entry.BackupId, description + ".", !failed);
     }
 
+    /// <summary>What <see cref="TidyAsync"/> found and did.</summary>
+    /// <param name="Running">The restore that holds the lock now, if one runs (nothing of it was touched).</param>
+    public sealed record Tidying(Outcome? Recovered, IReadOnlyList<string> Removed, RestoreJournal.Entry? Running, bool RestoreRunning);
+
+    /// <summary>
+    /// For the worker at start and <c>status</c>: unless a restore is running, recover an
+    /// interrupted one; then remove what dead restores and drills left (<see cref="RestoreLeftovers.CleanAsync"/>).
+    /// </summary>
+    public static async Task<Tidying> TidyAsync(RegistryDrOptions options, ILogger logger, TimeProvider time, CancellationToken cancellationToken)
+    {
+        using var journal = RestoreJournal.TryAcquire(options);
+        var recovered = journal is null ? null : await new InterruptedRestore(options, logger, time).RecoverAsync(journal, cancellationToken);
+        var removed = await new RestoreLeftovers(options, logger).CleanAsync(restoreRunning: journal is null, cancellationToken);
+        return new Tidying(recovered, removed, journal is null ? RestoreJournal.Peek(options) : null, journal is null);
+    }
+
     private static string Join(List<string> notes) => notes.Count == 0 ? "nothing was left to do" : string.Join("; ", notes);
 
     private string? RecordRestored(RestoreJournal.Entry entry)
