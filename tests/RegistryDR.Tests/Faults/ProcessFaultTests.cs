@@ -5,6 +5,7 @@ using Microsoft.Extensions.Hosting;
 using RegistryDR.Backup;
 using RegistryDR.Monitoring;
 using RegistryDR.Restore;
+using RegistryDR.Stores;
 using RegistryDR.Tests.Infrastructure;
 using RegistryDR.Worker;
 
@@ -27,7 +28,7 @@ public sealed class ProcessFaultTests
         await cmd.ExecuteNonQueryAsync();
     }
 
-    private static string WriteConfig(TestNode node, object schedule)
+    private static string WriteConfig(TestNode node, object schedule, object? store = null)
     {
         var path = Path.Combine(node.Root, "registry-dr.json");
         var o = node.Options;
@@ -35,7 +36,7 @@ public sealed class ProcessFaultTests
         {
             Database = new { o.Database.Host, o.Database.Port, o.Database.Name, o.Database.User, o.Database.PasswordFile, o.Database.BinDirectory, CompressionLevel = 9 },
             Config = new { o.Config.Directories },
-            Store = new { o.Store.Url },
+            Store = store ?? new { o.Store.Url },
             Schedule = schedule,
             Restore = new { o.Restore.StagingDirectory },
             Agent = new { o.Agent.StateFile },
@@ -44,9 +45,10 @@ public sealed class ProcessFaultTests
         return path;
     }
 
-    private static Process StartWorker(string config, string log)
+    private static Process StartWorker(string config, string log, IReadOnlyDictionary<string, string>? environment = null)
     {
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         psi.ArgumentList.Add("-c");
         psi.ArgumentList.Add("exec dotnet \"$0\" worker --config \"$1\" >>\"$2\" 2>&1");
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "registry-dr.dll"));
@@ -108,6 +110,88 @@ public sealed class ProcessFaultTests
         await DrillPassesAsync(node);
     }
 
+    /// <summary>Starts the worker, waits until <paramref name="writing"/> says the catch-up backup is well under way, and kills it with SIGKILL.</summary>
+    private static async Task KillWorkerWhileAsync(string config, string log, Func<Task<bool>> writing, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        using var worker = StartWorker(config, log, environment);
+        var deadline = DateTime.UtcNow.AddSeconds(120);
+        while (!await writing())
+        {
+            if (DateTime.UtcNow > deadline || worker.HasExited) Assert.Fail("the worker's backup never got that far: " + File.ReadAllText(log));
+            await Task.Delay(20);
+        }
+        worker.Kill(); // SIGKILL: no clean-up code runs
+        await worker.WaitForExitAsync();
+    }
+
+    /// <summary>Starts the worker again and waits until its catch-up backup completed, then stops it.</summary>
+    private static async Task RestartWorkerUntilACompleteSetAsync(TestNode node, IBackupStore store, string config, string log, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        using var worker = StartWorker(config, log, environment);
+        var deadline = DateTime.UtcNow.AddSeconds(180);
+        while (!(await new BackupCatalog(store).ListAsync(CancellationToken.None)).Any(s => s.IsComplete))
+        {
+            if (DateTime.UtcNow > deadline || worker.HasExited) Assert.Fail("the restarted worker took no backup: " + File.ReadAllText(log));
+            await Task.Delay(200);
+        }
+        worker.Kill(entireProcessTree: true);
+        await worker.WaitForExitAsync();
+    }
+
+    [TestMethod]
+    public async Task KillDashNineMidBackup_FileStore_TheNextStartLeavesNoByteOnDiskOutsideCompleteSets()
+    {
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        var storeDir = storeDirScope.Path;
+        await using var node = await TestNode.CreateAsync("file://" + storeDir, repositories: 20);
+        await AddIncompressibleRowsAsync(node.ConnectionString, 32);
+        var config = WriteConfig(node, new { Cron = "0 0 0 1 1 ? *", CatchUpOnStart = true, DrillCron = "" });
+        var log = Path.Combine(node.Root, "worker.log");
+        long Partial() => Directory.GetFiles(storeDir, "*.partial-*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+
+        await KillWorkerWhileAsync(config, log, () => Task.FromResult(Partial() > 1 << 20));
+        Assert.IsGreaterThan(1L << 20, Partial(), "the killed backup left half-written files");
+        var store = node.CreateStore();
+        var killed = (await new BackupCatalog(store).ListAsync(CancellationToken.None)).Single();
+
+        await RestartWorkerUntilACompleteSetAsync(node, store, config, log);
+        var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
+        Assert.IsTrue(sets.All(s => s.IsComplete), string.Join(", ", sets.Select(s => $"{s.BackupId}:{s.State}")));
+        Assert.AreEqual(0, Partial(), "no partial file is left");
+        var onDisk = Directory.GetFiles(storeDir, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        Assert.AreEqual(sets.Sum(s => s.Size), onDisk, "every byte on disk belongs to a complete set");
+        StringAssert.Contains(File.ReadAllText(log), $"temporary object(s) of the partial set {killed.BackupId}");
+    }
+
+    [TestMethod]
+    public async Task KillDashNineMidBackup_S3_TheNextStartAbortsItsOpenMultipartUploads()
+    {
+        var s3 = await TestEnvironment.S3Async();
+        var bucket = "rdr-kill9-" + Guid.NewGuid().ToString("N")[..8];
+        await s3.CreateBucketAsync(bucket);
+        await using var node = await TestNode.CreateAsync($"s3://{bucket}/site", o => o.ConfigureFor(s3, partSizeMiB: 5), repositories: 20);
+        await AddIncompressibleRowsAsync(node.ConnectionString, 32);
+        var o = node.Options.Store;
+        var config = WriteConfig(node, new { Cron = "0 0 0 1 1 ? *", CatchUpOnStart = true, DrillCron = "" },
+            new { o.Url, o.ServiceUrl, o.Region, o.ForcePathStyle, Checksums = o.Checksums.ToString(), ServerSideEncryption = o.ServerSideEncryption.ToString(), o.PartSizeMiB });
+        var log = Path.Combine(node.Root, "worker.log");
+        var environment = new Dictionary<string, string>(s3.AwsCliEnvironment);
+        using var client = s3.CreateClient();
+        async Task<int> OpenUploadsAsync() =>
+            (await client.ListMultipartUploadsAsync(new Amazon.S3.Model.ListMultipartUploadsRequest { BucketName = bucket, Prefix = "site/" })).MultipartUploads?.Count ?? 0;
+
+        await KillWorkerWhileAsync(config, log, async () => await OpenUploadsAsync() > 0, environment);
+        Assert.IsGreaterThan(0, await OpenUploadsAsync(), "the killed backup left multipart uploads open");
+        using var store = (RegistryDR.Stores.S3Store)node.CreateStore(s3);
+        var killed = (await new BackupCatalog(store).ListAsync(CancellationToken.None)).Single();
+
+        await RestartWorkerUntilACompleteSetAsync(node, store, config, log, environment);
+        Assert.AreEqual(0, await OpenUploadsAsync(), "every upload of the killed backup was aborted");
+        var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
+        Assert.IsTrue(sets.All(s => s.IsComplete), string.Join(", ", sets.Select(s => $"{s.BackupId}:{s.State}")));
+        StringAssert.Contains(File.ReadAllText(log), $"temporary object(s) of the partial set {killed.BackupId}");
+    }
+
     [TestMethod]
     public async Task DiskFullDuringRestore_IsAClearError_TheNodeIsUntouched_AndTheRestoreWorksOnceSpaceIsFreed()
     {
@@ -121,7 +205,7 @@ public sealed class ProcessFaultTests
             node.Options.Database.CompressionLevel = 0;
             await AddIncompressibleRowsAsync(node.ConnectionString, 8);
             var store = node.CreateStore();
-            await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+            var manifest = await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
             var live = await RegistrySchema.SnapshotAsync(node.ConnectionString);
 
             var mount = Process.Start("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", small])!;
@@ -133,8 +217,12 @@ public sealed class ProcessFaultTests
 
             var ex = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() =>
                 new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest")));
-            StringAssert.Contains(ex.Message, "ran out of space");
-            StringAssert.Contains(ex.Message, "Restore:StagingDirectory");
+            // Checked before a byte is downloaded: the need (whole 4 KiB blocks, one more for the directory) and the room.
+            var staged = manifest.Artifacts.Where(a => !BackupLayout.IsTableDataArtifact(a.Name)).ToList();
+            var need = staged.Sum(a => (a.Size + 4095) / 4096 * 4096) + 4096;
+            var free = new DriveInfo(small).AvailableFreeSpace;
+            StringAssert.Contains(ex.Message, $"The staging directory {small} (Restore:StagingDirectory) has {free} bytes free; backup {manifest.BackupId} needs {need} bytes there for ");
+            Assert.IsInstanceOfType<InsufficientSpaceException>(ex.InnerException);
             StringAssert.Contains(ex.NodeState, "was not touched");
             Assert.IsNull(live.FirstDifference(await RegistrySchema.SnapshotAsync(node.ConnectionString)));
             Assert.IsEmpty(Directory.GetFileSystemEntries(small), "the failed download's staging is removed");

@@ -123,31 +123,30 @@ public sealed class FencingTests
     }
 
     [TestMethod]
-    public async Task KilledAfterRecordingTheClaim_BeforeCreatingIt_TheNodeKeepsItsGeneration()
+    public async Task TakingAGeneration_KilledBetweenItsSteps_TheStoreSaysWhetherTheNodeHoldsIt()
     {
-        using var storeDir = new TempDirectory("rdr-store-");
-        var (node, _, backups) = await NodeTakingGenerationTwoAsync(storeDir, storeClaim: null);
-        await using var _node = node;
-        await backups.RunAsync(); // holds 1, the store's newest is 1
-    }
-
-    [TestMethod]
-    public async Task KilledAfterCreatingTheGeneration_BeforeRecordingIt_TheNodeHoldsIt()
-    {
-        using var storeDir = new TempDirectory("rdr-store-");
-        var (node, _, backups) = await NodeTakingGenerationTwoAsync(storeDir, storeClaim: "0123456789abcdef0123456789abcdef");
-        await using var _node = node;
-        await backups.RunAsync(); // the store's generation 2 carries this node's claim: it is this node's
-    }
-
-    [TestMethod]
-    public async Task APendingClaimThatAnotherNodeWon_IsNotTheNodes()
-    {
-        using var storeDir = new TempDirectory("rdr-store-");
-        var (node, _, backups) = await NodeTakingGenerationTwoAsync(storeDir, storeClaim: "ffffffffffffffffffffffffffffffff");
-        await using var _node = node;
-        var ex = await Assert.ThrowsExactlyAsync<BackupFailedException>(() => backups.RunAsync());
-        StringAssert.Contains(ex.Message, "a newer node took over this store (generation 2 was taken by other-host (i-other)");
-        StringAssert.Contains(ex.Message, "this node holds generation 1 and stops writing backups");
+        // Killed after recording the claim, before creating generation 2: the node still holds 1, the store's newest.
+        using (var storeDir = new TempDirectory("rdr-store-"))
+        {
+            var (node, _, backups) = await NodeTakingGenerationTwoAsync(storeDir, storeClaim: null);
+            await using var n = node;
+            await backups.RunAsync();
+        }
+        // Killed after creating generation 2, before recording it: the store's copy carries this node's claim, so it holds 2.
+        using (var storeDir = new TempDirectory("rdr-store-"))
+        {
+            var (node, _, backups) = await NodeTakingGenerationTwoAsync(storeDir, storeClaim: "0123456789abcdef0123456789abcdef");
+            await using var n = node;
+            await backups.RunAsync();
+        }
+        // Another node created generation 2 first: the claim is not this node's, and it is fenced off.
+        using (var storeDir = new TempDirectory("rdr-store-"))
+        {
+            var (node, _, backups) = await NodeTakingGenerationTwoAsync(storeDir, storeClaim: "ffffffffffffffffffffffffffffffff");
+            await using var n = node;
+            var ex = await Assert.ThrowsExactlyAsync<BackupFailedException>(() => backups.RunAsync());
+            StringAssert.Contains(ex.Message, "a newer node took over this store (generation 2 was taken by other-host (i-other)");
+            StringAssert.Contains(ex.Message, "this node holds generation 1 and stops writing backups");
+        }
     }
 }
