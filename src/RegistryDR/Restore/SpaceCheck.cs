@@ -57,9 +57,11 @@ internal static partial class SpaceCheck
                     need[owner.EntryPrefix] += bytes;
             }
         }
-        foreach (var group in targets.GroupBy(t => Device(ExistingParent(t.Target))))
+        // The extracted tree is staged in the target's parent directory (same filesystem, so the swap is a rename).
+        static string Beside(string target) => ExistingParent(Path.GetDirectoryName(Path.GetFullPath(target)) ?? "/");
+        foreach (var group in targets.GroupBy(t => Device(Beside(t.Target))))
         {
-            var parent = ExistingParent(group.First().Target);
+            var parent = Beside(group.First().Target);
             var total = group.Sum(t => need[t.EntryPrefix]);
             var free = Free(parent);
             if (free < total)

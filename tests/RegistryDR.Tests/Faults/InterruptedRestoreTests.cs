@@ -6,6 +6,8 @@ using RegistryDR.Backup;
 using RegistryDR.Fencing;
 using RegistryDR.Restore;
 using RegistryDR.Tests.Infrastructure;
+using RegistryDR.Worker;
+using Microsoft.Extensions.Logging;
 
 namespace RegistryDR.Tests.Faults;
 
@@ -170,6 +172,45 @@ public sealed class InterruptedRestoreTests
         // The node backs up again, and what it backs up is the data it ended with.
         var after = await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
         Assert.AreNotEqual(backup.BackupId, after.BackupId);
+        CollectionAssert.AreEqual(Array.Empty<string>(), (await LeftoversAsync(node)).ToArray());
+    }
+
+    [TestMethod]
+    public async Task TheWorkerAtStart_RollsBackAKilledRestore_AndRemovesItsStaging()
+    {
+        using var storeDir = new TempDirectory("rdr-store-");
+        await using var node = await TestNode.CreateAsync("file://" + storeDir.Path, repositories: 5);
+        var store = node.CreateStore();
+        await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+        await ChangeTheNodeAsync(node);
+        var own = await ImageAsync(node);
+        await KillRestoreAtAsync(node, WriteConfig(node), "after-dir-swap");
+        Assert.IsNotNull(await DifferenceAsync(node, own), "killed after the swap: the restored data is in place");
+
+        node.Options.Schedule.CatchUpOnStart = false;
+        node.Options.Schedule.Cron = "0 0 0 1 1 ? *";
+        node.Options.Schedule.DrillCron = null;
+        var logs = new RegistryDR.Tests.Worker.WorkerTests.RecordingLoggerProvider();
+        var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder(new Microsoft.Extensions.Hosting.HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Logging.AddProvider(logs);
+        builder.Services.AddRegistryDrWorker(node.Options, store);
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            var deadline = DateTime.UtcNow + Bound;
+            while (!logs.Lines.Any(l => l.Id == 8020))
+            {
+                if (DateTime.UtcNow > deadline) Assert.Fail("the worker did not recover the restore:\n" + string.Join("\n", logs.Lines.Select(l => l.Message)));
+                await Task.Delay(100);
+            }
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+        StringAssert.Contains(logs.Lines.First(l => l.Id == 8020).Message, "was interrupted during 'swap directories' and was rolled back: ");
+        Assert.IsNull(await DifferenceAsync(node, own));
         CollectionAssert.AreEqual(Array.Empty<string>(), (await LeftoversAsync(node)).ToArray());
     }
 

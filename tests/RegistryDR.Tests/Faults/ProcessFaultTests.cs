@@ -240,6 +240,61 @@ public sealed class ProcessFaultTests
         }
     }
 
+    [TestMethod]
+    public async Task ConfigLargerThanTheRoomBesideItsTarget_IsRefusedBeforeExtracting_NamingThePathTheNeedAndTheRoom()
+    {
+        if (!Environment.IsPrivilegedProcess) Assert.Inconclusive("mounting a small tmpfs needs root");
+        using var storeDir = new TempDirectory("rdr-store-");
+        using var small = new TempDirectory("rdr-small-");
+        var mount = Process.Start("mount", ["-t", "tmpfs", "-o", "size=6m", "tmpfs", small.Path])!;
+        await mount.WaitForExitAsync();
+        if (mount.ExitCode != 0) Assert.Inconclusive("tmpfs could not be mounted here");
+        try
+        {
+            await using var node = await TestNode.CreateAsync("file://" + storeDir.Path, repositories: 5);
+            // The first config directory lives on the small filesystem and fills two thirds of it.
+            var target = Path.Combine(small.Path, "dtr");
+            Directory.CreateDirectory(target);
+            var big = new byte[4 << 20];
+            new Random(3).NextBytes(big);
+            File.WriteAllBytes(Path.Combine(target, "layer-cache.bin"), big);
+            File.WriteAllText(Path.Combine(target, "dtr.yml"), "storage: {}\n");
+            node.Options.Config.Directories[0] = target;
+            var store = node.CreateStore();
+            var manifest = await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+            var before = DirectorySnapshot.Take(target);
+            var database = await RegistrySchema.SnapshotAsync(node.ConnectionString);
+
+            // What the archive expands to beside the target, from its own headers: whole 4 KiB blocks per file, one block per entry, one for the tree.
+            long need = 4096;
+            var prefix = manifest.ConfigDirectories[0].EntryPrefix;
+            await using (var archive = await store.OpenReadAsync(manifest.Find(BackupLayout.ConfigArtifact)!.Key, CancellationToken.None))
+            using (var gzip = new ICSharpCode.SharpZipLib.GZip.GZipInputStream(archive))
+            using (var tar = new ICSharpCode.SharpZipLib.Tar.TarInputStream(gzip, System.Text.Encoding.UTF8))
+            {
+                ICSharpCode.SharpZipLib.Tar.TarEntry? entry;
+                while ((entry = tar.GetNextEntry()) is not null)
+                    if (entry.Name.TrimStart('.', '/') is var name && (name == prefix || name.StartsWith(prefix + "/", StringComparison.Ordinal)))
+                        need += (entry.IsDirectory || entry.TarHeader.TypeFlag == ICSharpCode.SharpZipLib.Tar.TarHeader.LF_SYMLINK ? 0 : (entry.Size + 4095) / 4096 * 4096) + 4096;
+            }
+            var free = new DriveInfo(small.Path).AvailableFreeSpace;
+            Assert.IsLessThan(need, free, "the test needs the archive not to fit");
+
+            var ex = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() =>
+                new RestoreService(node.Options, store, TestNode.Logger<RestoreService>(), TimeProvider.System).RestoreAsync(new RestoreRequest("latest")));
+            Assert.IsInstanceOfType<InsufficientSpaceException>(ex.InnerException);
+            StringAssert.Contains(ex.Message, $"The config archive of backup {manifest.BackupId} expands to {need} bytes beside {target}, and the filesystem of {small.Path} has {free} bytes free. Free space there; nothing on the node was changed.");
+            StringAssert.Contains(ex.NodeState, "was not touched");
+            Assert.IsNull(before.FirstDifference(DirectorySnapshot.Take(target)));
+            Assert.IsNull(database.FirstDifference(await RegistrySchema.SnapshotAsync(node.ConnectionString)));
+            Assert.IsEmpty(Directory.GetFileSystemEntries(small.Path).Where(e => Path.GetFileName(e) != "dtr"), "nothing was extracted beside the target");
+        }
+        finally
+        {
+            (await Task.FromResult(Process.Start("umount", [small.Path])!)).WaitForExit();
+        }
+    }
+
     private sealed class RecordingEvents : IOperationEvents
     {
         public readonly List<string> Events = [];
