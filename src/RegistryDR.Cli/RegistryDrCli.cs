@@ -40,7 +40,7 @@ internal static class RegistryDrCli
     /// <summary>A set to work on: optional, 'latest' when left out. No DefaultValueFactory, so help does not print "[default: latest]" after the command's own description.</summary>
     private static Argument<string?> BackupArgument() => new("ID|latest")
     {
-        Description = "A backup id from `registry-dr list`, or 'latest' (when left out): the newest complete set.",
+        Description = "A backup id from `registry-dr list`, or 'latest' (when left out): the newest restorable set (manifest valid, every artifact present).",
         HelpName = "ID|latest",
         Arity = ArgumentArity.ZeroOrOne,
     };
@@ -202,15 +202,19 @@ internal static class RegistryDrCli
         var command = new Command("list", "List backup sets, newest first: id, recovery point, size, state, and whether the set was verified.") { json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
         {
-            var sets = await new BackupCatalog(ctx.Store).ListAsync(ct);
+            // Each set judged as restore would judge it (RestorableSets): manifest valid, every artifact there.
+            var sets = await new RestorableSets(ctx.Store).ListAsync(ct);
             var verified = await Retention.VerificationRecord.ReadVerifiedIdsAsync(ctx.Store, ct);
             if (ctx.Json)
             {
                 var array = new JsonArray();
-                foreach (var s in sets)
+                foreach (var j in sets)
                 {
-                    var node = JsonSerializer.SerializeToNode(s, JsonOutput)!.AsObject();
-                    node["verified"] = verified.Contains(s.BackupId);
+                    var node = JsonSerializer.SerializeToNode(j.Set, JsonOutput)!.AsObject();
+                    node["verified"] = verified.Contains(j.BackupId);
+                    node["restorable"] = j.IsRestorable;
+                    node["condition"] = j.Condition.ToString();
+                    node["problem"] = j.Problem;
                     array.Add(node);
                 }
                 Console.WriteLine(array.ToJsonString(JsonOutput));
@@ -222,8 +226,10 @@ internal static class RegistryDrCli
                 return ExitCodes.Success;
             }
             Console.WriteLine($"{"BACKUP ID",-26} {"RECOVERY POINT",-23} {"SIZE",10}  {"STATE",-10} VERIFIED");
-            foreach (var s in sets)
-                Console.WriteLine($"{s.BackupId,-26} {SetFormat.Time(s.Time),-23} {SetFormat.Bytes(s.Size),10}  {(s.IsComplete ? "complete" : "INCOMPLETE"),-10} {(verified.Contains(s.BackupId) ? "yes" : "-")}");
+            foreach (var j in sets)
+                Console.WriteLine($"{j.BackupId,-26} {SetFormat.Time(j.Set.Time),-23} {SetFormat.Bytes(j.Set.Size),10}  {j.Label,-10} {(verified.Contains(j.BackupId) ? "yes" : "-")}");
+            foreach (var j in sets.Where(j => j.Problem is not null && j.Condition != SetCondition.Incomplete))
+                Console.WriteLine($"  {j.BackupId}: {j.Problem}");
             return ExitCodes.Success;
         }));
         return command;
@@ -238,6 +244,23 @@ internal static class RegistryDrCli
         {
             var status = await ProtectionStatusReader.ReadAsync(ctx.Store, ctx.Options, ctx.Time, ctx.LoggerFactory.CreateLogger("RegistryDR.Postgres"), ct);
             var db = ctx.Options.Database;
+            // The node itself: a restore killed part-way is rolled back or finished, what dead
+            // restores and drills left is removed, and what remains is listed with its size.
+            var nodeLogger = ctx.LoggerFactory.CreateLogger("registry-dr");
+            InterruptedRestore.Tidying? tidying = null;
+            IReadOnlyList<Leftover> leftovers = [];
+            string? nodeError = null;
+            try
+            {
+                tidying = await InterruptedRestore.TidyAsync(ctx.Options, nodeLogger, ctx.Time, ct);
+                leftovers = await new RestoreLeftovers(ctx.Options, nodeLogger).FindAsync(ct);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // status reports; it never fails on what it could not check (the database's own
+                // check above already names an unusable password file or an unreachable server).
+                nodeError = ex.Message;
+            }
             if (ctx.Json)
             {
                 Console.WriteLine(JsonSerializer.Serialize(new
@@ -259,6 +282,12 @@ internal static class RegistryDrCli
                     completeSets = status.CompleteSets,
                     incompleteSets = status.IncompleteSets,
                     problems = status.Problems,
+                    skipped = status.Skipped.Select(j => new { j.BackupId, condition = j.Condition, problem = j.Problem }),
+                    interruptedRestore = tidying?.Recovered?.Description,
+                    restoreRunning = tidying?.Running is { } r ? $"backup {r.BackupId}, pid {r.ProcessId}, since {r.StartedAt:u}" : null,
+                    removed = tidying?.Removed ?? [],
+                    leftovers = leftovers.Select(l => new { kind = l.Kind, location = l.Location, bytes = l.Bytes, removal = l.Removal }),
+                    nodeError,
                 }, JsonOutput));
             }
             else
@@ -269,14 +298,16 @@ internal static class RegistryDrCli
                 Console.WriteLine($"Store:           {status.Store} ({storeState})");
                 Console.WriteLine($"Database:        {db.Host}:{db.Port}/{db.Name} as {db.User} ({(status.DatabaseReachable == true ? "reachable" : "NOT REACHABLE")})");
                 Console.WriteLine($"Schedule:        {ScheduleDescription.Words(status.Schedule, ctx.Time.GetUtcNow())} (\"{status.Schedule}\", UTC); LATE after {Age(status.Interval * ProtectionStatusReader.LateAfterIntervals)}");
+                foreach (var j in status.Skipped)
+                    Console.WriteLine($"Passed over:     {j.Describe()}");
                 if (status.NewestBackupId is not null)
                 {
-                    Console.WriteLine($"Newest backup:   {status.NewestBackupId}, {SetFormat.Bytes(status.NewestBackupSize ?? 0)}, {Age(status.NewestBackupAge!.Value)} old");
+                    Console.WriteLine($"Newest backup:   {status.NewestBackupId}, {SetFormat.Bytes(status.NewestBackupSize ?? 0)}, {Age(status.NewestBackupAge!.Value)} old{(status.Skipped.Count > 0 ? " (the newest restorable set)" : "")}");
                     Console.WriteLine($"Recovery point:  {SetFormat.Time(status.RecoveryPoint!.Value)} (a restore now returns the registry to this moment)");
                 }
                 else if (status.StoreReachable)
                 {
-                    Console.WriteLine("Newest backup:   none: a restore now has nothing to return");
+                    Console.WriteLine("Newest backup:   none restorable: a restore now has nothing to return");
                 }
                 Console.WriteLine($"Sets:            {status.CompleteSets} complete, {status.IncompleteSets} incomplete");
                 if (status.Problems.Count > 0)
@@ -284,6 +315,11 @@ internal static class RegistryDrCli
                     Console.WriteLine(status.State == ProtectionState.Blocked ? "The next backup cannot run:" : "Problems:");
                     foreach (var p in status.Problems) Console.WriteLine("  " + p);
                 }
+                if (tidying?.Recovered is { } recovered) Console.WriteLine($"Interrupted:     {recovered.Description}");
+                if (tidying?.Running is { } running) Console.WriteLine($"Restore running: backup {running.BackupId} (pid {running.ProcessId}, since {running.StartedAt:u}); not touched");
+                foreach (var line in tidying?.Removed ?? []) Console.WriteLine($"Removed:         the {line}");
+                foreach (var l in leftovers) Console.WriteLine($"Leftover:        {l.Kind} {l.Location}, {SetFormat.Bytes(l.Bytes)} ({l.Bytes} bytes); remove with: {l.Removal}");
+                if (nodeError is not null) Console.WriteLine($"Node:            could not check for interrupted restores and leftovers: {nodeError}");
             }
             return status.State == ProtectionState.Ok ? ExitCodes.Success : ExitCodes.NotProtected;
         }));
@@ -301,7 +337,8 @@ internal static class RegistryDrCli
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
         {
             var catalog = new BackupCatalog(ctx.Store);
-            var backupId = await catalog.ResolveAsync(parse.GetValue(id), ct);
+            var (backupId, selection) = await catalog.ResolveWithSkippedAsync(parse.GetValue(id), ct);
+            if (selection?.SkippedSentence is { } skipped) Console.Error.WriteLine($"Verifying {backupId}, the newest restorable set: {skipped}");
             var manifest = await catalog.ReadManifestAsync(backupId, ct);
             var progress = TerminalProgress.For(ctx.Json);
             progress.Expect(manifest.TotalSize);
@@ -367,6 +404,7 @@ internal static class RegistryDrCli
                     : $"Restored backup {result.Plan.BackupId} in {result.Elapsed.TotalSeconds:F1} s:");
                 Console.WriteLine($"  Recovery point {SetFormat.Time(result.Plan.BackupTime)}, {SetFormat.Bytes(result.Plan.Bytes)}");
                 for (var i = 0; i < result.Plan.Steps.Count; i++) Console.WriteLine($"  {i + 1}. {result.Plan.Steps[i]}");
+                foreach (var j in result.Plan.Skipped) Console.WriteLine($"Passed over (not restorable): {j.Describe()}");
                 if (result.Preflight is { } preflight)
                 {
                     Console.WriteLine("Preflight:");

@@ -67,7 +67,8 @@ public sealed partial class BootstrapAgent
     {
         var (identity, aws, _) = await new NodeIdentityResolver(Agent, _metadata, _controlPlane, _logger).ResolveAsync(cancellationToken);
         LogIdentity(identity.InstanceId, identity.Region, identity.StackName ?? "(none)", identity.AutoScalingGroupName ?? "(none)");
-        NodeStateFile.Write(Agent.StateFile, new NodeState(NodeStatus.Restoring, _time.GetUtcNow(), null, identity.InstanceId, null));
+        // A generation a previous run took stays on record until a new one replaces it.
+        NodeStateFile.Write(Agent.StateFile, new NodeState(NodeStatus.Restoring, _time.GetUtcNow(), null, identity.InstanceId, null) { Generation = NodeStateFile.Read(Agent.StateFile)?.Generation });
         var reporter = new LifecycleReporter(aws, identity, _logger);
         var launch = reporter.ActionFor(Agent.LifecycleHookName);
 
@@ -88,8 +89,9 @@ public sealed partial class BootstrapAgent
         catch (Exception ex)
         {
             await heartbeatStop.CancelAsync();
-            await heartbeats;
-            NodeStateFile.Write(Agent.StateFile, new NodeState(NodeStatus.Failed, _time.GetUtcNow(), null, identity.InstanceId, ex.Message));
+            try { await heartbeats; } catch (OperationCanceledException) { }
+            // The generation, if one was taken before the failure, stays on record (a Failed node never writes anyway).
+            NodeStateFile.Write(Agent.StateFile, new NodeState(NodeStatus.Failed, _time.GetUtcNow(), null, identity.InstanceId, ex.Message) { Generation = NodeStateFile.Read(Agent.StateFile)?.Generation });
             LogFailed(ex, ex.Message);
             // CancellationToken.None: a stop request must not keep AWS from hearing why (each call is bounded).
             await reporter.CompleteAsync(launch, LifecycleActionResult.Abandon, terminating: false, CancellationToken.None);
@@ -115,41 +117,45 @@ public sealed partial class BootstrapAgent
 
     private async Task<(NodeStatus, string?, Fencing.Generation)> RestoreNewestValidAsync(InstanceIdentity identity, List<string> skipped, CancellationToken cancellationToken)
     {
-        var catalog = new BackupCatalog(_store);
-        var sets = await catalog.ListAsync(cancellationToken);
-        var complete = sets.Where(s => s.IsComplete).ToList();
-        if (complete.Count == 0 && !Agent.AllowFirstBoot)
-            throw new BackupNotFoundException(
-                $"The store {_store.Description} holds no complete backup ({sets.Count} incomplete). Refusing to start an empty registry: " +
-                "if this is the very first deploy, set Agent:AllowFirstBoot=true (the template's AllowFirstBoot parameter); otherwise check Store:Url.");
-        // Fence off whichever node wrote before: from here on only this node may write backups,
-        // so a zombie of the old node cannot publish a set the next replacement would restore.
-        var generation = await new Fencing.GenerationLedger(_store, _time).TakeNextAsync(
-            complete.Count == 0 ? "first-boot" : "restore", identity.InstanceId, complete.FirstOrDefault()?.BackupId, cancellationToken);
-        LogGeneration(generation.Number);
-        if (complete.Count == 0)
+        // The same judgement as status and restore latest (RestorableSets): a set whose manifest is
+        // invalid, or whose artifacts have not all replicated yet, is passed over, saying why.
+        var judged = await new RestorableSets(_store).ListAsync(cancellationToken);
+        var complete = judged.Count(j => j.Set.IsComplete);
+        if (complete == 0)
         {
             if (!Agent.AllowFirstBoot)
                 throw new BackupNotFoundException(
-                    $"The store {_store.Description} holds no complete backup ({sets.Count} incomplete). Refusing to start an empty registry: " +
+                    $"The store {_store.Description} holds no complete backup ({judged.Count} incomplete). Refusing to start an empty registry: " +
                     "if this is the very first deploy, set Agent:AllowFirstBoot=true (the template's AllowFirstBoot parameter); otherwise check Store:Url.");
             LogFirstBoot(_store.Description);
+            // The node changes hands when its (empty) registry starts: take the generation and
+            // record it as one step right there (GenerationLedger.TakeAndRecordAsync).
+            var first = await new Fencing.GenerationLedger(_store, _time).TakeAndRecordAsync(Agent.StateFile, "first-boot", identity.InstanceId, null, cancellationToken);
+            LogGeneration(first.Number);
             var registry = new RegistryController(_options.Registry, _logger, _time, _http);
             await registry.StartAsync(cancellationToken);
             await registry.WaitUntilHealthyAsync(cancellationToken);
-            return (NodeStatus.FirstBoot, null, generation);
+            return (NodeStatus.FirstBoot, null, first);
         }
 
         var restore = new RestoreService(_options, _store, _loggers.CreateLogger<RestoreService>(), _time, _http, _events);
-        foreach (var set in complete)
+        foreach (var set in judged.Where(j => j.Set.IsComplete))
         {
+            if (!set.IsRestorable)
+            {
+                skipped.Add(set.BackupId);
+                LogFallingBack(set.BackupId, set.Describe());
+                continue;
+            }
             try
             {
-                // A node that is booting has served nobody yet: whatever is connected to its database
-                // (an image's registry started at boot) may be cut at the swap.
-                await restore.RestoreAsync(new RestoreRequest(set.BackupId, TakeGeneration: false, TerminateSessions: true), cancellationToken: cancellationToken);
+                // RestoreService takes the generation (and records it) just before its swap, where
+                // the node changes hands. A node that is booting has served nobody yet: whatever is
+                // connected to its database (an image's registry started at boot) may be cut at the swap.
+                var result = await restore.RestoreAsync(new RestoreRequest(set.BackupId, TerminateSessions: true) { InstanceId = identity.InstanceId }, cancellationToken: cancellationToken);
+                LogGeneration(result.Generation!.Number);
                 if (skipped.Count > 0) LogRestoredOlder(set.BackupId, skipped.Count, string.Join(", ", skipped));
-                return (NodeStatus.Restored, set.BackupId, generation);
+                return (NodeStatus.Restored, set.BackupId, result.Generation);
             }
             catch (RestoreFailedException ex) when (ex.InnerException is ArtifactCorruptException or InvalidManifestException)
             {
@@ -158,7 +164,7 @@ public sealed partial class BootstrapAgent
                 LogFallingBack(set.BackupId, ex.InnerException!.Message);
             }
         }
-        throw new BackupNotFoundException($"None of the {complete.Count} complete backups in {_store.Description} verified ({string.Join(", ", skipped)}); the node was not changed.");
+        throw new BackupNotFoundException($"None of the {complete} complete backups in {_store.Description} is restorable ({string.Join(", ", skipped)}); the node was not changed.");
     }
 
     [LoggerMessage(4013, LogLevel.Information, "Took fencing generation {Generation}: older nodes stop writing backups to this store")]

@@ -14,12 +14,29 @@ public enum NodeStatus
     FirstBoot,
     /// <summary>The agent failed; the node must never write backups.</summary>
     Failed,
+    /// <summary>
+    /// No restore or first boot was recorded here: a node set up by hand that has since taken a
+    /// fencing generation (a restore by hand that was rolled back, say). Backups are allowed only
+    /// where a missing state file would allow them (without <c>Schedule:RequireRestoredNode</c>).
+    /// </summary>
+    Manual,
 }
 
 public sealed record NodeState(NodeStatus Status, DateTimeOffset At, string? BackupId, string? InstanceId, string? Reason)
 {
     /// <summary>The fencing generation this node took when it restored or first-booted (see <see cref="Fencing.GenerationLedger"/>).</summary>
     public long? Generation { get; init; }
+
+    /// <summary>
+    /// A generation this node is taking: recorded here (fsync'd) before it is created in the store,
+    /// with <see cref="PendingClaim"/>, the token the store's copy carries. If the node died in
+    /// between, the store tells which way it went: the generation there with this claim is this
+    /// node's (<see cref="Fencing.GenerationLedger.HeldAsync"/>); otherwise it never took it.
+    /// </summary>
+    public long? PendingGeneration { get; init; }
+
+    /// <inheritdoc cref="PendingGeneration"/>
+    public string? PendingClaim { get; init; }
 }
 
 /// <summary>
@@ -32,13 +49,12 @@ public static class NodeStateFile
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web) { WriteIndented = true };
 
-    public static void Write(string path, NodeState state)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        var temp = path + ".tmp";
-        File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(state, Json));
-        File.Move(temp, path, overwrite: true);
-    }
+    /// <summary>
+    /// Replaces the file as one step (0600 from creation, fsync'd, renamed, directory fsync'd): a
+    /// crash leaves the old state or the new one, never a torn or empty file.
+    /// </summary>
+    public static void Write(string path, NodeState state) =>
+        Secrets.PrivateFiles.WriteAtomically(path, JsonSerializer.SerializeToUtf8Bytes(state, Json));
 
     public static NodeState? Read(string path)
     {
@@ -60,6 +76,7 @@ public static class NodeStateFile
         return state switch
         {
             null => $"the node state file {path} is missing or unreadable, so this node is not known to have restored a backup; a node that did not restore successfully must not write backups",
+            { Status: NodeStatus.Manual } => $"the node state file {path} records no restore on this node (a node set up by hand; {state.Reason ?? "no reason recorded"}); with Schedule:RequireRestoredNode only a node that restored or first-booted writes backups",
             { Status: NodeStatus.Restored or NodeStatus.FirstBoot } => null,
             _ => $"this node's state is {state.Status} ({path}, {state.At:u}{(state.Reason is null ? "" : ": " + state.Reason)}); a node that did not restore successfully must not write backups",
         };

@@ -30,8 +30,16 @@ public sealed class BackupCatalog(IBackupStore store)
     /// <summary>Every set, newest first.</summary>
     public async Task<IReadOnlyList<BackupSetInfo>> ListAsync(CancellationToken cancellationToken)
     {
+        var items = new List<StoreItem>();
+        await foreach (var item in store.ListAsync(BackupLayout.Root, cancellationToken)) items.Add(item);
+        return Group(items);
+    }
+
+    /// <summary>The sets that a listing of <see cref="BackupLayout.Root"/> shows, newest first.</summary>
+    internal static IReadOnlyList<BackupSetInfo> Group(IEnumerable<StoreItem> items)
+    {
         var sets = new Dictionary<string, (long size, int count, bool manifest)>(StringComparer.Ordinal);
-        await foreach (var item in store.ListAsync(BackupLayout.Root, cancellationToken))
+        foreach (var item in items)
         {
             var rest = item.Key[BackupLayout.Root.Length..];
             var slash = rest.IndexOf('/');
@@ -52,23 +60,27 @@ public sealed class BackupCatalog(IBackupStore store)
             .ToList();
     }
 
-    /// <summary>"latest" (or null) means the newest complete set; anything else must name a complete set.</summary>
-    public async Task<string> ResolveAsync(string? idOrLatest, CancellationToken cancellationToken)
+    /// <summary>
+    /// "latest" (or null) means the newest restorable set (<see cref="RestorableSets"/>: the one
+    /// definition every command shares); anything else must name a complete set.
+    /// </summary>
+    public async Task<string> ResolveAsync(string? idOrLatest, CancellationToken cancellationToken) =>
+        (await ResolveWithSkippedAsync(idOrLatest, cancellationToken)).BackupId;
+
+    /// <summary>As <see cref="ResolveAsync"/>, with the newer sets "latest" passed over and why (empty for a named set).</summary>
+    public async Task<(string BackupId, RestorableSelection? Selection)> ResolveWithSkippedAsync(string? idOrLatest, CancellationToken cancellationToken)
     {
-        var sets = await ListAsync(cancellationToken);
         if (string.IsNullOrEmpty(idOrLatest) || idOrLatest == "latest")
         {
-            var newest = sets.FirstOrDefault(s => s.IsComplete)
-                ?? throw new BackupNotFoundException(sets.Count == 0
-                    ? $"There are no backups in {store.Description}."
-                    : $"There is no complete backup in {store.Description} ({sets.Count} incomplete set(s), which are never restored).");
-            return newest.BackupId;
+            var selection = await new RestorableSets(store).ResolveLatestAsync(cancellationToken);
+            return (selection.Newest!.BackupId, selection);
         }
+        var sets = await ListAsync(cancellationToken);
         var named = sets.FirstOrDefault(s => s.BackupId == idOrLatest)
             ?? throw new BackupNotFoundException($"Backup '{idOrLatest}' does not exist in {store.Description}; `registry-dr list` shows what does.");
         if (!named.IsComplete)
             throw new BackupNotFoundException($"Backup '{idOrLatest}' in {store.Description} is incomplete (it has no manifest) and cannot be restored.");
-        return named.BackupId;
+        return (named.BackupId, null);
     }
 
     public async Task<BackupManifest> ReadManifestAsync(string backupId, CancellationToken cancellationToken)

@@ -21,7 +21,9 @@ public static class BackupLayout
     public static string ManifestKey(string backupId) => SetPrefix(backupId) + BackupManifest.FileName;
 
     /// <summary>Written first and removed after the manifest: says which host and process is writing the set.</summary>
-    public static string InProgressKey(string backupId) => SetPrefix(backupId) + "in-progress.json";
+    public static string InProgressKey(string backupId) => SetPrefix(backupId) + InProgressFileName;
+
+    public const string InProgressFileName = "in-progress.json";
 
     public static string ArtifactKey(string backupId, string artifact) => SetPrefix(backupId) + artifact switch
     {

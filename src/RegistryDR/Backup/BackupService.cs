@@ -40,12 +40,26 @@ public sealed partial class BackupService
     internal static string Version =>
         typeof(BackupService).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";
 
+    /// <summary>The backup running now, if any: which set, which phase, since when (the worker reports a run that overstays).</summary>
+    public BackupRunInfo? Running => _running;
+
+    private volatile BackupRunInfo? _running;
+
     public async Task<BackupManifest> RunAsync(IOperationProgress? progress = null, CancellationToken cancellationToken = default)
     {
-        progress ??= NullProgress.Instance;
         var startedAt = _time.GetUtcNow();
         var started = _time.GetTimestamp();
         var backupId = BackupLayout.NewBackupId(startedAt);
+        var run = new BackupRunInfo(backupId, startedAt) { Phase = "preflight" };
+        _running = run;
+        var outer = progress ?? NullProgress.Instance;
+        progress = new PhaseTracking(outer, run);
+        // The whole operation's bound (Backup:Timeout), on top of every request's own: whatever
+        // waits forever underneath is cancelled like a SIGTERM, and the failure says where it was.
+        using var deadline = new CancellationTokenSource(_options.Backup.Timeout, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
+        var callerToken = cancellationToken;
+        cancellationToken = linked.Token;
         _events.BackupStarted(backupId);
         using var scope = _logger.BeginScope("backup {BackupId}", backupId);
         LogStarting(backupId, _store.Description);
@@ -158,19 +172,49 @@ public sealed partial class BackupService
         catch (Exception ex)
         {
             await DeleteQuietlyAsync(written);
-            if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
+            if (ex is OperationCanceledException && callerToken.IsCancellationRequested)
             {
                 LogCancelled(backupId, phase);
                 _events.BackupFailed(backupId, BackupFailureReason.Cancelled, _time.GetElapsedTime(started));
                 throw;
             }
-            var failure = ex as BackupFailedException ?? new BackupFailedException(backupId, phase, ex.Message, ex);
+            var failure = ex as BackupFailedException ?? new BackupFailedException(backupId, phase, Explain(ex, phase, deadline.IsCancellationRequested), ex);
             _events.BackupFailed(backupId, Classify(failure, phase), _time.GetElapsedTime(started));
             // One line with the reason for the journal; the stack trace only when debugging.
             LogFailed(backupId, phase, failure.Reason);
             LogFailureDetail(failure, backupId);
             throw failure;
         }
+        finally
+        {
+            _running = null;
+        }
+    }
+
+    /// <summary>
+    /// The reason for a failure, naming the peer that failed: a deadline that passed, PostgreSQL
+    /// going away under a session or a tool, or else the error's own message (the store's and the
+    /// tools' messages already name the store and the tool).
+    /// </summary>
+    private string Explain(Exception ex, string phase, bool deadlinePassed)
+    {
+        if (ex is OperationCanceledException && deadlinePassed)
+            return $"it did not finish within Backup:Timeout ({_options.Backup.Timeout}) and was stopped during {phase}; its partial set was removed.";
+        if (PostgresConnectionFactory.IsConnectionLoss(ex))
+            return _postgres.DescribeConnectionLoss(ex, phase);
+        return ex.Message;
+    }
+
+    /// <summary>Keeps <see cref="Running"/>'s phase current while passing everything on.</summary>
+    private sealed class PhaseTracking(IOperationProgress inner, BackupRunInfo run) : IOperationProgress
+    {
+        public void Phase(string phase)
+        {
+            run.Phase = phase;
+            inner.Phase(phase);
+        }
+
+        public void Transferred(string artifact, long bytes) => inner.Transferred(artifact, bytes);
     }
 
     private async Task<BackupManifest.Artifact> DumpAsync(
@@ -198,8 +242,9 @@ public sealed partial class BackupService
 
     private async Task CheckFencingAsync(string backupId, string phase, CancellationToken cancellationToken)
     {
-        var held = Agent.NodeStateFile.Read(_options.Agent.StateFile)?.Generation;
-        if (await new Fencing.GenerationLedger(_store, _time).WhyWritingIsRefusedAsync(held, cancellationToken) is { } refusal)
+        var ledger = new Fencing.GenerationLedger(_store, _time);
+        var held = await ledger.HeldAsync(Agent.NodeStateFile.Read(_options.Agent.StateFile), cancellationToken);
+        if (await ledger.WhyWritingIsRefusedAsync(held, cancellationToken) is { } refusal)
         {
             LogFenced(backupId, refusal);
             throw new BackupFailedException(backupId, phase, "refused: " + refusal + ".");
@@ -246,6 +291,7 @@ public sealed partial class BackupService
     {
         _ when failure.Reason.StartsWith("refused:", StringComparison.Ordinal) => BackupFailureReason.Refused,
         DatabaseUnavailableException or Npgsql.NpgsqlException => BackupFailureReason.Database,
+        { } inner when PostgresConnectionFactory.IsConnectionLoss(inner) => BackupFailureReason.Database,
         StoreUnavailableException or Amazon.Runtime.AmazonClientException or Amazon.Runtime.AmazonServiceException => BackupFailureReason.Store,
         ProcessFailedException => BackupFailureReason.Dump,
         _ when phase == "archive config" => BackupFailureReason.Config,
@@ -297,21 +343,32 @@ public sealed partial class BackupService
         return await DatabaseProperties.ReadAsync(connection, cancellationToken);
     }
 
-    private async Task DeleteQuietlyAsync(IEnumerable<string> keys)
+    /// <summary>
+    /// Deletes what a failed backup wrote, within <see cref="CleanupBudget"/> in all: a store that
+    /// is gone must not hold the failure for a delete per object. The in-progress marker goes
+    /// last, so a clean-up that stops part-way leaves a set the worker's abandoned-set clean-up
+    /// (or retention) still recognises. What could not be deleted is logged once, listed.
+    /// </summary>
+    private async Task DeleteQuietlyAsync(List<string> keys)
     {
-        foreach (var key in keys)
+        List<string> ordered;
+        lock (keys) ordered = keys.Distinct().OrderBy(k => k.EndsWith("/" + BackupLayout.InProgressFileName, StringComparison.Ordinal)).ToList();
+        using var budget = new CancellationTokenSource(CleanupBudget, _time);
+        for (var i = 0; i < ordered.Count; i++)
         {
             try
             {
-                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-                await _store.DeleteAsync(key, cts.Token);
+                await _store.DeleteAsync(ordered[i], budget.Token);
             }
             catch (Exception ex)
             {
-                LogCleanupFailed(ex, key);
+                LogCleanupFailed(ex, ordered.Count - i, string.Join(", ", ordered.Skip(i)), ex.Message);
+                return;
             }
         }
     }
+
+    private static readonly TimeSpan CleanupBudget = TimeSpan.FromMinutes(2);
 
     [LoggerMessage(1000, LogLevel.Information, "Backup {BackupId} starting to {Store}")]
     private partial void LogStarting(string backupId, string store);
@@ -346,8 +403,16 @@ public sealed partial class BackupService
     [LoggerMessage(1007, LogLevel.Warning, "Backup {Key} is flagged: {Warning}")]
     private partial void LogSuspicious(string key, string warning);
 
-    [LoggerMessage(1006, LogLevel.Warning, "Could not delete {Key} of a failed backup; the bucket's lifecycle rule will")]
-    private partial void LogCleanupFailed(Exception ex, string key);
+    [LoggerMessage(1006, LogLevel.Warning, "Could not delete {Count} object(s) of the failed backup ({Keys}): {Reason}. The set has no manifest, so it is never restored; the worker's clean-up at start or retention (Retention:IncompleteGrace) removes it")]
+    private partial void LogCleanupFailed(Exception ex, int count, string keys, string reason);
+}
+
+/// <summary>A backup in progress: its set, when it started, and the phase it is in now (updated as it goes).</summary>
+public sealed record BackupRunInfo(string BackupId, DateTimeOffset StartedAt)
+{
+    private volatile string _phase = "";
+
+    public string Phase { get => _phase; internal set => _phase = value; }
 }
 
 /// <summary>A backup did not complete; no manifest was written, so the set is never restored.</summary>

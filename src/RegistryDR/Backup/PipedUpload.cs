@@ -43,9 +43,14 @@ internal static class PipedUpload
         }
         catch
         {
+            // Nobody reads the pipe any more: complete it, so the producer's writes (a compressor
+            // flushing its last block on its way out, which takes no cancellation token) are
+            // discarded instead of waiting forever for room in a full pipe; then cancel it.
+            await pipe.Reader.CompleteAsync();
             await cts.CancelAsync();
             try { await producer; } catch { /* the store's error is the one to report unless the producer's caused it */ }
-            if (producer.IsFaulted) throw producer.Exception!.GetBaseException();
+            if (producer.IsFaulted && producer.Exception!.InnerException is { } cause and not OperationCanceledException)
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cause);
             throw;
         }
         var result = await producer;

@@ -7,11 +7,11 @@ namespace RegistryDR.Backup;
 [JsonConverter(typeof(JsonStringEnumConverter<ProtectionState>))]
 public enum ProtectionState
 {
-    /// <summary>The newest complete backup is younger than twice the schedule interval.</summary>
+    /// <summary>The newest restorable backup is younger than twice the schedule interval.</summary>
     Ok,
-    /// <summary>The newest complete backup is older than twice the schedule interval.</summary>
+    /// <summary>The newest restorable backup is older than twice the schedule interval.</summary>
     Late,
-    /// <summary>There is no complete backup at all.</summary>
+    /// <summary>There is no restorable backup at all.</summary>
     Missing,
     /// <summary>The store could not be read, so protection cannot be judged.</summary>
     Unknown,
@@ -34,7 +34,7 @@ public sealed record ProtectionStatus(
     int CompleteSets,
     int IncompleteSets)
 {
-    /// <summary>The point in time a restore now would return the registry to (the newest complete set's time).</summary>
+    /// <summary>The point in time a restore now would return the registry to (the newest restorable set's time).</summary>
     public DateTimeOffset? RecoveryPoint => NewestBackupTime;
 
     /// <summary>Whether a probe object could be written to the store and removed (null: not checked).</summary>
@@ -45,6 +45,9 @@ public sealed record ProtectionStatus(
 
     /// <summary>Why the next backup cannot run, one sentence each (empty when it can).</summary>
     public IReadOnlyList<string> Problems { get; init; } = [];
+
+    /// <summary>Sets newer than the newest restorable one, which a restore would pass over, each with why (<see cref="RestorableSets"/>).</summary>
+    public IReadOnlyList<SetJudgement> Skipped { get; init; } = [];
 }
 
 public static class ProtectionStatusReader
@@ -96,21 +99,24 @@ public static class ProtectionStatusReader
     {
         var now = time.GetUtcNow();
         var interval = ScheduleInterval.Of(cron, now);
-        IReadOnlyList<BackupSetInfo> sets;
+        RestorableSelection selection;
         try
         {
-            sets = await new BackupCatalog(store).ListAsync(cancellationToken);
+            // The same selection restore makes: status never vouches for a set restore would refuse.
+            selection = await new RestorableSets(store).SelectNewestAsync(cancellationToken);
         }
         catch (Exception ex) when (ex is StoreUnavailableException or StoreNotInitializedException or IOException or UnauthorizedAccessException)
         {
             return new ProtectionStatus(ProtectionState.Unknown, store.Description, false, ex.Message, cron, interval, null, null, null, null, 0, 0);
         }
-        var newest = sets.FirstOrDefault(s => s.IsComplete);
+        var sets = selection.Sets;
         var complete = sets.Count(s => s.IsComplete);
-        if (newest is null)
-            return new ProtectionStatus(ProtectionState.Missing, store.Description, true, null, cron, interval, null, null, null, null, 0, sets.Count);
+        if (selection.Newest?.Set is not { } newest)
+            return new ProtectionStatus(ProtectionState.Missing, store.Description, true, null, cron, interval, null, null, null, null, complete, sets.Count - complete)
+                { Skipped = selection.Skipped };
         var age = now - newest.Time;
         var state = age > interval * LateAfterIntervals ? ProtectionState.Late : ProtectionState.Ok;
-        return new ProtectionStatus(state, store.Description, true, null, cron, interval, newest.BackupId, newest.Time, age, newest.Size, complete, sets.Count - complete);
+        return new ProtectionStatus(state, store.Description, true, null, cron, interval, newest.BackupId, newest.Time, age, newest.Size, complete, sets.Count - complete)
+            { Skipped = selection.Skipped };
     }
 }

@@ -63,6 +63,9 @@ internal sealed class TableDataDump(IBackupStore store, PostgresConnectionFactor
         await using (var gzip = new GZipStream(output, new ZLibCompressionOptions { CompressionLevel = options.RangeCompressionLevel }, leaveOpen: true))
         await using (var copy = await connection.BeginRawBinaryCopyAsync(copySql, cancellationToken))
         {
+            // A bound on each wait for the next CopyData (Database:StallTimeout), not on the
+            // whole COPY, which may rightly take long: a server that stops sending fails the range.
+            copy.ReadTimeout = (int)Math.Min(int.MaxValue, options.StallTimeout.TotalMilliseconds);
             // A read returns at most one CopyData message, i.e. one row of a few hundred bytes;
             // the compressor is fed whole buffers, or its per-call overhead dominates.
             var buffer = new byte[1 << 17];

@@ -17,6 +17,7 @@ public sealed class RegistryDrOptions
     public RegistryProcessOptions Registry { get; set; } = new();
     public StoreOptions Store { get; set; } = new();
     public ScheduleOptions Schedule { get; set; } = new();
+    public BackupOptions Backup { get; set; } = new();
     public RestoreOptions Restore { get; set; } = new();
     public AgentOptions Agent { get; set; } = new();
     public Retention.RetentionOptions Retention { get; set; } = new();
@@ -92,8 +93,18 @@ public sealed class DatabaseOptions
     /// <summary>Whether the roles dump carries password hashes (needs a superuser). Default true: a restored node must let the registry log in.</summary>
     public bool DumpRolePasswords { get; set; } = true;
 
-    /// <summary>Connect and statement timeout for the checks RegistryDR makes itself. Default 15 s.</summary>
+    /// <summary>Connect timeout for RegistryDR's own connections and the tools (<c>PGCONNECT_TIMEOUT</c>). Default 15 s.</summary>
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// How long PostgreSQL may go without sending anything on one of RegistryDR's own sessions (the
+    /// answer to a query, the next bytes of a block range's COPY) before the session counts as dead
+    /// and the operation fails naming the server. A bound on silence, not on length: a COPY of
+    /// any size is fine while bytes flow. TCP keepalive finds a vanished host sooner (about 2.5
+    /// minutes). Default 30 minutes (the row count of the largest table must fit). 10 s – 1 day.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:10", "1.00:00:00")]
+    public TimeSpan StallTimeout { get; set; } = TimeSpan.FromMinutes(30);
 }
 
 /// <summary>The registry's configuration directories, archived as one tar.gz.</summary>
@@ -203,6 +214,19 @@ public sealed class StoreOptions
 public enum S3ChecksumMode { WhenSupported, WhenRequired }
 
 public enum ServerSideEncryptionMode { None, S3, Kms }
+
+/// <summary>How one backup runs.</summary>
+public sealed class BackupOptions
+{
+    /// <summary>
+    /// The longest one backup may take, from its start to its manifest. When it passes, the backup
+    /// is cancelled like a SIGTERM (its partial set is removed, the failure says which phase it was
+    /// in) and the next scheduled run starts afresh. A bound on the whole operation on top of the
+    /// per-request ones (Store:RequestTimeout, Database:StallTimeout). Default 4 hours. 1 minute – 7 days.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:01:00", "7.00:00:00")]
+    public TimeSpan Timeout { get; set; } = TimeSpan.FromHours(4);
+}
 
 /// <summary>When the worker backs up.</summary>
 public sealed class ScheduleOptions

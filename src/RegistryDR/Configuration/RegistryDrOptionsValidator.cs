@@ -18,6 +18,7 @@ public sealed class RegistryDrOptionsValidator : IValidateOptions<RegistryDrOpti
         ValidateAnnotations(options.Database, "Database", errors);
         ValidateAnnotations(options.Store, "Store", errors);
         ValidateAnnotations(options.Restore, "Restore", errors);
+        ValidateAnnotations(options.Backup, "Backup", errors);
 
         var db = options.Database;
         Require(db.Host, "Database:Host", errors);

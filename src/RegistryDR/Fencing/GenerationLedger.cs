@@ -5,7 +5,11 @@ using RegistryDR.Stores;
 namespace RegistryDR.Fencing;
 
 /// <summary>One node's claim to be the writer: taken when it restores or first-boots.</summary>
-public sealed record Generation(long Number, string Host, string? InstanceId, string Reason, string? RestoredFrom, DateTimeOffset TakenAt);
+public sealed record Generation(long Number, string Host, string? InstanceId, string Reason, string? RestoredFrom, DateTimeOffset TakenAt)
+{
+    /// <summary>A random token the taking node also records in its node state first, so it can recognise its own generation after a crash.</summary>
+    public string? Claim { get; init; }
+}
 
 /// <summary>
 /// The store's record of which node may write backups. Every node that restores or first-boots
@@ -36,6 +40,66 @@ public sealed class GenerationLedger(IBackupStore store, TimeProvider time)
         await using var stream = await store.OpenReadAsync(KeyOf(highest), cancellationToken);
         return await JsonSerializer.DeserializeAsync<Generation>(stream, Json, cancellationToken)
                ?? throw new InvalidDataException($"{store.Description}/{KeyOf(highest)} is empty.");
+    }
+
+    /// <summary>The generation <paramref name="number"/>, or null when the store has none by that number.</summary>
+    public async Task<Generation?> ReadAsync(long number, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await using var stream = await store.OpenReadAsync(KeyOf(number), cancellationToken);
+            return await JsonSerializer.DeserializeAsync<Generation>(stream, Json, cancellationToken);
+        }
+        catch (StoreObjectNotFoundException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// The generation a node with <paramref name="state"/> holds: its recorded one, or the one it
+    /// was taking when it stopped (<see cref="Agent.NodeState.PendingGeneration"/>) if the store
+    /// has it with this node's claim. Reads the store only when a take was left pending; writes nothing.
+    /// </summary>
+    public async Task<long?> HeldAsync(Agent.NodeState? state, CancellationToken cancellationToken)
+    {
+        if (state is { PendingGeneration: { } pending, PendingClaim: { } claim } &&
+            (await ReadAsync(pending, cancellationToken))?.Claim == claim)
+            return pending;
+        return state?.Generation;
+    }
+
+    /// <summary>
+    /// Takes the next generation and records it in the node state file as one step, at the moment
+    /// the node changes hands. The order makes every crash window safe: (1) the node state records
+    /// the generation as pending, with a random claim, fsync'd; (2) the generation is created in
+    /// the store, carrying the claim; (3) the node state records it as held. A crash after (1)
+    /// leaves a pending claim the store does not have (the node keeps its old generation); after
+    /// (2) one the store has with this claim, which <see cref="HeldAsync"/> counts as held. So a
+    /// node never publishes a generation it cannot prove is its own, and never loses one it published.
+    /// </summary>
+    /// <param name="stateFile">Agent:StateFile. A node without one gets a <see cref="Agent.NodeStatus.Manual"/> state holding the generation.</param>
+    public async Task<Generation> TakeAndRecordAsync(string stateFile, string reason, string? instanceId, string? restoredFrom, CancellationToken cancellationToken)
+    {
+        var recorded = Agent.NodeStateFile.Read(stateFile);
+        var held = await HeldAsync(recorded, cancellationToken);
+        var baseline = (recorded ?? new Agent.NodeState(Agent.NodeStatus.Manual, time.GetUtcNow(), null, instanceId,
+                "no restore recorded on this node before it took a fencing generation"))
+            with { Generation = held, PendingGeneration = null, PendingClaim = null };
+        for (var attempt = 0; attempt < 20; attempt++)
+        {
+            var current = await CurrentAsync(cancellationToken);
+            var next = new Generation((current?.Number ?? 0) + 1, Environment.MachineName, instanceId, reason, restoredFrom, time.GetUtcNow())
+            {
+                Claim = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)),
+            };
+            Agent.NodeStateFile.Write(stateFile, baseline with { PendingGeneration = next.Number, PendingClaim = next.Claim });
+            if (!await store.TryCreateAsync(KeyOf(next.Number), JsonSerializer.SerializeToUtf8Bytes(next, Json), cancellationToken))
+                continue; // another node took that number first; the next attempt replaces the pending claim
+            Agent.NodeStateFile.Write(stateFile, baseline with { Generation = next.Number, At = time.GetUtcNow() });
+            return next;
+        }
+        throw new InvalidOperationException($"Could not take a fencing generation in {store.Description}: other nodes kept taking the next number.");
     }
 
     /// <summary>Takes the next generation for this node; retries when another node takes the same number first.</summary>

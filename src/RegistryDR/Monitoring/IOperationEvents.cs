@@ -38,6 +38,9 @@ public interface IOperationEvents
 
     /// <summary>A restore drill finished (scratch database and directory, checked, cleaned up).</summary>
     void DrillFinished(string backupId, bool succeeded, TimeSpan duration) { }
+
+    /// <summary>A backup fire came due while an earlier backup was still running (<paramref name="running"/> so far, in <paramref name="phase"/>).</summary>
+    void BackupOverran(string backupId, string phase, TimeSpan running) { }
 }
 
 public sealed class NullOperationEvents : IOperationEvents

@@ -61,6 +61,15 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
 
     public void BackupStarted(string backupId)
     {
+        lock (_lock) _runningSince = time.GetUtcNow();
+    }
+
+    private DateTimeOffset? _runningSince;
+    private long _overruns;
+
+    public void BackupOverran(string backupId, string phase, TimeSpan running)
+    {
+        lock (_lock) _overruns++;
     }
 
     public void BackupSucceeded(BackupManifest manifest, TimeSpan duration)
@@ -78,6 +87,7 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
                 _lastSizes[label] = _lastSizes.GetValueOrDefault(label) + artifact.Size;
             }
             _successes++;
+            _runningSince = null;
         }
     }
 
@@ -85,7 +95,11 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
     {
         var index = (int)reason;
         if ((uint)index >= (uint)_failures.Length) index = (int)BackupFailureReason.Other;
-        lock (_lock) _failures[index]++;
+        lock (_lock)
+        {
+            _failures[index]++;
+            _runningSince = null;
+        }
     }
 
     public void RestoreStarted(string backupId)
@@ -146,6 +160,8 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
                 _scheduleMissed,
                 new SortedDictionary<string, long>(_storeRetries, StringComparer.Ordinal))
             {
+                BackupRunning = _runningSince is { } since ? time.GetUtcNow() - since : null,
+                BackupOverruns = _overruns,
                 DrillSuccesses = _drillSuccesses,
                 DrillFailures = _drillFailures,
                 LastDrillSuccess = _lastDrillSuccess,
@@ -166,6 +182,9 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
         long ScheduleMissed,
         IReadOnlyDictionary<string, long> StoreRetries)
     {
+        /// <summary>How long the backup running now has run; null when none runs.</summary>
+        public TimeSpan? BackupRunning { get; init; }
+        public long BackupOverruns { get; init; }
         public long DrillSuccesses { get; init; }
         public long DrillFailures { get; init; }
         public DateTimeOffset? LastDrillSuccess { get; init; }

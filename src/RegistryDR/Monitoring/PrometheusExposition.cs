@@ -53,6 +53,12 @@ internal static class PrometheusExposition
         foreach (var reason in Enum.GetValues<BackupFailureReason>())
             Sample(w, "registrydr_backup_failures_total", s.Failures.GetValueOrDefault(reason), ("reason", ReasonLabel(reason)));
 
+        Family(w, "registrydr_backup_running_seconds", "gauge", "How long the backup running now has run; 0 when none runs. Alert when it exceeds the schedule interval by far (Backup:Timeout stops it).");
+        Sample(w, "registrydr_backup_running_seconds", s.BackupRunning?.TotalSeconds ?? 0);
+
+        Family(w, "registrydr_backup_overruns_total", "counter", "Backup fires that came due while an earlier backup was still running (each is also logged, with the run's phase and age).");
+        Sample(w, "registrydr_backup_overruns_total", s.BackupOverruns);
+
         Family(w, "registrydr_restore_in_progress", "gauge", "1 while a restore is running (the node answers 503 to the load balancer), else 0.");
         Sample(w, "registrydr_restore_in_progress", s.RestoreInProgress ? 1 : 0);
 

@@ -125,10 +125,81 @@ public sealed class PostgresConnectionFactory
             Password = _password,
             Pooling = false,
             Timeout = (int)Math.Ceiling(_options.ConnectTimeout.TotalSeconds),
-            CommandTimeout = 0,
+            // A stall bound, not a total one: Npgsql applies it to each wait for the server's next
+            // message (a query's answer, the next rows, the next CopyData of a block range), so a
+            // COPY of any length is fine while bytes flow, and a server that stops sending is
+            // given up on after Database:StallTimeout rather than waited for forever.
+            CommandTimeout = StallSeconds,
+            // After a cancellation (the operation failed elsewhere, or SIGTERM) wait this long for
+            // the server to confirm, then break the connection: a dead server must not hold the
+            // caller. Npgsql's default is 2 s; 5 s leaves room for a busy server.
+            CancellationTimeout = 5000,
+            // TCP keepalive, not Npgsql's KeepAlive query: the query can only run on an idle
+            // connection, while the sessions that matter are busy in a COPY or hold the exported
+            // snapshot for pg_dump. The kernel's probes find a peer that vanished (host down,
+            // partition) within about 60 s + 9 × 10 s even while the session waits for an answer.
+            KeepAlive = 0,
+            TcpKeepAlive = true,
+            TcpKeepAliveTime = 60,
+            TcpKeepAliveInterval = 10,
             ApplicationName = "registry-dr",
             Options = SessionLimits.Options(_limits),
         };
+
+    private int StallSeconds => Math.Max(1, (int)Math.Ceiling(_options.StallTimeout.TotalSeconds));
+
+    /// <summary>"PostgreSQL at host:port", the peer as messages name it.</summary>
+    public string Server => $"PostgreSQL at {_options.Host}:{_options.Port}";
+
+    /// <summary>
+    /// Whether <paramref name="ex"/> (or what it wraps) means the server went away or stopped
+    /// answering mid-session: the connection closed or was reset, a read timed out, the server
+    /// shut down (SQLSTATE class 57), or a tool said so in its stderr. Not: a refused query, nor
+    /// a connection that could not be opened at all (<see cref="DatabaseUnavailableException"/>).
+    /// </summary>
+    public static bool IsConnectionLoss(Exception ex)
+    {
+        for (var e = ex; e is not null; e = e.InnerException)
+        {
+            switch (e)
+            {
+                case DatabaseUnavailableException:
+                    return false; // a connection that could not be opened: its message already says what to check
+                case PostgresException pe:
+                    return pe.SqlState.StartsWith("57P", StringComparison.Ordinal) || pe.SqlState.StartsWith("08", StringComparison.Ordinal);
+                case NpgsqlException { InnerException: IOException or SocketException or TimeoutException or EndOfStreamException }:
+                    return true;
+                case NpgsqlException ne when ne.IsTransient && ne is not PostgresException:
+                    return true;
+                case Processes.ProcessFailedException pf when LostConnection(pf.StandardError):
+                    return true;
+            }
+        }
+        return false;
+    }
+
+    // What libpq's tools print when the server goes away under them.
+    private static bool LostConnection(string stderr) =>
+        stderr.Contains("server closed the connection unexpectedly", StringComparison.Ordinal)
+        || stderr.Contains("could not receive data from server", StringComparison.Ordinal)
+        || stderr.Contains("terminating connection due to", StringComparison.Ordinal)
+        || stderr.Contains("the database system is shutting down", StringComparison.Ordinal)
+        || stderr.Contains("no connection to the server", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The sentence for a session the server dropped or stopped answering: it names the server,
+    /// what was going on, and the underlying error. <paramref name="during"/> is e.g. "dump database".
+    /// </summary>
+    public string DescribeConnectionLoss(Exception ex, string during)
+    {
+        var timedOut = false;
+        for (var e = ex; e is not null; e = e.InnerException)
+            if (e is TimeoutException) timedOut = true;
+        var detail = ex is Processes.ProcessFailedException ? ex.Message : ex.GetBaseException().Message;
+        return timedOut
+            ? $"{Server} did not answer within {_options.StallTimeout} (Database:StallTimeout) during {during}: {detail}"
+            : $"{Server} closed the connection during {during}: {detail}";
+    }
 
     /// <summary>Opens a connection, turning Npgsql's failures into one that says what to fix.</summary>
     public Task<NpgsqlConnection> OpenAsync(string? database = null, CancellationToken cancellationToken = default) =>

@@ -16,7 +16,11 @@ public sealed record ProcessSpec(string FileName, IReadOnlyList<string> Argument
     public string DisplayName { get; init; } = System.IO.Path.GetFileName(FileName);
 }
 
-public sealed record ProcessResult(int ExitCode, string StandardError, TimeSpan Elapsed);
+public sealed record ProcessResult(int ExitCode, string StandardError, TimeSpan Elapsed)
+{
+    /// <summary>The child's pid, for messages ("pg_dump (pid 4242) exited with code 1").</summary>
+    public int ProcessId { get; init; }
+}
 
 /// <summary>A child process failed; the message carries its exit code and the tail of its stderr.</summary>
 public sealed class ProcessFailedException(string message, int exitCode, string standardError) : Exception(message)
@@ -84,19 +88,34 @@ public static class ProcessRunner
                 -1, "");
         }
 
+        var name = $"{spec.DisplayName} (pid {process.Id})";
+        // Our own reading of stderr, and the draining of stdout nobody consumes, end at the
+        // child's EOF, or PipeGrace after it exited: a process it started in the background (a
+        // registry daemon launched by Registry:StartCommand) may hold the pipes open for good.
+        using var afterExit = new CancellationTokenSource();
+        var exited = process.WaitForExitAsync(CancellationToken.None)
+            .ContinueWith(_ => { try { afterExit.CancelAfter(PipeGrace); } catch (ObjectDisposedException) { } }, TaskScheduler.Default);
+
         var stderrTail = new StringBuilder();
         var stderrPump = Task.Run(async () =>
         {
             var buffer = new char[4096];
             int n;
-            while ((n = await process.StandardError.ReadAsync(buffer, CancellationToken.None)) > 0)
+            try
             {
-                lock (stderrTail)
+                while ((n = await process.StandardError.ReadAsync(buffer, afterExit.Token)) > 0)
                 {
-                    stderrTail.Append(buffer, 0, n);
-                    if (stderrTail.Length > StderrTailChars * 2)
-                        stderrTail.Remove(0, stderrTail.Length - StderrTailChars);
+                    lock (stderrTail)
+                    {
+                        stderrTail.Append(buffer, 0, n);
+                        if (stderrTail.Length > StderrTailChars * 2)
+                            stderrTail.Remove(0, stderrTail.Length - StderrTailChars);
+                    }
                 }
+            }
+            catch (OperationCanceledException)
+            {
+                // Exited, and something it left behind still holds stderr open: what we have is the tail.
             }
         }, CancellationToken.None);
 
@@ -128,19 +147,27 @@ public static class ProcessRunner
                 // the exit code and turn a failure into an exception inside the consumer's read.
                 stdout = new ExitCheckingStream(stdout, async () =>
                 {
+                    // Bounded: a child that closed its stdout but lingers is killed on cancellation.
                     await process.WaitForExitAsync(CancellationToken.None);
                     await stderrPump;
                     if (process.ExitCode != 0)
                     {
                         string t;
                         lock (stderrTail) t = stderrTail.ToString();
-                        throw new ProcessFailedException($"{spec.DisplayName} exited with code {process.ExitCode}.{FormatTail(t)}", process.ExitCode, t);
+                        throw new ProcessFailedException($"{name} exited with code {process.ExitCode}.{FormatTail(t)}", process.ExitCode, t);
                     }
                 });
             }
             if (readStdout is not null) await readStdout(stdout, token);
             // Drain whatever the consumer left so the child never blocks on a full pipe.
-            await stdout.CopyToAsync(Stream.Null, CancellationToken.None);
+            try
+            {
+                await stdout.CopyToAsync(Stream.Null, afterExit.Token);
+            }
+            catch (OperationCanceledException) when (afterExit.IsCancellationRequested)
+            {
+                // Exited, and something it left behind still holds stdout open.
+            }
         }, CancellationToken.None);
 
         using var killOnCancel = token.Register(() =>
@@ -159,6 +186,7 @@ public static class ProcessRunner
             try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
         }
         await process.WaitForExitAsync(CancellationToken.None);
+        await exited;
         await stderrPump;
         sw.Stop();
 
@@ -166,15 +194,18 @@ public static class ProcessRunner
         lock (stderrTail) tail = stderrTail.Length > StderrTailChars ? stderrTail.ToString(stderrTail.Length - StderrTailChars, StderrTailChars) : stderrTail.ToString();
 
         if (timeoutCts.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-            throw new ProcessFailedException($"{spec.DisplayName} did not finish within {spec.Timeout} and was killed.{FormatTail(tail)}", -1, tail);
+            throw new ProcessFailedException($"{name} did not finish within {spec.Timeout} and was killed.{FormatTail(tail)}", -1, tail);
         cancellationToken.ThrowIfCancellationRequested();
         if (pumpError is not null)
         {
             if (pumpError is OperationCanceledException) cancellationToken.ThrowIfCancellationRequested();
             throw pumpError;
         }
-        return new ProcessResult(process.ExitCode, tail, sw.Elapsed);
+        return new ProcessResult(process.ExitCode, tail, sw.Elapsed) { ProcessId = process.Id };
     }
+
+    /// <summary>How long our own reading of a child's stderr (and unconsumed stdout) goes on after it exited; see RunCoreAsync.</summary>
+    internal static readonly TimeSpan PipeGrace = TimeSpan.FromSeconds(10);
 
     /// <summary>Runs and throws <see cref="ProcessFailedException"/> on a non-zero exit.</summary>
     public static async Task<ProcessResult> RunCheckedAsync(
@@ -185,7 +216,7 @@ public static class ProcessRunner
     {
         var result = await RunCoreAsync(spec, writeStdin, readStdout, checkExit: true, cancellationToken);
         if (result.ExitCode != 0)
-            throw new ProcessFailedException($"{spec.DisplayName} exited with code {result.ExitCode}.{FormatTail(result.StandardError)}", result.ExitCode, result.StandardError);
+            throw new ProcessFailedException($"{spec.DisplayName} (pid {result.ProcessId}) exited with code {result.ExitCode}.{FormatTail(result.StandardError)}", result.ExitCode, result.StandardError);
         return result;
     }
 

@@ -49,20 +49,28 @@ public sealed partial class DrillService
     }
 
     /// <summary>The scratch database; distinct from restore's so a drill never collides with a real restore.</summary>
-    internal string DrillDatabase => (_options.Database.Name.Length > 48 ? _options.Database.Name[..48] : _options.Database.Name) + "_rdr_drill";
+    internal string DrillDatabase => DrillDatabaseFor(_options.Database.Name);
+
+    internal static string DrillDatabaseFor(string database) => (database.Length > 48 ? database[..48] : database) + "_rdr_drill";
 
     public async Task<DrillReport> RunAsync(string? backupIdOrLatest = "latest", IOperationProgress? progress = null, CancellationToken cancellationToken = default)
     {
         progress ??= NullProgress.Instance;
         var started = _time.GetTimestamp();
         var catalog = new BackupCatalog(_store);
-        var id = await catalog.ResolveAsync(backupIdOrLatest, cancellationToken);
+        var (id, selection) = await catalog.ResolveWithSkippedAsync(backupIdOrLatest, cancellationToken);
         using var scope = _logger.BeginScope("drill {BackupId}", id);
-        var staging = Path.Combine(_restore.StagingRoot, $"registry-dr-drill-{id}-{Guid.NewGuid():N}"[..46]);
+        if (selection?.SkippedSentence is { } skipped) LogPassedOver(id, skipped);
+        var staging = Path.Combine(_restore.StagingRoot, $"{RestoreLeftovers.DrillStagingPrefix}{id}-{Guid.NewGuid():N}"[..46]);
+        FileStream? stagingLock = null;
         try
         {
             var manifest = await catalog.ReadManifestAsync(id, cancellationToken);
-            Directory.CreateDirectory(staging);
+            // What a killed drill left (its staging, with the roles' hashes and the config's keys) goes first.
+            RestoreLeftovers.RemoveUnowned(_restore.StagingRoot, RestoreLeftovers.DrillStagingPrefix, _logger);
+            SpaceCheck.CheckStaging(_restore.StagingRoot, manifest, RestoreService.StagedArtifacts(manifest));
+            // Private from creation (0700): the drill stages the same secrets a restore does.
+            stagingLock = RestoreLeftovers.CreateOwnedDirectory(staging);
             progress.Phase("download and verify");
             var files = new Dictionary<string, string>();
             foreach (var artifact in RestoreService.StagedArtifacts(manifest))
@@ -109,6 +117,7 @@ public sealed partial class DrillService
         {
             try { await _restore.DropDatabaseAsync(DrillDatabase, CancellationToken.None); }
             catch (Exception ex) { LogCleanupFailed(ex, DrillDatabase); }
+            stagingLock?.Dispose();
             try { Archive.Internal.UnixFileSystem.DeleteTree(staging); }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { LogCleanupFailed(ex, staging); }
         }
@@ -151,6 +160,9 @@ public sealed partial class DrillService
 
     [LoggerMessage(5150, LogLevel.Warning, "Drill of backup {BackupId}: the extracted config could not keep {NotKept}")]
     private partial void LogConfigNotKept(string backupId, string notKept);
+
+    [LoggerMessage(8011, LogLevel.Warning, "Drilling backup {BackupId}, the newest restorable set: {Skipped}")]
+    private partial void LogPassedOver(string backupId, string skipped);
 
     [LoggerMessage(5102, LogLevel.Warning, "Drill could not clean up {What}")]
     private partial void LogCleanupFailed(Exception ex, string what);

@@ -103,14 +103,12 @@ internal sealed class RestorePreflight(RegistryDrOptions options, PostgresConnec
     /// <summary>Everything but the block ranges is downloaded to staging first (<see cref="RestoreService.StagedArtifacts"/>).</summary>
     private PreflightCheck StagingSpace(BackupManifest manifest)
     {
-        var needed = RestoreService.StagedArtifacts(manifest).Sum(a => a.Size);
-        // The restore creates the staging directory if it is missing: measure where it will be.
-        var existing = stagingRoot;
-        while (!Directory.Exists(existing) && Path.GetDirectoryName(existing) is { } parent) existing = parent;
+        // The same arithmetic as the check the restore repeats just before it downloads (SpaceCheck).
+        var needed = SpaceCheck.StagingNeed(RestoreService.StagedArtifacts(manifest));
         long free;
         try
         {
-            free = new DriveInfo(existing).AvailableFreeSpace;
+            free = SpaceCheck.Free(stagingRoot);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
         {

@@ -22,10 +22,18 @@ namespace RegistryDR.Restore;
 /// stopped the registry first (the CLI's --terminate-sessions). Without it such a restore is
 /// refused in its preflight.
 /// </param>
-public sealed record RestoreRequest(string? BackupId = "latest", bool DryRun = false, bool TakeGeneration = true, bool TerminateSessions = false);
+public sealed record RestoreRequest(string? BackupId = "latest", bool DryRun = false, bool TakeGeneration = true, bool TerminateSessions = false)
+{
+    /// <summary>The EC2 instance restoring, recorded with the fencing generation (the bootstrap agent sets it).</summary>
+    public string? InstanceId { get; init; }
+}
 
 /// <param name="BackupTime">The set's recovery point: when the backup started (its snapshot).</param>
-public sealed record RestorePlan(string BackupId, DateTimeOffset BackupTime, long Bytes, IReadOnlyList<string> Steps);
+public sealed record RestorePlan(string BackupId, DateTimeOffset BackupTime, long Bytes, IReadOnlyList<string> Steps)
+{
+    /// <summary>For "latest": the newer sets passed over because they are not restorable, each with why (<see cref="RestorableSets"/>).</summary>
+    public IReadOnlyList<SetJudgement> Skipped { get; init; } = [];
+}
 
 public sealed record RestoreResult(RestorePlan Plan, bool DryRun, TimeSpan Elapsed)
 {
@@ -69,15 +77,18 @@ public sealed partial class RestoreService
     private string DatabaseName => _options.Database.Name;
 
     /// <summary>Names derived from the target database; kept within PostgreSQL's 63-byte identifier limit.</summary>
-    private string ScratchDatabase => Truncate(DatabaseName, 48) + "_rdr_restore";
-    private string PreviousDatabase(string backupId) => Truncate(DatabaseName, 40) + "_rdr_prev_" + backupId[^6..];
+    private string ScratchDatabase => ScratchDatabaseFor(DatabaseName);
+    private string PreviousDatabase(string backupId) => PreviousDatabasePrefixFor(DatabaseName) + backupId[^6..];
+
+    internal static string ScratchDatabaseFor(string database) => Truncate(database, 48) + "_rdr_restore";
+    internal static string PreviousDatabasePrefixFor(string database) => Truncate(database, 40) + "_rdr_prev_";
 
     public async Task<RestorePlan> PlanAsync(string? backupIdOrLatest, CancellationToken cancellationToken)
     {
         var catalog = new BackupCatalog(_store);
-        var id = await catalog.ResolveAsync(backupIdOrLatest, cancellationToken);
+        var (id, selection) = await catalog.ResolveWithSkippedAsync(backupIdOrLatest, cancellationToken);
         var manifest = await catalog.ReadManifestAsync(id, cancellationToken);
-        return BuildPlan(manifest);
+        return BuildPlan(manifest) with { Skipped = selection?.Skipped ?? [] };
     }
 
     private RestorePlan BuildPlan(BackupManifest manifest)
@@ -107,10 +118,11 @@ public sealed partial class RestoreService
         progress ??= NullProgress.Instance;
         var started = _time.GetTimestamp();
         var catalog = new BackupCatalog(_store);
-        var id = await catalog.ResolveAsync(request.BackupId, cancellationToken);
+        var (id, selection) = await catalog.ResolveWithSkippedAsync(request.BackupId, cancellationToken);
         var manifest = await catalog.ReadManifestAsync(id, cancellationToken);
-        var plan = BuildPlan(manifest);
+        var plan = BuildPlan(manifest) with { Skipped = selection?.Skipped ?? [] };
         using var scope = _logger.BeginScope("backup {BackupId}", id);
+        if (selection?.SkippedSentence is { } skipped) LogPassedOver(id, skipped);
 
         // 0. Preflight: check what can be checked before anything is downloaded or changed. A
         //    failure here is not a failed restore: nothing was touched, so there is nothing to roll back.
@@ -123,58 +135,93 @@ public sealed partial class RestoreService
             throw new RestorePreflightException(id, preflight);
         }
 
+        // 0. One restore at a time (a lock beside the node state), and whatever a killed restore
+        //    left is rolled back or finished first (InterruptedRestore, RestoreLeftovers).
+        using var journal = await BeginJournalAsync(cancellationToken);
+        _rollbackIncomplete = false;
         LogRestoreStarting(id, _store.Description);
         _events.RestoreStarted(id);
         var state = new NodeState();
-        var staging = Path.Combine(StagingRoot, $"registry-dr-restore-{id}-{Guid.NewGuid():N}"[..48]);
-        var dirSwaps = new List<DirectorySwap>();
+        var staging = Path.Combine(StagingRoot, $"{RestoreLeftovers.RestoreStagingPrefix}{id}-{Guid.NewGuid():N}"[..48]);
+        var dirSwaps = manifest.ConfigDirectories.Select(d => DirectorySwap.For(d, id)).ToList();
+        FileStream? stagingLock = null;
+        Fencing.Generation? generation = null;
         try
         {
-            Directory.CreateDirectory(staging);
+            journal.Write(new RestoreJournal.Entry
+            {
+                BackupId = id, ProcessId = Environment.ProcessId, Host = Environment.MachineName, StartedAt = _time.GetUtcNow(),
+                Phase = RestoreJournal.Phases.Download, Staging = staging, Database = DatabaseName, ScratchDatabase = ScratchDatabase,
+                PreviousDatabase = PreviousDatabase(id), KeepPrevious = _options.Restore.KeepPrevious,
+                Directories = dirSwaps.Select(d => new RestoreJournal.DirectoryRecord(d.TargetPath, d.StagingParent, d.PreviousPath)).ToList(),
+            });
+            // Private from creation (0700, files 0600): it holds the roles' password hashes and the config's keys.
+            SpaceCheck.CheckStaging(StagingRoot, manifest, StagedArtifacts(manifest));
+            stagingLock = RestoreLeftovers.CreateOwnedDirectory(staging);
             // 1. Download and check everything before touching the node.
             progress.Phase("download and verify");
             var files = new Dictionary<string, string>();
             foreach (var artifact in StagedArtifacts(manifest))
+            {
                 files[artifact.Name] = await DownloadAsync(manifest, artifact, staging, progress, cancellationToken);
+                Internal.PausePoints.Reached(Internal.PausePoints.Download);
+            }
             await CheckDumpReadableAsync(id, files[BackupLayout.DatabaseArtifact], cancellationToken);
 
             // 2. Extract the config beside its targets (same filesystem, so the swap is a rename).
             progress.Phase("extract config");
-            dirSwaps = manifest.ConfigDirectories.Select(d => DirectorySwap.For(d, id)).ToList();
+            journal.Enter(RestoreJournal.Phases.Extract);
+            SpaceCheck.CheckConfig(files[BackupLayout.ConfigArtifact], manifest, dirSwaps.Select(d => (d.TargetPath, d.EntryPrefix)).ToList());
             await ExtractConfigAsync(manifest, files[BackupLayout.ConfigArtifact], dirSwaps, cancellationToken);
+            Internal.PausePoints.Reached(Internal.PausePoints.Extract);
 
             // 3. Roles, then the database into a scratch database. The live database is untouched.
             progress.Phase("restore roles");
+            journal.Enter(RestoreJournal.Phases.LoadDatabase);
             await RestoreGlobalsAsync(files[BackupLayout.GlobalsArtifact], cancellationToken);
             state.RolesRestored = true;
             progress.Phase("restore database");
             await RestoreIntoScratchAsync(manifest, files[BackupLayout.DatabaseArtifact], progress, cancellationToken);
+            Internal.PausePoints.Reached(Internal.PausePoints.ScratchLoad);
 
-            // 4. From here the node changes: fence off the previous writer, stop, swap, start.
-            Fencing.Generation? generation = null;
-            if (request.TakeGeneration)
-                generation = await new Fencing.GenerationLedger(_store, _time).TakeNextAsync("restore", null, id, cancellationToken);
+            // 4. From here the node changes: stop, fence off the previous writer, swap, start.
             progress.Phase("stop registry");
+            journal.Enter(RestoreJournal.Phases.StopRegistry);
             state.RegistryStopped = true;
             await _registry.StopAsync(cancellationToken);
 
             progress.Phase("swap");
+            // The node changes hands here: the generation is taken and recorded in the node state
+            // as one step (GenerationLedger.TakeAndRecordAsync), so it is held whatever happens next.
+            if (request.TakeGeneration)
+            {
+                generation = await new Fencing.GenerationLedger(_store, _time).TakeAndRecordAsync(_options.Agent.StateFile, "restore", request.InstanceId, id, cancellationToken);
+                journal.Record(e => e with { Generation = generation.Number });
+            }
             // The swap is short and must not be abandoned half-way by a Ctrl-C, so it ignores cancellation.
+            var databaseExisted = await DatabaseExistsNowAsync();
+            journal.Record(e => e with { Phase = RestoreJournal.Phases.SwapDatabase, DatabaseExisted = databaseExisted });
             await SwapDatabaseAsync(id, state);
+            Internal.PausePoints.Reached(Internal.PausePoints.AfterDatabaseSwap);
+            journal.Record(e => e with { Phase = RestoreJournal.Phases.SwapDirectories, TargetsExisted = dirSwaps.Select(d => Directory.Exists(d.TargetPath) || File.Exists(d.TargetPath)).ToList() });
             foreach (var swap in dirSwaps) swap.Apply(state);
+            Internal.PausePoints.Reached(Internal.PausePoints.AfterDirectorySwap);
 
             progress.Phase("start registry");
+            journal.Enter(RestoreJournal.Phases.StartRegistry);
             await _registry.StartAsync(cancellationToken);
             state.RegistryStopped = false;
             progress.Phase("wait for health");
             await _registry.WaitUntilHealthyAsync(cancellationToken);
+            journal.Enter(RestoreJournal.Phases.Healthy);
 
             if (generation is not null)
             {
                 // This node now holds the newest generation; record it so its own backups are allowed.
                 Agent.NodeStateFile.Write(_options.Agent.StateFile,
-                    new Agent.NodeState(Agent.NodeStatus.Restored, _time.GetUtcNow(), id, null, "restored with registry-dr restore") { Generation = generation.Number });
+                    new Agent.NodeState(Agent.NodeStatus.Restored, _time.GetUtcNow(), id, request.InstanceId, "restored with registry-dr restore") { Generation = generation.Number });
             }
+            Internal.PausePoints.Reached(Internal.PausePoints.BeforeCleanup);
             progress.Phase("clean up");
             if (!_options.Restore.KeepPrevious)
             {
@@ -189,6 +236,8 @@ public sealed partial class RestoreService
         catch (Exception ex)
         {
             var described = await RollBackAsync(id, state, dirSwaps);
+            if (generation is not null)
+                described = described[..^1] + $"; this node keeps fencing generation {generation.Number} (taken before the swap), so its backups go on.";
             _events.RestoreFinished(id, false, _time.GetElapsedTime(started));
             LogRestoreFailed(ex, id, described);
             if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested) throw;
@@ -197,8 +246,45 @@ public sealed partial class RestoreService
         finally
         {
             foreach (var swap in dirSwaps) swap.DeleteStaging();
+            stagingLock?.Dispose();
             try { UnixFileSystem.DeleteTree(staging); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            // Done, or rolled back in full: nothing is left for a recovery. A rollback that could
+            // not put something back keeps the journal, so the next run tries again.
+            if (journal.Current is not null && !_rollbackIncomplete) journal.Delete();
         }
+    }
+
+    /// <summary>Takes the restore lock and recovers what an interrupted restore left; refuses while another restore runs.</summary>
+    private async Task<RestoreJournal> BeginJournalAsync(CancellationToken cancellationToken)
+    {
+        var journal = RestoreJournal.TryAcquire(_options);
+        if (journal is null)
+        {
+            var running = RestoreJournal.Peek(_options);
+            throw new RestoreFailedException(running?.BackupId ?? "?", $"another restore is running{(running is null ? "" : $" (backup {running.BackupId}, pid {running.ProcessId}, since {running.StartedAt:u})")}; wait for it to finish.",
+                "Node state: nothing was changed by this restore.");
+        }
+        try
+        {
+            if (await new InterruptedRestore(_options, _logger, _time).RecoverAsync(journal, cancellationToken) is { Complete: false } incomplete)
+                throw new RestoreFailedException(incomplete.BackupId, "an earlier restore was interrupted and could not be rolled back completely: " + incomplete.Description,
+                    "Node state: see the line before; nothing else was changed by this restore.");
+            await new RestoreLeftovers(_options, _logger).CleanAsync(restoreRunning: false, cancellationToken);
+            return journal;
+        }
+        catch
+        {
+            journal.Dispose();
+            throw;
+        }
+    }
+
+    private bool _rollbackIncomplete;
+
+    private async Task<bool> DatabaseExistsNowAsync()
+    {
+        await using var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, CancellationToken.None);
+        return await DatabaseExistsAsync(connection, DatabaseName);
     }
 
     /// <summary>
@@ -219,7 +305,7 @@ public sealed partial class RestoreService
         await using (var source = await _store.OpenReadAsync(artifact.Key, cancellationToken))
         using (var hashing = new HashingStream(source, b => progress.Transferred(artifact.Name, b)))
         {
-            await using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20, FileOptions.Asynchronous))
+            await using (var file = Secrets.PrivateFiles.CreateNew(path, 1 << 20, FileOptions.Asynchronous))
             {
                 try
                 {
@@ -429,6 +515,8 @@ public sealed partial class RestoreService
         {
             notes.Add("the registry was not stopped");
         }
+        _rollbackIncomplete = notes.Any(n => n.Contains("could NOT", StringComparison.Ordinal) || n.Contains("is STOPPED", StringComparison.Ordinal));
+        if (_rollbackIncomplete) notes.Add("the restore journal is kept, so the next `registry-dr restore`, `registry-dr status` or worker start tries the rollback again");
         return "Node state: " + string.Join("; ", notes) + ".";
     }
 
@@ -449,7 +537,9 @@ public sealed partial class RestoreService
     {
         public required string TargetPath { get; init; }
         public required string EntryPrefix { get; init; }
-        public required string StagingPath { get; init; }
+        /// <summary>Private (0700) directory beside the target; the extracted tree is <see cref="StagingPath"/> inside it, so nobody else can reach the tree before the swap, and the tree itself keeps the archive's modes.</summary>
+        public required string StagingParent { get; init; }
+        public string StagingPath => Path.Combine(StagingParent, "tree");
         public required string PreviousPath { get; init; }
         public bool Applied { get; private set; }
         private bool _hadPrevious;
@@ -463,7 +553,7 @@ public sealed partial class RestoreService
             {
                 TargetPath = target,
                 EntryPrefix = d.EntryPrefix,
-                StagingPath = Path.Combine(parent, $".{name}.registry-dr-restore-{backupId}"),
+                StagingParent = Path.Combine(parent, $".{name}{RestoreLeftovers.ConfigStagingMarker}{backupId}"),
                 PreviousPath = Path.Combine(parent, $".{name}.registry-dr-prev-{backupId}"),
             };
         }
@@ -471,7 +561,8 @@ public sealed partial class RestoreService
         public void PrepareStaging()
         {
             Directory.CreateDirectory(Path.GetDirectoryName(TargetPath)!);
-            UnixFileSystem.DeleteTree(StagingPath);
+            UnixFileSystem.DeleteTree(StagingParent); // names need not be UTF-8
+            Secrets.PrivateFiles.CreateNewDirectory(StagingParent);
             Directory.CreateDirectory(StagingPath);
         }
 
@@ -507,7 +598,7 @@ public sealed partial class RestoreService
 
         public void DeleteStaging()
         {
-            try { UnixFileSystem.DeleteTree(StagingPath); }
+            try { UnixFileSystem.DeleteTree(StagingParent); }
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }
         }
@@ -536,6 +627,9 @@ public sealed partial class RestoreService
 
     [LoggerMessage(8401, LogLevel.Information, "Backup {BackupId}: terminated {Sessions} session(s) on database {Database} for the swap")]
     private partial void LogSessionsTerminated(string backupId, long sessions, string database);
+
+    [LoggerMessage(8010, LogLevel.Warning, "Restoring backup {BackupId}, the newest restorable set: {Skipped}")]
+    private partial void LogPassedOver(string backupId, string skipped);
 
     [LoggerMessage(2004, LogLevel.Error, "Restore of backup {BackupId} failed. {NodeState}")]
     private partial void LogRestoreFailed(Exception ex, string backupId, string nodeState);

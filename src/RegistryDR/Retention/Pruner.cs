@@ -38,9 +38,40 @@ public sealed partial class Pruner(IBackupStore store, RetentionOptions options,
                 failures.Add((set.BackupId, ex));
             }
         }
+        await SweepOrphanTemporariesAsync(sets, cancellationToken);
         LogPruned(store.Description, plan.KeepCount, plan.DeleteCount - failures.Count, failures.Count);
         if (failures.Count > 0) throw new PruneFailedException(store.Description, plan, failures);
         return plan;
+    }
+
+    /// <summary>
+    /// Temporaries that belong to no listed set (a put killed before its set had any object) or
+    /// to no set at all (a fencing generation's partial file), older than
+    /// <see cref="RetentionOptions.IncompleteGrace"/>: no put of a running backup is that old and
+    /// outside a set. A failure here is logged; it never fails the prune.
+    /// </summary>
+    private async Task SweepOrphanTemporariesAsync(IReadOnlyList<BackupSetInfo> sets, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var grace = options.IncompleteGrace > RetentionOptions.MinimumIncompleteGrace ? options.IncompleteGrace : RetentionOptions.MinimumIncompleteGrace;
+            var cutoff = time.GetUtcNow() - grace;
+            var listed = sets.Select(s => BackupLayout.SetPrefix(s.BackupId)).ToHashSet(StringComparer.Ordinal);
+            var orphans = new List<StoreTemporary>();
+            await foreach (var temporary in store.ListTemporariesAsync("", cancellationToken))
+            {
+                var inListedSet = temporary.Key.StartsWith(BackupLayout.Root, StringComparison.Ordinal) &&
+                                  temporary.Key.IndexOf('/', BackupLayout.Root.Length) is var slash and > 0 &&
+                                  listed.Contains(temporary.Key[..(slash + 1)]);
+                if (!inListedSet && temporary.Started < cutoff) orphans.Add(temporary);
+            }
+            foreach (var orphan in orphans) await store.DeleteTemporaryAsync(orphan, cancellationToken);
+            if (orphans.Count > 0) LogOrphans(orphans.Count, orphans.Sum(o => o.Bytes ?? 0), string.Join(", ", orphans.Select(o => o.Key)));
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            LogSweepFailed(ex, ex.Message);
+        }
     }
 
     private async Task DeleteSetAsync(string backupId, CancellationToken cancellationToken)
@@ -58,13 +89,23 @@ public sealed partial class Pruner(IBackupStore store, RetentionOptions options,
             keys.Add(item.Key);
         foreach (var key in keys)
             await store.DeleteAsync(key, cancellationToken);
+        // And what puts into it left unfinished (partial files, open multipart uploads).
+        await StoreTemporaries.DeleteAsync(store, prefix, null, cancellationToken);
 
         var left = 0;
         await foreach (var _ in store.ListAsync(prefix, cancellationToken))
             left++;
+        await foreach (var _ in store.ListTemporariesAsync(prefix, cancellationToken))
+            left++;
         if (left > 0)
             throw new IOException($"{left} object(s) were still under {prefix} after deleting it (written while it was being deleted?).");
     }
+
+    [LoggerMessage(8051, LogLevel.Warning, "Retention removed {Count} abandoned temporary object(s) outside any set ({Bytes} bytes known): {Keys}")]
+    private partial void LogOrphans(int count, long bytes, string keys);
+
+    [LoggerMessage(8052, LogLevel.Warning, "Retention could not look for abandoned temporary objects: {Reason}")]
+    private partial void LogSweepFailed(Exception ex, string reason);
 
     [LoggerMessage(5000, LogLevel.Information, "Retention deleted backup set {BackupId}: {Reasons}")]
     private partial void LogDeleted(string backupId, string reasons);

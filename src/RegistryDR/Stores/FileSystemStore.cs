@@ -4,8 +4,10 @@ namespace RegistryDR.Stores;
 
 /// <summary>
 /// A store on a local disk or an NFS mount. Each object is written to a temporary name beside
-/// its final one, flushed to disk, then renamed, so a crash never leaves a half-written file
-/// under a real key.
+/// its final one (<c>&lt;key&gt;.partial-&lt;guid&gt;</c>), flushed to disk, then renamed, so a crash never
+/// leaves a half-written file under a real key. The temporaries a killed process leaves are
+/// listed by <see cref="ListTemporariesAsync"/> for clean-up and retention. Files are created
+/// 0600 and directories 0700: the objects hold the roles' password hashes and the config's keys.
 /// </summary>
 public sealed class FileSystemStore : IBackupStore
 {
@@ -27,7 +29,7 @@ public sealed class FileSystemStore : IBackupStore
         try
         {
             long written;
-            await using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20, FileOptions.Asynchronous))
+            await using (var file = Secrets.PrivateFiles.CreateNew(temp, 1 << 20, FileOptions.Asynchronous))
             {
                 await content.CopyToAsync(file, 1 << 20, cancellationToken);
                 await file.FlushAsync(cancellationToken);
@@ -76,6 +78,33 @@ public sealed class FileSystemStore : IBackupStore
         }
     }
 
+    public async IAsyncEnumerable<StoreTemporary> ListTemporariesAsync(string prefix, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        await Task.Yield();
+        if (!Directory.Exists(_root)) yield break;
+        var lastSlash = prefix.LastIndexOf('/');
+        var startDir = lastSlash < 0 ? _root : Path.Combine(_root, prefix[..lastSlash]);
+        if (!Directory.Exists(startDir)) yield break;
+        foreach (var file in Directory.EnumerateFiles(startDir, "*" + PartialMarker + "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0 }))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var id = Path.GetRelativePath(_root, file).Replace(Path.DirectorySeparatorChar, '/');
+            var marker = id.LastIndexOf(PartialMarker, StringComparison.Ordinal);
+            var key = id[..marker];
+            if (!key.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            var info = new FileInfo(file);
+            if (!info.Exists) continue; // renamed into place or deleted while listing
+            yield return new StoreTemporary(key, id, info.Length, info.LastWriteTimeUtc);
+        }
+    }
+
+    public Task DeleteTemporaryAsync(StoreTemporary temporary, CancellationToken cancellationToken)
+    {
+        if (!temporary.Id.Contains(PartialMarker, StringComparison.Ordinal))
+            throw new ArgumentException($"'{temporary.Id}' is not a temporary file of {Description}.", nameof(temporary));
+        return DeleteAsync(temporary.Id, cancellationToken);
+    }
+
     public Task DeleteAsync(string key, CancellationToken cancellationToken)
     {
         var path = PathFor(key);
@@ -101,7 +130,7 @@ public sealed class FileSystemStore : IBackupStore
         var temp = path + PartialMarker + Guid.NewGuid().ToString("N");
         try
         {
-            await using (var file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            await using (var file = Secrets.PrivateFiles.CreateNew(temp))
             {
                 await file.WriteAsync(content, cancellationToken);
                 file.Flush(flushToDisk: true);
@@ -151,7 +180,7 @@ public sealed class FileSystemStore : IBackupStore
     private void CreateParentDirectory(string path)
     {
         RequireRoot();
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        Secrets.PrivateFiles.EnsureDirectory(Path.GetDirectoryName(path)!); // 0700: sets hold the database's data
     }
 
     private void RequireRoot()

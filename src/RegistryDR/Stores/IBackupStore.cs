@@ -30,14 +30,32 @@ public interface IBackupStore
     /// Used for fencing generations, where two nodes must never both win. See
     /// <see cref="CreateIsAtomic"/> for whether the store can promise that.
     /// </summary>
-    Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) =>
-        throw new NotSupportedException($"{Description} cannot create objects conditionally.");
+    Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken);
 
     /// <summary>Whether <see cref="TryCreateAsync"/> is atomic against a concurrent writer (documented per store).</summary>
-    bool CreateIsAtomic => false;
+    bool CreateIsAtomic { get; }
+
+    /// <summary>
+    /// The temporary objects a put leaves while it runs (and for good, if its process is killed)
+    /// whose final key starts with <paramref name="prefix"/>: the file store's partial files, S3's
+    /// multipart uploads neither completed nor aborted. <see cref="ListAsync"/> never shows them
+    /// (they are not objects yet); clean-up and retention find them here. A store that makes no
+    /// temporaries has none to list.
+    /// </summary>
+    IAsyncEnumerable<StoreTemporary> ListTemporariesAsync(string prefix, CancellationToken cancellationToken);
+
+    /// <summary>Removes a temporary (deletes the partial file, aborts the upload); one already gone is not an error.</summary>
+    Task DeleteTemporaryAsync(StoreTemporary temporary, CancellationToken cancellationToken);
 }
 
 public sealed record StoreItem(string Key, long Size, DateTimeOffset LastModified);
+
+/// <summary>
+/// A temporary object: <paramref name="Key"/> is the key it was going to become, <paramref name="Id"/>
+/// what the store needs to remove it (the partial file's key, the upload id), <paramref name="Bytes"/>
+/// what it occupies when the store knows (the partial file's size; null for an S3 upload).
+/// </summary>
+public sealed record StoreTemporary(string Key, string Id, long? Bytes, DateTimeOffset Started);
 
 /// <summary>The store could not be reached or refused the request. The message says which store and why, never with credentials.</summary>
 public sealed class StoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

@@ -51,9 +51,17 @@ public sealed class S3Store : IBackupStore, IDisposable
         _buffers = new PartBuffers(_partSize, keep: 4 * (options.Concurrency + 1));
         var config = CreateClientConfig(options);
         _s3 = credentials is null ? new AmazonS3Client(config) : new AmazonS3Client(credentials, config);
+        // Failures name the server as well as the bucket: "S3 store s3://b/p (server http://10.0.0.5:7480)
+        // could not be reached …" says which peer did not answer.
         _retry = new S3RetryPolicy(options, time ?? TimeProvider.System, events ?? NullOperationEvents.Instance,
-            logger ?? NullLogger.Instance, location.ToString());
+            logger ?? NullLogger.Instance, $"{location} (server {ServerOf(options)})");
     }
+
+    /// <summary>The endpoint requests go to, for messages: Store:ServiceUrl, or AWS's regional endpoint.</summary>
+    internal static string ServerOf(StoreOptions options) =>
+        !string.IsNullOrEmpty(options.ServiceUrl) ? options.ServiceUrl.TrimEnd('/')
+        : !string.IsNullOrEmpty(options.Region) ? $"https://s3.{options.Region}.amazonaws.com"
+        : "AWS S3 in the SDK's default region";
 
     internal static AmazonS3Config CreateClientConfig(StoreOptions options)
     {
@@ -440,6 +448,42 @@ public sealed class S3Store : IBackupStore, IDisposable
     private static bool ConditionFailed(Exception ex) =>
         (ex as AmazonS3Exception ?? ex.InnerException as AmazonS3Exception) is { } s3 &&
         (s3.StatusCode is HttpStatusCode.PreconditionFailed || s3.ErrorCode is "PreconditionFailed" or "ConditionalRequestConflict");
+
+    /// <summary>
+    /// The multipart uploads under the prefix that were neither completed nor aborted
+    /// (ListMultipartUploads): what a killed put leaves, accruing storage for its parts until
+    /// aborted. The bucket's lifecycle rule for incomplete uploads is the backstop.
+    /// </summary>
+    public async IAsyncEnumerable<StoreTemporary> ListTemporariesAsync(string prefix, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var fullPrefix = _location.Prefix.Length == 0 ? prefix : _location.Prefix + "/" + prefix;
+        string? keyMarker = null, uploadIdMarker = null;
+        while (true)
+        {
+            var response = await _retry.RunAsync("list", $"listing the open uploads under '{fullPrefix}'", ct => _s3.ListMultipartUploadsAsync(
+                new ListMultipartUploadsRequest { BucketName = _location.Bucket, Prefix = fullPrefix, KeyMarker = keyMarker, UploadIdMarker = uploadIdMarker }, ct), cancellationToken);
+            foreach (var upload in response.MultipartUploads ?? [])
+                yield return new StoreTemporary(RelativeKey(upload.Key), upload.UploadId, null,
+                    upload.Initiated is { } started ? new DateTimeOffset(started.ToUniversalTime()) : DateTimeOffset.MinValue);
+            if (response.IsTruncated != true) yield break;
+            keyMarker = response.NextKeyMarker;
+            uploadIdMarker = response.NextUploadIdMarker;
+        }
+    }
+
+    /// <summary>Aborts the upload (AbortMultipartUpload); one already completed or aborted (NoSuchUpload) is fine.</summary>
+    public async Task DeleteTemporaryAsync(StoreTemporary temporary, CancellationToken cancellationToken)
+    {
+        var fullKey = FullKey(temporary.Key);
+        try
+        {
+            await _retry.RunAsync("abort", $"aborting the upload of '{fullKey}'", ct =>
+                _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _location.Bucket, Key = fullKey, UploadId = temporary.Id }, ct), cancellationToken);
+        }
+        catch (StoreUnavailableException ex) when (ex.InnerException is AmazonS3Exception { ErrorCode: "NoSuchUpload" })
+        {
+        }
+    }
 
     public async Task DeleteAsync(string key, CancellationToken cancellationToken)
     {

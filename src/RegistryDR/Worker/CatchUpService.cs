@@ -26,13 +26,22 @@ internal sealed partial class CatchUpService(
         {
             LogCleanupFailed(ex);
         }
+        try
+        {
+            // A restore or drill killed part-way: rolled back or finished, its staging removed.
+            await RegistryDR.Restore.InterruptedRestore.TidyAsync(options, logger, time, stoppingToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            LogTidyFailed(ex, ex.Message);
+        }
         if (!options.Schedule.CatchUpOnStart) return;
         try
         {
             var now = time.GetUtcNow();
             var interval = ScheduleInterval.Of(options.Schedule.Cron, now);
-            var sets = await new BackupCatalog(store).ListAsync(stoppingToken);
-            var newest = sets.FirstOrDefault(s => s.IsComplete);
+            // Only a restorable set counts as protection (RestorableSets), as in `status`.
+            var newest = (await new RestorableSets(store).SelectNewestAsync(stoppingToken)).Newest?.Set;
             if (newest is not null && now - newest.Time < interval) return;
             LogCatchingUp(newest?.BackupId ?? "none", interval);
             if (newest is not null) events.ScheduleMissed(); // fires were missed while the worker was down
@@ -53,6 +62,9 @@ internal sealed partial class CatchUpService(
 
     [LoggerMessage(3102, LogLevel.Warning, "Could not check the store for partial sets left by a killed backup; retention will remove them")]
     private partial void LogCleanupFailed(Exception ex);
+
+    [LoggerMessage(8040, LogLevel.Error, "Could not check this node for an interrupted restore or the leftovers of killed restores and drills: {Reason}; `registry-dr status` shows them")]
+    private partial void LogTidyFailed(Exception ex, string reason);
 
     [LoggerMessage(3101, LogLevel.Warning, "Could not check the store for a catch-up backup; the schedule continues")]
     private partial void LogCatchUpFailed(Exception ex);

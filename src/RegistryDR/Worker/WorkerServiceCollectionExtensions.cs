@@ -45,6 +45,13 @@ public static class WorkerServiceCollectionExtensions
                 .ForJob(BackupJob.Key)
                 .WithIdentity("backup-schedule", "registry-dr")
                 .WithCronSchedule(options.Schedule.Cron, c => c.InTimeZone(TimeZoneInfo.Utc).WithMisfireInstruction(CronTriggerMisfireInstruction.FireAndProceed)));
+            // The watch fires with every backup fire but is never held back by a running backup,
+            // so a run that hangs is reported at the next fire (BackupWatchJob).
+            q.AddJob<BackupWatchJob>(j => j.WithIdentity(BackupWatchJob.Key).StoreDurably().WithDescription("Report a backup that is still running when the next one is due"));
+            q.AddTrigger(t => t
+                .ForJob(BackupWatchJob.Key)
+                .WithIdentity("backup-watch-schedule", "registry-dr")
+                .WithCronSchedule(options.Schedule.Cron, c => c.InTimeZone(TimeZoneInfo.Utc).WithMisfireInstruction(CronTriggerMisfireInstruction.DoNothing)));
             if (!string.IsNullOrEmpty(options.Schedule.DrillCron))
             {
                 q.AddJob<DrillJob>(j => j.WithIdentity(DrillJob.Key).StoreDurably().WithDescription("Rehearse a restore of the newest backup"));

@@ -11,21 +11,21 @@ namespace RegistryDR.Tests.Agent;
 public sealed class BootstrapReportingTests
 {
     /// <summary>Runs <paramref name="onFirstRead"/> when the restore first reads from the store.</summary>
-    private sealed class ClockAdvancingStore(RegistryDR.Stores.IBackupStore inner, Action onFirstRead) : RegistryDR.Stores.IBackupStore
+    private sealed class ClockAdvancingStore(RegistryDR.Stores.IBackupStore inner, Action onFirstRead) : RegistryDR.Tests.Infrastructure.ForwardingStore(inner)
     {
         private int _reads;
-        public string Description => inner.Description;
-        public Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken) => inner.PutAsync(key, content, cancellationToken);
-        public Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken)
+        public override string Description => Inner.Description;
+        public override Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken) => Inner.PutAsync(key, content, cancellationToken);
+        public override Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken)
         {
             if (Interlocked.Increment(ref _reads) == 1) onFirstRead();
-            return inner.OpenReadAsync(key, cancellationToken);
+            return Inner.OpenReadAsync(key, cancellationToken);
         }
-        public IAsyncEnumerable<RegistryDR.Stores.StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => inner.ListAsync(prefix, cancellationToken);
-        public Task DeleteAsync(string key, CancellationToken cancellationToken) => inner.DeleteAsync(key, cancellationToken);
-        public Task CheckAccessAsync(CancellationToken cancellationToken) => inner.CheckAccessAsync(cancellationToken);
-        public Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) => inner.TryCreateAsync(key, content, cancellationToken);
-        public bool CreateIsAtomic => inner.CreateIsAtomic;
+        public override IAsyncEnumerable<RegistryDR.Stores.StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => Inner.ListAsync(prefix, cancellationToken);
+        public override Task DeleteAsync(string key, CancellationToken cancellationToken) => Inner.DeleteAsync(key, cancellationToken);
+        public override Task CheckAccessAsync(CancellationToken cancellationToken) => Inner.CheckAccessAsync(cancellationToken);
+        public override Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) => Inner.TryCreateAsync(key, content, cancellationToken);
+        public override bool CreateIsAtomic => Inner.CreateIsAtomic;
     }
 
     [TestMethod]

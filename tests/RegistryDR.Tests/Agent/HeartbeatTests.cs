@@ -13,20 +13,20 @@ namespace RegistryDR.Tests.Agent;
 public sealed class HeartbeatTests
 {
     /// <summary>Makes every download slow, so the restore outlasts several heartbeat intervals.</summary>
-    private sealed class SlowReadStore(IBackupStore inner, TimeSpan delay) : IBackupStore
+    private sealed class SlowReadStore(IBackupStore inner, TimeSpan delay) : RegistryDR.Tests.Infrastructure.ForwardingStore(inner)
     {
-        public string Description => inner.Description;
-        public Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken) => inner.PutAsync(key, content, cancellationToken);
-        public async Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken)
+        public override string Description => Inner.Description;
+        public override Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken) => Inner.PutAsync(key, content, cancellationToken);
+        public override async Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken)
         {
             await Task.Delay(delay, cancellationToken);
-            return await inner.OpenReadAsync(key, cancellationToken);
+            return await Inner.OpenReadAsync(key, cancellationToken);
         }
-        public IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => inner.ListAsync(prefix, cancellationToken);
-        public Task DeleteAsync(string key, CancellationToken cancellationToken) => inner.DeleteAsync(key, cancellationToken);
-        public Task CheckAccessAsync(CancellationToken cancellationToken) => inner.CheckAccessAsync(cancellationToken);
-        public Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) => inner.TryCreateAsync(key, content, cancellationToken);
-        public bool CreateIsAtomic => inner.CreateIsAtomic;
+        public override IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => Inner.ListAsync(prefix, cancellationToken);
+        public override Task DeleteAsync(string key, CancellationToken cancellationToken) => Inner.DeleteAsync(key, cancellationToken);
+        public override Task CheckAccessAsync(CancellationToken cancellationToken) => Inner.CheckAccessAsync(cancellationToken);
+        public override Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) => Inner.TryCreateAsync(key, content, cancellationToken);
+        public override bool CreateIsAtomic => Inner.CreateIsAtomic;
     }
 
     [TestMethod]

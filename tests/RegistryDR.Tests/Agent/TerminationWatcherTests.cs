@@ -19,15 +19,15 @@ public sealed class TerminationWatcherTests
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
     /// <summary>Holds the manifest's upload (the last step of a backup) until released, and counts every upload.</summary>
-    private sealed class GatedStore(IBackupStore inner, bool failManifest = false) : IBackupStore
+    private sealed class GatedStore(IBackupStore inner, bool failManifest = false) : RegistryDR.Tests.Infrastructure.ForwardingStore(inner)
     {
         public readonly TaskCompletionSource ManifestReached = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public readonly TaskCompletionSource Release = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public int Puts;
 
-        public string Description => inner.Description;
+        public override string Description => Inner.Description;
 
-        public async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
+        public override async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
         {
             Interlocked.Increment(ref Puts);
             if (key.EndsWith(BackupManifest.FileName, StringComparison.Ordinal))
@@ -36,13 +36,13 @@ public sealed class TerminationWatcherTests
                 await Release.Task.WaitAsync(cancellationToken);
                 if (failManifest) throw new StoreUnavailableException($"{Description} refused '{key}' (test).");
             }
-            return await inner.PutAsync(key, content, cancellationToken);
+            return await Inner.PutAsync(key, content, cancellationToken);
         }
 
-        public Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => inner.OpenReadAsync(key, cancellationToken);
-        public IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => inner.ListAsync(prefix, cancellationToken);
-        public Task DeleteAsync(string key, CancellationToken cancellationToken) => inner.DeleteAsync(key, cancellationToken);
-        public Task CheckAccessAsync(CancellationToken cancellationToken) => inner.CheckAccessAsync(cancellationToken);
+        public override Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => Inner.OpenReadAsync(key, cancellationToken);
+        public override IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => Inner.ListAsync(prefix, cancellationToken);
+        public override Task DeleteAsync(string key, CancellationToken cancellationToken) => Inner.DeleteAsync(key, cancellationToken);
+        public override Task CheckAccessAsync(CancellationToken cancellationToken) => Inner.CheckAccessAsync(cancellationToken);
     }
 
     private static async Task WaitUntilAsync(Func<bool> condition, string what)

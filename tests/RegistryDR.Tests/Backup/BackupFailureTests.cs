@@ -61,7 +61,7 @@ public sealed class BackupFailureTests
         var bin = FakeBin(node, "pg_dump", "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) 15.99'; exit 0; fi\nprintf 'PGDMP partial'\nexit 1\n");
         node.Options.Database.BinDirectory = bin;
         var (failure, sets) = await FailingBackupAsync(node);
-        StringAssert.Contains(failure.Message, "pg_dump exited with code 1");
+        StringAssert.Matches(failure.Message, new System.Text.RegularExpressions.Regex(@"pg_dump \(pid [0-9]+\) exited with code 1"));
         Assert.AreEqual("dump database", failure.Phase);
         Assert.IsEmpty(sets, "the roles dump written before the failure must be removed too");
     }

@@ -15,11 +15,7 @@ public sealed class ProtectionStatusTests
         var dir = Directory.CreateTempSubdirectory("rdr-status-").FullName;
         var store = new FileSystemStore(dir);
         foreach (var (age, complete) in sets)
-        {
-            var id = BackupLayout.NewBackupId(Now - age);
-            await store.PutAsync(BackupLayout.ArtifactKey(id, BackupLayout.DatabaseArtifact), new MemoryStream(new byte[1000]), CancellationToken.None);
-            if (complete) await store.PutAsync(BackupLayout.ManifestKey(id), new MemoryStream("{}"u8.ToArray()), CancellationToken.None);
-        }
+            await SyntheticSets.WriteAsync(store, Now - age, complete);
         return (store, dir);
     }
 

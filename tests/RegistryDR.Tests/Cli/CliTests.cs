@@ -585,11 +585,11 @@ public sealed class CliTests
     {
         var run = await RunCliAsync(null, "--help");
         Assert.AreEqual(0, run.ExitCode);
-        foreach (var command in new[] { "init-store", "backup", "list", "status", "verify", "restore", "drill", "prune", "worker", "bootstrap" })
+        foreach (var command in new[] { "init-store", "backup", "list", "status", "verify", "restore", "drill", "prune", "worker", "bootstrap", "check-registry" })
             StringAssert.Contains(run.Stdout, "  " + command + " ");
         StringAssert.Contains(run.Stdout, "Exit codes:\n  0    success\n  1    the operation failed");
         var verify = await RunCliAsync(null, "verify", "--help");
-        StringAssert.Contains(verify.Stdout, "  <ID|latest>  A backup id from `registry-dr list`, or 'latest' (when left out): the newest complete set.");
+        StringAssert.Contains(verify.Stdout, "  <ID|latest>  A backup id from `registry-dr list`, or 'latest' (when left out): the newest restorable set (manifest valid, every artifact present).");
         Assert.DoesNotContain("[default: latest]", run.Stdout + verify.Stdout);
     }
 }

@@ -218,6 +218,27 @@ internal sealed class CephS3Server : IAsyncDisposable
     }
 
     /// <summary>
+    /// Kills the gateway (radosgw) with SIGKILL, as a crash would: its connections are reset and
+    /// new ones refused. The monitor and OSD keep running; dispose still cleans everything up.
+    /// Only for a server of the test's own (<see cref="StartAsync"/>), never the shared one.
+    /// </summary>
+    public void KillGateway()
+    {
+        foreach (var line in File.ReadAllLines(Path.Combine(DataDirectory, "daemons.pids")))
+        {
+            var parts = line.Split(' ', 2);
+            if (parts.Length == 2 && parts[1].StartsWith("client.rgw", StringComparison.Ordinal) && int.TryParse(parts[0], out var pid))
+            {
+                using var gateway = Process.GetProcessById(pid);
+                gateway.Kill();
+                gateway.WaitForExit(10_000);
+                return;
+            }
+        }
+        throw new InvalidOperationException($"no radosgw pid in {DataDirectory}/daemons.pids");
+    }
+
+    /// <summary>
     /// Stops the server (SIGTERM, then SIGKILL after about 10 s) and deletes its directory.
     /// If stopping fails, the directory is kept for its logs and the error is thrown.
     /// </summary>

@@ -175,6 +175,26 @@ internal sealed partial class PostgresCluster : IAsyncDisposable
         _running = false;
     }
 
+    /// <summary>Stops the server the way a crash would (<c>pg_ctl stop -m immediate</c>: every backend
+    /// quits at once, no shutdown checkpoint); <see cref="StartAgainAsync"/> then runs crash recovery.</summary>
+    public async Task CrashAsync()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!_running)
+        {
+            return;
+        }
+
+        var result = await RunPgToolAsync("pg_ctl", ["-D", DataDirectory, "-m", "immediate", "-w", "-t", "60", "stop"])
+            .ConfigureAwait(false);
+        if (result.ExitCode != 0)
+        {
+            throw Failure("pg_ctl stop -m immediate", result);
+        }
+
+        _running = false;
+    }
+
     /// <summary>Starts a stopped cluster again on the same port (connection strings stay valid).</summary>
     public async Task StartAgainAsync()
     {

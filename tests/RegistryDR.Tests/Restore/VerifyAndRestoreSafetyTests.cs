@@ -187,8 +187,8 @@ public sealed class VerifyAndRestoreSafetyTests
         await using var admin = new Npgsql.NpgsqlConnection(fx.Node.Cluster.ConnectionString());
         await admin.OpenAsync();
         await using var list = admin.CreateCommand();
-        list.CommandText = "SELECT count(*) FROM pg_database WHERE datname LIKE '%rdr_%'";
-        Assert.AreEqual(0L, (long)(await list.ExecuteScalarAsync())!, "scratch and previous databases are dropped");
+        list.CommandText = "SELECT coalesce(string_agg(datname, ', '), '') FROM pg_database WHERE datname LIKE '%\\_rdr\\_%'";
+        Assert.AreEqual("", (string)(await list.ExecuteScalarAsync())!, "scratch and previous databases are dropped");
     }
 
     [TestMethod]

@@ -57,27 +57,27 @@ internal sealed class ListLogger<T> : ILogger<T>
 }
 
 /// <summary>A store that records deletes and can be told to fail them for some keys.</summary>
-internal sealed class InstrumentedStore(IBackupStore inner, Func<string, bool>? failDelete = null) : IBackupStore
+internal sealed class InstrumentedStore(IBackupStore inner, Func<string, bool>? failDelete = null) : RegistryDR.Tests.Infrastructure.ForwardingStore(inner)
 {
     private readonly List<string> _deleted = [];
 
     public IReadOnlyList<string> Deleted { get { lock (_deleted) return _deleted.ToList(); } }
 
-    public string Description => inner.Description;
+    public override string Description => Inner.Description;
 
-    public Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken) => inner.PutAsync(key, content, cancellationToken);
+    public override Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken) => Inner.PutAsync(key, content, cancellationToken);
 
-    public Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => inner.OpenReadAsync(key, cancellationToken);
+    public override Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => Inner.OpenReadAsync(key, cancellationToken);
 
-    public IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => inner.ListAsync(prefix, cancellationToken);
+    public override IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => Inner.ListAsync(prefix, cancellationToken);
 
-    public Task DeleteAsync(string key, CancellationToken cancellationToken)
+    public override Task DeleteAsync(string key, CancellationToken cancellationToken)
     {
         if (failDelete?.Invoke(key) == true)
             throw new StoreUnavailableException($"{Description} refused to delete '{key}' (test).");
         lock (_deleted) _deleted.Add(key);
-        return inner.DeleteAsync(key, cancellationToken);
+        return Inner.DeleteAsync(key, cancellationToken);
     }
 
-    public Task CheckAccessAsync(CancellationToken cancellationToken) => inner.CheckAccessAsync(cancellationToken);
+    public override Task CheckAccessAsync(CancellationToken cancellationToken) => Inner.CheckAccessAsync(cancellationToken);
 }

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using RegistryDR.Backup;
 using RegistryDR.Stores;
 using RegistryDR.Tests.Infrastructure;
@@ -12,18 +13,18 @@ namespace RegistryDR.Tests.Worker;
 public sealed class WorkerTests
 {
     /// <summary>Wraps a store to slow down the database dump's upload and record how many run at once.</summary>
-    private sealed class ObservedStore(IBackupStore inner, TimeSpan dumpDelay) : IBackupStore
+    private sealed class ObservedStore(IBackupStore inner, TimeSpan dumpDelay) : RegistryDR.Tests.Infrastructure.ForwardingStore(inner)
     {
         private int _inFlight;
         public int MaxInFlight;
         public int DumpsStarted;
         public readonly TaskCompletionSource FirstDumpStarted = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public string Description => inner.Description;
+        public override string Description => Inner.Description;
 
-        public async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
+        public override async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
         {
-            if (!key.EndsWith("database.dump", StringComparison.Ordinal)) return await inner.PutAsync(key, content, cancellationToken);
+            if (!key.EndsWith("database.dump", StringComparison.Ordinal)) return await Inner.PutAsync(key, content, cancellationToken);
             var now = Interlocked.Increment(ref _inFlight);
             Interlocked.Increment(ref DumpsStarted);
             InterlockedMax(ref MaxInFlight, now);
@@ -31,7 +32,7 @@ public sealed class WorkerTests
             try
             {
                 await Task.Delay(dumpDelay, cancellationToken);
-                return await inner.PutAsync(key, content, cancellationToken);
+                return await Inner.PutAsync(key, content, cancellationToken);
             }
             finally
             {
@@ -45,10 +46,10 @@ public sealed class WorkerTests
             while ((seen = Volatile.Read(ref target)) < value && Interlocked.CompareExchange(ref target, value, seen) != seen) { }
         }
 
-        public Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => inner.OpenReadAsync(key, cancellationToken);
-        public IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => inner.ListAsync(prefix, cancellationToken);
-        public Task DeleteAsync(string key, CancellationToken cancellationToken) => inner.DeleteAsync(key, cancellationToken);
-        public Task CheckAccessAsync(CancellationToken cancellationToken) => inner.CheckAccessAsync(cancellationToken);
+        public override Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => Inner.OpenReadAsync(key, cancellationToken);
+        public override IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => Inner.ListAsync(prefix, cancellationToken);
+        public override Task DeleteAsync(string key, CancellationToken cancellationToken) => Inner.DeleteAsync(key, cancellationToken);
+        public override Task CheckAccessAsync(CancellationToken cancellationToken) => Inner.CheckAccessAsync(cancellationToken);
     }
 
     private static IHost BuildHost(TestNode node, IBackupStore store)
@@ -144,6 +145,88 @@ public sealed class WorkerTests
         }
         var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
         Assert.AreEqual(1, sets.Count, "exactly one catch-up backup");
+    }
+
+    /// <summary>A store whose database upload never returns, and ignores cancellation: a hung run, whatever hangs underneath.</summary>
+    private sealed class HangingStore(IBackupStore inner) : RegistryDR.Tests.Infrastructure.ForwardingStore(inner)
+    {
+        public readonly TaskCompletionSource Hanging = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public readonly TaskCompletionSource Release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public override string Description => Inner.Description;
+        public override async Task<long> PutAsync(string key, Stream content, CancellationToken cancellationToken)
+        {
+            if (!key.EndsWith("database.dump", StringComparison.Ordinal)) return await Inner.PutAsync(key, content, cancellationToken);
+            Hanging.TrySetResult();
+            await Release.Task;
+            throw new IOException("released by the test");
+        }
+        public override Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) => Inner.OpenReadAsync(key, cancellationToken);
+        public override IAsyncEnumerable<StoreItem> ListAsync(string prefix, CancellationToken cancellationToken) => Inner.ListAsync(prefix, cancellationToken);
+        public override Task DeleteAsync(string key, CancellationToken cancellationToken) => Inner.DeleteAsync(key, cancellationToken);
+        public override Task CheckAccessAsync(CancellationToken cancellationToken) => Inner.CheckAccessAsync(cancellationToken);
+    }
+
+    /// <summary>Every log line, formatted, with its event id.</summary>
+    internal sealed class RecordingLoggerProvider : Microsoft.Extensions.Logging.ILoggerProvider
+    {
+        private readonly List<(int Id, Microsoft.Extensions.Logging.LogLevel Level, string Message)> _lines = [];
+        public IReadOnlyList<(int Id, Microsoft.Extensions.Logging.LogLevel Level, string Message)> Lines { get { lock (_lines) return _lines.ToList(); } }
+        public Microsoft.Extensions.Logging.ILogger CreateLogger(string categoryName) => new Logger(this);
+        public void Dispose() { }
+
+        private sealed class Logger(RecordingLoggerProvider owner) : Microsoft.Extensions.Logging.ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+            public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+            public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                lock (owner._lines) owner._lines.Add((eventId.Id, logLevel, formatter(state, exception)));
+            }
+        }
+    }
+
+    [TestMethod]
+    public async Task AHungBackup_IsReportedAtTheNextFire_WithItsPhaseAndAge_AndInTheMetrics()
+    {
+        await using var node = await TestNode.CreateAsync(FileStore());
+        node.Options.Schedule.Cron = "0/2 * * * * ?";
+        node.Options.Schedule.CatchUpOnStart = false;
+        node.Options.Schedule.DrillCron = null;
+        var store = new HangingStore(node.CreateStore());
+        var logs = new RecordingLoggerProvider();
+        var metrics = new RegistryDR.Monitoring.OperationMetrics(TimeProvider.System);
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Logging.AddProvider(logs);
+        builder.Services.AddSingleton<RegistryDR.Monitoring.IOperationEvents>(metrics);
+        builder.Services.AddRegistryDrWorker(node.Options, store);
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            await store.Hanging.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            var backupId = host.Services.GetRequiredService<BackupService>().Running!.BackupId;
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (!logs.Lines.Any(l => l.Id == 8000))
+            {
+                if (DateTime.UtcNow > deadline) Assert.Fail("no fire reported the hung run:\n" + string.Join("\n", logs.Lines.Select(l => l.Message)));
+                await Task.Delay(100);
+            }
+            var report = logs.Lines.First(l => l.Id == 8000);
+            Assert.AreEqual(Microsoft.Extensions.Logging.LogLevel.Warning, report.Level);
+            StringAssert.StartsWith(report.Message, $"A scheduled backup is due but backup {backupId} is still running: ");
+            StringAssert.Contains(report.Message, "minutes, now in phase 'dump database' (started ");
+            var text = RegistryDR.Monitoring.PrometheusExposition.Render(metrics.Read(), DateTimeOffset.UtcNow, "test");
+            var samples = RegistryDR.Tests.Monitoring.MonitoringTestSupport.Samples(text);
+            Assert.IsGreaterThanOrEqualTo(1, samples["registrydr_backup_overruns_total"]);
+            Assert.IsGreaterThan(0, samples["registrydr_backup_running_seconds"]);
+        }
+        finally
+        {
+            store.Release.TrySetResult();
+            await host.StopAsync();
+        }
+        var text2 = RegistryDR.Monitoring.PrometheusExposition.Render(metrics.Read(), DateTimeOffset.UtcNow, "test");
+        Assert.AreEqual(0, RegistryDR.Tests.Monitoring.MonitoringTestSupport.Samples(text2)["registrydr_backup_running_seconds"], "the released run ended");
     }
 
     /// <summary>Counts backups that succeeded and failed, and lets a test wait for a number of either.</summary>

@@ -138,6 +138,18 @@ internal sealed partial class MarkedStore(IBackupStore inner, StoreLocation loca
         return await inner.TryCreateAsync(key, content, cancellationToken);
     }
 
+    public async IAsyncEnumerable<StoreTemporary> ListTemporariesAsync(string prefix, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        await EnsureAsync(cancellationToken);
+        await foreach (var temporary in inner.ListTemporariesAsync(prefix, cancellationToken)) yield return temporary;
+    }
+
+    public async Task DeleteTemporaryAsync(StoreTemporary temporary, CancellationToken cancellationToken)
+    {
+        await EnsureAsync(cancellationToken);
+        await inner.DeleteTemporaryAsync(temporary, cancellationToken);
+    }
+
     public void Dispose()
     {
         (inner as IDisposable)?.Dispose();

@@ -1,0 +1,157 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging.Abstractions;
+using RegistryDR.Agent;
+using RegistryDR.Aws;
+using RegistryDR.Backup;
+using RegistryDR.Restore;
+using RegistryDR.Stores;
+using RegistryDR.Tests.Infrastructure;
+
+namespace RegistryDR.Tests.Backup;
+
+/// <summary>
+/// One definition of "restorable" (manifest valid, every artifact there with its size) and one
+/// selection of the newest restorable set: status, list, restore latest, verify/drill latest and
+/// the agent never vouch for or pick a set a restore would refuse, and say why they passed it over.
+/// </summary>
+[TestClass]
+public sealed class RestorableSetsTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromMinutes(3);
+
+    private sealed class Fixture : IAsyncDisposable
+    {
+        public required TempDirectory StoreDir { get; init; }
+        public required TestNode Node { get; init; }
+        public required IBackupStore Store { get; init; }
+        public required BackupManifest Older { get; init; }
+        public required BackupManifest Newest { get; init; }
+
+        public static async Task<Fixture> CreateAsync()
+        {
+            var storeDir = new TempDirectory("rdr-store-");
+            var node = await TestNode.CreateAsync("file://" + storeDir.Path, repositories: 5);
+            var store = node.CreateStore();
+            var backups = new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System);
+            var older = await backups.RunAsync();
+            var newest = await backups.RunAsync();
+            Assert.IsLessThan(0, string.CompareOrdinal(older.BackupId, newest.BackupId));
+            return new Fixture { StoreDir = storeDir, Node = node, Store = store, Older = older, Newest = newest };
+        }
+
+        public string PathOf(string key) => Path.Combine(StoreDir.Path, key);
+
+        public async ValueTask DisposeAsync()
+        {
+            await Node.DisposeAsync();
+            StoreDir.Dispose();
+        }
+    }
+
+    private static async Task<(int ExitCode, string Stdout)> CliAsync(TestNode node, params string[] args)
+    {
+        var config = RegistryDR.Tests.Faults.InterruptedRestoreTests.WriteConfig(node);
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "registry-dr.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.ArgumentList.Add("--config");
+        psi.ArgumentList.Add(config);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync().WaitAsync(Bound);
+        return (p.ExitCode, await stdout + await stderr);
+    }
+
+    [TestMethod]
+    public async Task ANewestSetWithACorruptManifest_IsPassedOver_ByStatusListRestoreVerifyAndDrill()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        var manifestPath = fx.PathOf(BackupLayout.ManifestKey(fx.Newest.BackupId));
+        var bytes = File.ReadAllBytes(manifestPath);
+        File.WriteAllBytes(manifestPath, bytes[..(bytes.Length / 2)]); // torn in half
+        var refusal = await Assert.ThrowsExactlyAsync<InvalidManifestException>(() => new BackupCatalog(fx.Store).ReadManifestAsync(fx.Newest.BackupId, CancellationToken.None));
+
+        var status = await ProtectionStatusReader.ReadAsync(fx.Store, "0 0/15 * * * ?", TimeProvider.System, CancellationToken.None);
+        Assert.AreEqual(ProtectionState.Ok, status.State);
+        Assert.AreEqual(fx.Older.BackupId, status.NewestBackupId, "status vouches only for what restore would take");
+        Assert.AreEqual(fx.Older.StartedAt.ToUnixTimeSeconds(), status.RecoveryPoint!.Value.ToUnixTimeSeconds());
+        var skipped = status.Skipped.Single();
+        Assert.AreEqual(fx.Newest.BackupId, skipped.BackupId);
+        Assert.AreEqual(SetCondition.ManifestInvalid, skipped.Condition);
+        Assert.AreEqual(refusal.Message, skipped.Problem);
+
+        var listed = await new RestorableSets(fx.Store).ListAsync(CancellationToken.None);
+        CollectionAssert.AreEqual(new[] { $"{fx.Newest.BackupId} MANIFEST INVALID", $"{fx.Older.BackupId} complete" },
+            listed.Select(j => $"{j.BackupId} {j.Label}").ToArray());
+
+        var plan = await new RestoreService(fx.Node.Options, fx.Store, TestNode.Logger<RestoreService>(), TimeProvider.System).PlanAsync("latest", CancellationToken.None);
+        Assert.AreEqual(fx.Older.BackupId, plan.BackupId);
+        Assert.AreEqual(fx.Newest.BackupId, plan.Skipped.Single().BackupId);
+        Assert.AreEqual(fx.Older.BackupId, await new BackupCatalog(fx.Store).ResolveAsync("latest", CancellationToken.None), "verify latest and drill latest resolve through this");
+        var drill = await new DrillService(fx.Node.Options, fx.Store, NullLoggerFactory.Instance, TimeProvider.System).RunAsync("latest");
+        Assert.IsTrue(drill.Succeeded, drill.Failure);
+        Assert.AreEqual(fx.Older.BackupId, drill.BackupId);
+
+        // The executable: list shows why, status names the set it falls back to and the one it passed over.
+        var list = await CliAsync(fx.Node, "list");
+        Assert.AreEqual(0, list.ExitCode, list.Stdout);
+        StringAssert.Contains(list.Stdout, $"  {fx.Newest.BackupId}: {refusal.Message}");
+        StringAssert.Matches(list.Stdout, new System.Text.RegularExpressions.Regex($"{fx.Newest.BackupId} .* MANIFEST INVALID -\n"));
+        var statusCli = await CliAsync(fx.Node, "status");
+        StringAssert.Contains(statusCli.Stdout, $"Passed over:     {fx.Newest.BackupId} (MANIFEST INVALID: {refusal.Message})");
+        StringAssert.Contains(statusCli.Stdout, $"Newest backup:   {fx.Older.BackupId}, ");
+        var verify = await CliAsync(fx.Node, "verify", "latest");
+        Assert.AreEqual(0, verify.ExitCode, verify.Stdout);
+        StringAssert.Contains(verify.Stdout, $"Backup {fx.Older.BackupId} is valid: ");
+    }
+
+    private sealed class NoMetadata : IInstanceMetadata
+    {
+        public Task<InstanceIdentity> GetIdentityAsync(CancellationToken cancellationToken) => throw new InvalidOperationException("the test configures the identity");
+        public Task<string?> GetTargetLifecycleStateAsync(CancellationToken cancellationToken) => Task.FromResult<string?>(null);
+    }
+
+    private sealed class SilentControlPlane : IAwsControlPlane
+    {
+        public Task CompleteLifecycleActionAsync(LifecycleAction action, LifecycleActionResult result, CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task RecordLifecycleActionHeartbeatAsync(LifecycleAction action, CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task SignalResourceAsync(string stackName, string logicalResourceId, string uniqueId, ResourceSignalStatus status, CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task<AutoScalingInstance?> DescribeAutoScalingInstanceAsync(string instanceId, CancellationToken cancellationToken) => Task.FromResult<AutoScalingInstance?>(null); // in no group
+    }
+
+    [TestMethod]
+    public async Task ASetWhoseArtifactsHaveNotAllArrived_IsPassedOver_ByStatusRestoreAndTheAgent()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        // Replication copies objects one by one: the manifest is there, the dump not yet, the config only part-way.
+        var dump = fx.Newest.Find(BackupLayout.DatabaseArtifact)!;
+        var config = fx.Newest.Find(BackupLayout.ConfigArtifact)!;
+        File.Delete(fx.PathOf(dump.Key));
+        using (var f = new FileStream(fx.PathOf(config.Key), FileMode.Open)) f.SetLength(config.Size - 1);
+
+        var selection = await new RestorableSets(fx.Store).SelectNewestAsync(CancellationToken.None);
+        Assert.AreEqual(fx.Older.BackupId, selection.Newest!.BackupId);
+        var skipped = selection.Skipped.Single();
+        Assert.AreEqual(SetCondition.ArtifactsMissing, skipped.Condition);
+        Assert.AreEqual("MISSING 2 ARTIFACTS", skipped.Label);
+        Assert.AreEqual($"2 of its 3 artifacts are missing or not whole yet: {dump.Key} is not in the store, {config.Key} is {config.Size - 1} bytes, the manifest says {config.Size}", skipped.Problem);
+        var status = await ProtectionStatusReader.ReadAsync(fx.Store, "0 0/15 * * * ?", TimeProvider.System, CancellationToken.None);
+        Assert.AreEqual(fx.Older.BackupId, status.NewestBackupId);
+
+        // The bootstrap agent restores the older set, saying which it skipped.
+        fx.Node.Options.Agent.InstanceId = "i-0test";
+        fx.Node.Options.Agent.Region = "us-east-1";
+        fx.Node.Options.Agent.LifecycleHookName = "";
+        fx.Node.Options.Agent.SignalResource = "";
+        await fx.Node.WipeAsync();
+        var agent = new BootstrapAgent(fx.Node.Options, fx.Store, new NoMetadata(), _ => new SilentControlPlane(), NullLoggerFactory.Instance, TimeProvider.System);
+        var result = await agent.RunAsync(CancellationToken.None);
+        Assert.AreEqual(NodeStatus.Restored, result.Status);
+        Assert.AreEqual(fx.Older.BackupId, result.BackupId);
+        CollectionAssert.AreEqual(new[] { fx.Newest.BackupId }, result.SkippedBackups.ToArray());
+        var state = NodeStateFile.Read(fx.Node.Options.Agent.StateFile)!;
+        Assert.AreEqual(NodeStatus.Restored, state.Status);
+        Assert.AreEqual(1L, state.Generation, "the agent's generation is recorded with its restore");
+    }
+}
