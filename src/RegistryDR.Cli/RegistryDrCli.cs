@@ -48,6 +48,7 @@ internal static class RegistryDrCli
         root.Subcommands.Add(PruneCommand());
         root.Subcommands.Add(WorkerCommand());
         root.Subcommands.Add(BootstrapCommand());
+        root.Subcommands.Add(ContinuousCommands.WalPushCommand());
         return root;
     }
 
@@ -82,6 +83,7 @@ internal static class RegistryDrCli
         var command = new Command("list", "List backup sets, newest first.") { json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
         {
+            if (ctx.Options.Database.Mode == RegistryDR.Continuous.DatabaseMode.Continuous) return await ContinuousCommands.ListAsync(ctx, ct);
             var sets = await new BackupCatalog(ctx.Store).ListAsync(ct);
             if (ctx.Json)
             {
@@ -108,7 +110,9 @@ internal static class RegistryDrCli
             "Is the registry protected? The newest backup and its age against the schedule (OK, LATE, MISSING), whether the store is reachable, and the recovery point a restore now would give. Exit 0 only when OK.") { json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
         {
-            var status = await ProtectionStatusReader.ReadAsync(ctx.Store, ctx.Options.Schedule.Cron, ctx.Time, ct);
+            var status = ctx.Options.Database.Mode == RegistryDR.Continuous.DatabaseMode.Continuous
+                ? await RegistryDR.Continuous.ContinuousStatus.ReadAsync(ctx.Store, ctx.Options.Schedule.Cron, ctx.Time, ct)
+                : await ProtectionStatusReader.ReadAsync(ctx.Store, ctx.Options.Schedule.Cron, ctx.Time, ct);
             if (ctx.Json)
             {
                 Console.WriteLine(JsonSerializer.Serialize(new
@@ -126,6 +130,7 @@ internal static class RegistryDrCli
                     recoveryPoint = status.RecoveryPoint,
                     completeSets = status.CompleteSets,
                     incompleteSets = status.IncompleteSets,
+                    wal = status.Wal,
                 }, JsonOutput));
             }
             else
@@ -143,6 +148,7 @@ internal static class RegistryDrCli
                     Console.WriteLine("Newest backup:   none: a restore now has nothing to return");
                 }
                 Console.WriteLine($"Sets:            {status.CompleteSets} complete, {status.IncompleteSets} incomplete");
+                if (status.Wal is { } wal) ContinuousCommands.PrintWalStatus(wal);
             }
             return status.State == ProtectionState.Ok ? ExitCodes.Success : ExitCodes.NotProtected;
         }));
@@ -158,6 +164,7 @@ internal static class RegistryDrCli
         var command = new Command("verify", "Download a backup set and check every SHA-256, the dump's table of contents and the config archive.") { id, json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
         {
+            if (ctx.Options.Database.Mode == RegistryDR.Continuous.DatabaseMode.Continuous) return await ContinuousCommands.VerifyAsync(ctx, parse.GetValue(id), ct);
             var catalog = new BackupCatalog(ctx.Store);
             var backupId = await catalog.ResolveAsync(parse.GetValue(id), ct);
             var manifest = await catalog.ReadManifestAsync(backupId, ct);
@@ -185,9 +192,14 @@ internal static class RegistryDrCli
         var json = JsonOption();
         var backup = new Option<string>("--backup", "-b") { Description = "A backup id, or 'latest' (the newest complete set).", DefaultValueFactory = _ => "latest" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and change nothing." };
-        var command = new Command("restore", "Verify a backup set, then restore the config directories, roles and database, and restart the registry.") { backup, dryRun, json };
+        var to = new Option<string?>("--to") { Description = "Continuous mode: 'latest' (the default) or a UTC time such as 2026-11-22T02:17:00Z; the database returns to that moment, the config directories to the newest base set not after it." };
+        var command = new Command("restore", "Verify a backup set, then restore the config directories, roles and database, and restart the registry.") { backup, dryRun, to, json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), async (ctx, ct) =>
         {
+            if (ctx.Options.Database.Mode == RegistryDR.Continuous.DatabaseMode.Continuous)
+                return await ContinuousCommands.RestoreAsync(ctx, parse.GetValue(to), parse.GetResult(backup) is { Implicit: false } ? parse.GetValue(backup) : null, parse.GetValue(dryRun), ct);
+            if (parse.GetValue(to) is { } toValue)
+                throw new ConfigurationException($"restore --to {toValue} needs Database:Mode Continuous (WAL archiving); in logical mode restore a set with --backup ID (`registry-dr list`).");
             var service = new RestoreService(ctx.Options, ctx.Store, ctx.LoggerFactory.CreateLogger<RestoreService>(), ctx.Time);
             var isDryRun = parse.GetValue(dryRun);
             var progress = TerminalProgress.For(ctx.Json || isDryRun);

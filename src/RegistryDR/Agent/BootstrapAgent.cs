@@ -113,6 +113,8 @@ public sealed partial class BootstrapAgent
 
     private async Task<(NodeStatus, string?, Fencing.Generation)> RestoreNewestValidAsync(InstanceIdentity identity, List<string> skipped, CancellationToken cancellationToken)
     {
+        if (_options.Database.Mode == Continuous.DatabaseMode.Continuous)
+            return await Continuous.ContinuousBootstrap.RestoreAsync(_options, _store, _logger, _time, _http, _events, identity.InstanceId, skipped, cancellationToken);
         var catalog = new BackupCatalog(_store);
         var sets = await catalog.ListAsync(cancellationToken);
         var complete = sets.Where(s => s.IsComplete).ToList();

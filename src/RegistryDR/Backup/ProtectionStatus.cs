@@ -32,8 +32,14 @@ public sealed record ProtectionStatus(
     int CompleteSets,
     int IncompleteSets)
 {
-    /// <summary>The point in time a restore now would return the registry to (the newest complete set's time).</summary>
-    public DateTimeOffset? RecoveryPoint => NewestBackupTime;
+    /// <summary>In continuous mode (<c>Database:Mode</c>), the archived WAL; null in logical mode.</summary>
+    public Continuous.WalArchiveStatus? Wal { get; init; }
+
+    /// <summary>
+    /// The point in time a restore now would return the registry to: the newest complete set's time,
+    /// or in continuous mode the time the newest WAL segment of the chain was archived.
+    /// </summary>
+    public DateTimeOffset? RecoveryPoint => Wal is not null ? Wal.RecoveryPoint : NewestBackupTime;
 }
 
 public static class ProtectionStatusReader

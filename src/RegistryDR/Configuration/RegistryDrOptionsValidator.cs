@@ -81,6 +81,7 @@ public sealed class RegistryDrOptionsValidator : IValidateOptions<RegistryDrOpti
 
         Retention.RetentionOptions.Validate(options.Retention, errors);
         Monitoring.MonitoringOptions.Validate(options.Monitoring, errors);
+        Continuous.ContinuousOptions.Validate(options, errors);
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

@@ -23,6 +23,7 @@ public sealed partial class CompositeOperationEvents(IReadOnlyList<IOperationEve
     public void ScheduleMissed() => Each(s => s.ScheduleMissed());
     public void DrillFinished(string backupId, bool succeeded, TimeSpan duration) => Each(s => s.DrillFinished(backupId, succeeded, duration));
     public void StoreRetry(string operation) => Each(s => s.StoreRetry(operation));
+    public void WalArchiveObserved(Continuous.WalArchiveObservation observation) => Each(s => s.WalArchiveObserved(observation));
 
     private void Each(Action<IOperationEvents> report)
     {

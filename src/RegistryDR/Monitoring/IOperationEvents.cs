@@ -38,6 +38,9 @@ public interface IOperationEvents
 
     /// <summary>A restore drill finished (scratch database and directory, checked, cleaned up).</summary>
     void DrillFinished(string backupId, bool succeeded, TimeSpan duration) { }
+
+    /// <summary>Continuous mode: the server's WAL archiver, as last read (<c>pg_stat_archiver</c>).</summary>
+    void WalArchiveObserved(Continuous.WalArchiveObservation observation) { }
 }
 
 public sealed class NullOperationEvents : IOperationEvents

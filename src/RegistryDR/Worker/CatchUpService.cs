@@ -31,8 +31,9 @@ internal sealed partial class CatchUpService(
         {
             var now = time.GetUtcNow();
             var interval = ScheduleInterval.Of(options.Schedule.Cron, now);
-            var sets = await new BackupCatalog(store).ListAsync(stoppingToken);
-            var newest = sets.FirstOrDefault(s => s.IsComplete);
+            var newest = options.Database.Mode == Continuous.DatabaseMode.Continuous
+                ? (await new Continuous.ContinuousCatalog(store).ListBaseBackupsAsync(stoppingToken)).FirstOrDefault(s => s.IsComplete)
+                : (await new BackupCatalog(store).ListAsync(stoppingToken)).FirstOrDefault(s => s.IsComplete);
             if (newest is not null && now - newest.Time < interval) return;
             LogCatchingUp(newest?.BackupId ?? "none", interval);
             if (newest is not null) events.ScheduleMissed(); // fires were missed while the worker was down

@@ -5,6 +5,7 @@ using Quartz;
 using RegistryDR.Monitoring;
 using RegistryDR.Backup;
 using RegistryDR.Configuration;
+using RegistryDR.Continuous;
 using RegistryDR.Stores;
 
 namespace RegistryDR.Worker;
@@ -53,6 +54,7 @@ public static class WorkerServiceCollectionExtensions
         // process never exits half-way through that clean-up.
         services.AddQuartzHostedService(o => o.WaitForJobsToComplete = true);
         services.AddHostedService<CatchUpService>();
+        services.AddContinuousProtection(options);
         return services;
     }
 }
