@@ -31,16 +31,18 @@ public sealed class ZombieNodeTests
         Assert.AreEqual(1, takeover.Generation!.Number);
         Assert.AreEqual(20L, await b.ScalarAsync<long>("SELECT count(*) FROM pushes"));
 
-        // The zombie goes on taking pushes and switching WAL: every attempt to archive is refused.
+        // The zombie goes on taking pushes and switching WAL: every attempt to archive is refused
+        // (the archiver retries the oldest file it has not archived, so the first of the zombie's).
+        var lastRead = takeover.Plan.LastSegment!.File;
         var failedBefore = await a.ScalarAsync<long>("SELECT failed_count FROM pg_stat_archiver", "postgres");
         await InsertAsync(a, 21, 30, "zombie");
         var zombieSegment = await a.ScalarAsync<string>("SELECT pg_walfile_name(pg_switch_wal())", "postgres");
-        await KilledNodeTests.WaitUntilAsync(async () =>
-            await a.ScalarAsync<string?>("SELECT last_failed_wal FROM pg_stat_archiver", "postgres") == zombieSegment &&
-            await a.ScalarAsync<long>("SELECT failed_count FROM pg_stat_archiver", "postgres") > failedBefore,
-            TimeSpan.FromMinutes(3), $"the zombie's refused attempt to archive {zombieSegment}");
-        Assert.AreEqual(0, (await new ContinuousCatalog(store).FindWalAsync(zombieSegment, default)).Count, $"{zombieSegment} of the zombie is not in the store");
-        StringAssert.Contains(File.ReadAllText(a.Cluster.LogFile), $"Refused to archive {zombieSegment}: a node took over this store (generation 1 was taken by");
+        await KilledNodeTests.WaitUntilAsync(async () => await a.ScalarAsync<long>("SELECT failed_count FROM pg_stat_archiver", "postgres") > failedBefore,
+            TimeSpan.FromMinutes(3), "the zombie's first refused archive attempt");
+        var refused = await a.ScalarAsync<string>("SELECT last_failed_wal FROM pg_stat_archiver", "postgres");
+        Assert.IsTrue(string.CompareOrdinal(refused, lastRead.Name) > 0 && string.CompareOrdinal(refused, zombieSegment) <= 0,
+            $"the refused file {refused} is WAL the zombie wrote after b read up to {lastRead.Name}");
+        StringAssert.Contains(File.ReadAllText(a.Cluster.LogFile), $"Refused to archive {refused}: a node took over this store (generation 1 was taken by");
 
         // Node b works on; a moment in its era is recorded with the database as it was.
         await InsertAsync(b, 21, 35, "b");
@@ -50,6 +52,10 @@ public sealed class ZombieNodeTests
         await b.SwitchAndWaitArchivedAsync();
         await InsertAsync(a, 31, 40, "zombie"); // and the zombie still writes
         await a.ExecuteAsync("SELECT pg_switch_wal()", "postgres");
+        var zombieFailures = await a.ScalarAsync<long>("SELECT failed_count FROM pg_stat_archiver", "postgres");
+        Assert.IsTrue(zombieFailures > failedBefore, $"every attempt of the zombie is counted (pg_stat_archiver.failed_count {zombieFailures})");
+        foreach (var name in new[] { refused, zombieSegment })
+            Assert.AreEqual(0, (await new ContinuousCatalog(store).FindWalAsync(name, default)).Count, $"the zombie's {name} is not in the store");
 
         // b's chain restores to latest without a trace of the zombie...
         var c = await site.StartNodeAsync("c", empty: true);
