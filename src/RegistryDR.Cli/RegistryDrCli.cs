@@ -68,6 +68,7 @@ internal static class RegistryDrCli
         root.Subcommands.Add(WorkerCommand());
         root.Subcommands.Add(BootstrapCommand());
         root.Subcommands.Add(CheckRegistryCommand.Create());
+        root.Subcommands.Add(ContinuousCommands.WalPushCommand());
         var help = root.Options.OfType<HelpOption>().Single();
         help.Action = new HelpWithExitCodes((HelpAction)help.Action!);
         return root;
@@ -202,6 +203,7 @@ internal static class RegistryDrCli
         var command = new Command("list", "List backup sets, newest first: id, recovery point, size, state, and whether the set was verified.") { json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
         {
+            if (ctx.Options.Database.Mode == RegistryDR.Continuous.DatabaseMode.Continuous) return await ContinuousCommands.ListAsync(ctx, ct);
             // Each set judged as restore would judge it (RestorableSets): manifest valid, every artifact there.
             var sets = await new RestorableSets(ctx.Store).ListAsync(ct);
             var verified = await Retention.VerificationRecord.ReadVerifiedIdsAsync(ctx.Store, ct);
@@ -288,6 +290,7 @@ internal static class RegistryDrCli
                     removed = tidying?.Removed ?? [],
                     leftovers = leftovers.Select(l => new { kind = l.Kind, location = l.Location, bytes = l.Bytes, removal = l.Removal }),
                     nodeError,
+                    wal = status.Wal,
                 }, JsonOutput));
             }
             else
@@ -320,6 +323,7 @@ internal static class RegistryDrCli
                 foreach (var line in tidying?.Removed ?? []) Console.WriteLine($"Removed:         the {line}");
                 foreach (var l in leftovers) Console.WriteLine($"Leftover:        {l.Kind} {l.Location}, {SetFormat.Bytes(l.Bytes)} ({l.Bytes} bytes); remove with: {l.Removal}");
                 if (nodeError is not null) Console.WriteLine($"Node:            could not check for interrupted restores and leftovers: {nodeError}");
+                if (status.Wal is { } wal) ContinuousCommands.PrintWalStatus(wal);
             }
             return status.State == ProtectionState.Ok ? ExitCodes.Success : ExitCodes.NotProtected;
         }));
@@ -336,6 +340,7 @@ internal static class RegistryDrCli
             "Stream a backup set back from the store and check every SHA-256, the dump's table of contents and the config archive; writes nothing to disk. A set that passes is marked verified in the store (verified.json), which retention protects.") { id, json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
         {
+            if (ctx.Options.Database.Mode == RegistryDR.Continuous.DatabaseMode.Continuous) return await ContinuousCommands.VerifyAsync(ctx, parse.GetValue(id), ct);
             var catalog = new BackupCatalog(ctx.Store);
             var (backupId, selection) = await catalog.ResolveWithSkippedAsync(parse.GetValue(id), ct);
             if (selection?.SkippedSentence is { } skipped) Console.Error.WriteLine($"Verifying {backupId}, the newest restorable set: {skipped}");
@@ -367,9 +372,10 @@ internal static class RegistryDrCli
         {
             Description = "Allow the swap to terminate the live database's sessions although no Registry:StopCommand stops the registry first. Without Registry:StopCommand the restore refuses otherwise.",
         };
+        var to = new Option<string?>("--to") { Description = "Continuous mode: 'latest' (the default) or a UTC time such as 2026-11-22T02:17:00Z; the database returns to that moment, the config directories to the newest base set not after it." };
         var command = new Command("restore",
             "Restore a backup set: preflight (database, privileges, sessions, staging space, pg_restore version), download and verify, restore into a scratch database and staging directories, then stop the registry, swap them in (terminating any session left on the database) and start it again. A failure before the swap leaves the node as it was.")
-            { id, backup, dryRun, terminate, json };
+            { id, backup, dryRun, terminate, to, json };
         command.Validators.Add(result =>
         {
             if (result.GetValue(id) is { } a && result.GetValue(backup) is { } b && a != b)
@@ -377,6 +383,10 @@ internal static class RegistryDrCli
         });
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store | Needs.Database, async (ctx, ct) =>
         {
+            if (ctx.Options.Database.Mode == RegistryDR.Continuous.DatabaseMode.Continuous)
+                return await ContinuousCommands.RestoreAsync(ctx, parse.GetValue(to), parse.GetValue(id) ?? parse.GetValue(backup), parse.GetValue(dryRun), ct);
+            if (parse.GetValue(to) is { } toValue)
+                throw new ConfigurationException($"restore --to {toValue} needs Database:Mode Continuous (WAL archiving); in logical mode restore a set with --backup ID (`registry-dr list`).");
             var service = new RestoreService(ctx.Options, ctx.Store, ctx.LoggerFactory.CreateLogger<RestoreService>(), ctx.Time);
             var isDryRun = parse.GetValue(dryRun);
             // Resolve 'latest' once, so the total shown and the set restored are the same set.

@@ -54,7 +54,9 @@ public static class NodeStateFile
     /// crash leaves the old state or the new one, never a torn or empty file.
     /// </summary>
     public static void Write(string path, NodeState state) =>
-        Secrets.PrivateFiles.WriteAtomically(path, JsonSerializer.SerializeToUtf8Bytes(state, Json));
+        // 0644: it holds no secret, and in continuous mode PostgreSQL's archive_command
+        // (registry-dr wal-push, as the server's user) reads the generation in it.
+        Secrets.PrivateFiles.WriteAtomically(path, JsonSerializer.SerializeToUtf8Bytes(state, Json), readable: true);
 
     public static NodeState? Read(string path)
     {

@@ -47,6 +47,9 @@ public sealed partial class BackupService
 
     public async Task<BackupManifest> RunAsync(IOperationProgress? progress = null, CancellationToken cancellationToken = default)
     {
+        // Continuous mode: a base backup set (Continuous/), reported to callers and events in this shape.
+        if (_options.Database.Mode == Continuous.DatabaseMode.Continuous)
+            return Continuous.BaseBackupService.ToEventManifest(await new Continuous.BaseBackupService(_options, _store, _logger, _time, _events).RunAsync(progress, cancellationToken));
         var startedAt = _time.GetUtcNow();
         var started = _time.GetTimestamp();
         var backupId = BackupLayout.NewBackupId(startedAt);

@@ -34,8 +34,6 @@ public sealed record ProtectionStatus(
     int CompleteSets,
     int IncompleteSets)
 {
-    /// <summary>The point in time a restore now would return the registry to (the newest restorable set's time).</summary>
-    public DateTimeOffset? RecoveryPoint => NewestBackupTime;
 
     /// <summary>Whether a probe object could be written to the store and removed (null: not checked).</summary>
     public bool? StoreWritable { get; init; }
@@ -48,6 +46,15 @@ public sealed record ProtectionStatus(
 
     /// <summary>Sets newer than the newest restorable one, which a restore would pass over, each with why (<see cref="RestorableSets"/>).</summary>
     public IReadOnlyList<SetJudgement> Skipped { get; init; } = [];
+
+    /// <summary>In continuous mode (<c>Database:Mode</c>), the archived WAL; null in logical mode.</summary>
+    public Continuous.WalArchiveStatus? Wal { get; init; }
+
+    /// <summary>
+    /// The point in time a restore now would return the registry to: the newest complete set's time,
+    /// or in continuous mode the time the newest WAL segment of the chain was archived.
+    /// </summary>
+    public DateTimeOffset? RecoveryPoint => Wal is not null ? Wal.RecoveryPoint : NewestBackupTime;
 }
 
 public static class ProtectionStatusReader
@@ -61,7 +68,10 @@ public static class ProtectionStatusReader
     public static async Task<ProtectionStatus> ReadAsync(IBackupStore store, Configuration.RegistryDrOptions options, TimeProvider time,
         Microsoft.Extensions.Logging.ILogger? logger, CancellationToken cancellationToken)
     {
-        var status = await ReadAsync(store, options.Schedule.Cron, time, cancellationToken);
+        // The mode in use decides what "protected" means: restorable sets, or base backups and archived WAL.
+        var status = options.Database.Mode == Continuous.DatabaseMode.Continuous
+            ? await Continuous.ContinuousStatus.ReadAsync(store, options.Schedule.Cron, time, cancellationToken)
+            : await ReadAsync(store, options.Schedule.Cron, time, cancellationToken);
         var problems = new List<string>();
         bool? writable = null;
         if (status.StoreReachable)

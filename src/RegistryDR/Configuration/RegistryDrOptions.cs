@@ -22,11 +22,18 @@ public sealed class RegistryDrOptions
     public AgentOptions Agent { get; set; } = new();
     public Retention.RetentionOptions Retention { get; set; } = new();
     public Monitoring.MonitoringOptions Monitoring { get; set; } = new();
+    public Continuous.ContinuousOptions Continuous { get; set; } = new();
 }
 
 /// <summary>The registry's metadata database.</summary>
 public sealed class DatabaseOptions
 {
+    /// <summary>
+    /// <c>Logical</c> (pg_dump sets, the default) or <c>Continuous</c> (base backups plus WAL
+    /// archiving, point-in-time restore; see <see cref="RegistryDR.Continuous.ContinuousOptions"/>).
+    /// </summary>
+    public RegistryDR.Continuous.DatabaseMode Mode { get; set; } = RegistryDR.Continuous.DatabaseMode.Logical;
+
     /// <summary>Default <c>127.0.0.1</c>.</summary>
     public string Host { get; set; } = "127.0.0.1";
 

@@ -85,6 +85,7 @@ public sealed class RegistryDrOptionsValidator : IValidateOptions<RegistryDrOpti
         Retention.RetentionOptions.Validate(options.Retention, errors);
         Monitoring.MonitoringOptions.Validate(options.Monitoring, errors);
         AgentOptions.Validate(options.Agent, errors);
+        Continuous.ContinuousOptions.Validate(options, errors);
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

@@ -24,6 +24,7 @@ public sealed partial class CompositeOperationEvents(IReadOnlyList<IOperationEve
     public void DrillFinished(string backupId, bool succeeded, TimeSpan duration) => Each(s => s.DrillFinished(backupId, succeeded, duration));
     public void StoreRetry(string operation) => Each(s => s.StoreRetry(operation));
     public void BackupOverran(string backupId, string phase, TimeSpan running) => Each(s => s.BackupOverran(backupId, phase, running));
+    public void WalArchiveObserved(Continuous.WalArchiveObservation observation) => Each(s => s.WalArchiveObserved(observation));
 
     private void Each(Action<IOperationEvents> report)
     {

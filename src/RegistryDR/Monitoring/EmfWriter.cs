@@ -65,6 +65,59 @@ public sealed partial class EmfWriter : IOperationEvents
     public void ScheduleMissed() { }
     public void StoreRetry(string operation) { }
 
+    private DateTimeOffset _lastWalLine = DateTimeOffset.MinValue;
+
+    /// <summary>
+    /// Continuous mode: one line a minute at most with <c>WalArchiveLagSeconds</c> (Seconds) and
+    /// <c>WalArchiveFailing</c> (Count, 1 or 0), so CloudWatch can alarm on the recovery point too.
+    /// </summary>
+    public void WalArchiveObserved(Continuous.WalArchiveObservation observation)
+    {
+        if (_path is null) return;
+        lock (_lock)
+        {
+            if (observation.ObservedAt - _lastWalLine < TimeSpan.FromMinutes(1)) return;
+            _lastWalLine = observation.ObservedAt;
+        }
+        var lag = observation.LagSeconds(observation.ObservedAt);
+        using var buffer = new MemoryStream(512);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteStartObject("_aws");
+            w.WriteNumber("Timestamp", observation.ObservedAt.ToUnixTimeMilliseconds());
+            w.WriteStartArray("CloudWatchMetrics");
+            w.WriteStartObject();
+            w.WriteString("Namespace", _namespace);
+            w.WriteStartArray("Dimensions");
+            w.WriteStartArray();
+            w.WriteStringValue("Host");
+            w.WriteEndArray();
+            if (_stack is not null)
+            {
+                w.WriteStartArray();
+                w.WriteStringValue("Stack");
+                w.WriteEndArray();
+            }
+            w.WriteEndArray();
+            w.WriteStartArray("Metrics");
+            Metric(w, "WalArchiveLagSeconds", "Seconds");
+            Metric(w, "WalArchiveFailing", "Count");
+            w.WriteEndArray();
+            w.WriteEndObject();
+            w.WriteEndArray();
+            w.WriteEndObject();
+            w.WriteString("Host", _host);
+            if (_stack is not null) w.WriteString("Stack", _stack);
+            // JSON has no infinity: "never archived" is reported as a day, which breaches any sane threshold.
+            w.WriteNumber("WalArchiveLagSeconds", double.IsInfinity(lag) ? 86400 : Math.Round(lag, 1));
+            w.WriteNumber("WalArchiveFailing", observation.Failing ? 1 : 0);
+            if (observation.LastFailedWal is not null) w.WriteString("LastFailedWal", observation.LastFailedWal);
+            w.WriteEndObject();
+        }
+        AppendLine(buffer.ToArray(), observation.LastArchivedWal ?? "wal");
+    }
+
     /// <summary>One EMF document, without the trailing newline.</summary>
     internal byte[] FormatLine(string backupId, bool succeeded, TimeSpan duration, long? size, string? reason)
     {
@@ -122,7 +175,12 @@ public sealed partial class EmfWriter : IOperationEvents
     private void Append(string backupId, bool succeeded, TimeSpan duration, long? size, string? reason)
     {
         if (_path is null) return;
-        var line = FormatLine(backupId, succeeded, duration, size, reason);
+        AppendLine(FormatLine(backupId, succeeded, duration, size, reason), backupId);
+    }
+
+    private void AppendLine(byte[] line, string backupId)
+    {
+        if (_path is null) return;
         try
         {
             lock (_lock)

@@ -41,6 +41,9 @@ public interface IOperationEvents
 
     /// <summary>A backup fire came due while an earlier backup was still running (<paramref name="running"/> so far, in <paramref name="phase"/>).</summary>
     void BackupOverran(string backupId, string phase, TimeSpan running) { }
+
+    /// <summary>Continuous mode: the server's WAL archiver, as last read (<c>pg_stat_archiver</c>).</summary>
+    void WalArchiveObserved(Continuous.WalArchiveObservation observation) { }
 }
 
 public sealed class NullOperationEvents : IOperationEvents

@@ -51,11 +51,12 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
     {
         ArgumentNullException.ThrowIfNull(store);
         var sets = await new BackupCatalog(store).ListAsync(cancellationToken);
-        var newest = sets.FirstOrDefault(s => s.IsComplete);
-        if (newest is null) return;
+        // Base backups of continuous mode count too (they are what its schedule takes).
+        var newestTime = new[] { sets.FirstOrDefault(s => s.IsComplete)?.Time, await new Continuous.ContinuousCatalog(store).NewestCompleteTimeAsync(cancellationToken) }.Max();
+        if (newestTime is not { } newest) return;
         lock (_lock)
         {
-            if (_lastSuccess is null || newest.Time > _lastSuccess) _lastSuccess = newest.Time;
+            if (_lastSuccess is null || newest > _lastSuccess) _lastSuccess = newest;
         }
     }
 
@@ -130,6 +131,12 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
 
     private long _drillSuccesses, _drillFailures;
     private DateTimeOffset? _lastDrillSuccess;
+    private Continuous.WalArchiveObservation? _walArchive;
+
+    public void WalArchiveObserved(Continuous.WalArchiveObservation observation)
+    {
+        lock (_lock) _walArchive = observation;
+    }
 
     public void ScheduleMissed()
     {
@@ -165,6 +172,7 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
                 DrillSuccesses = _drillSuccesses,
                 DrillFailures = _drillFailures,
                 LastDrillSuccess = _lastDrillSuccess,
+                WalArchive = _walArchive,
             };
         }
     }
@@ -188,5 +196,6 @@ public sealed class OperationMetrics(TimeProvider time) : IOperationEvents
         public long DrillSuccesses { get; init; }
         public long DrillFailures { get; init; }
         public DateTimeOffset? LastDrillSuccess { get; init; }
+        public Continuous.WalArchiveObservation? WalArchive { get; init; }
     }
 }

@@ -82,6 +82,8 @@ internal static class PrometheusExposition
         Family(w, "registrydr_store_retries_total", "counter", "Store requests that failed and were retried, by operation.");
         foreach (var (operation, count) in s.StoreRetries) Sample(w, "registrydr_store_retries_total", count, ("operation", operation));
 
+        if (s.WalArchive is { } wal) Continuous.WalArchiveObservation.Render(wal, now, (name, type, help) => Family(w, name, type, help), (name, value) => Sample(w, name, value));
+
         return w.ToString();
     }
 

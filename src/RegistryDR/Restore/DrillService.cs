@@ -55,6 +55,8 @@ public sealed partial class DrillService
 
     public async Task<DrillReport> RunAsync(string? backupIdOrLatest = "latest", IOperationProgress? progress = null, CancellationToken cancellationToken = default)
     {
+        if (_options.Database.Mode == Continuous.DatabaseMode.Continuous)
+            return await new Continuous.ContinuousDrill(_options, _store, _logger, _time, _events).RunAsync(backupIdOrLatest, progress, cancellationToken);
         progress ??= NullProgress.Instance;
         var started = _time.GetTimestamp();
         var catalog = new BackupCatalog(_store);

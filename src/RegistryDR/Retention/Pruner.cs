@@ -18,6 +18,8 @@ public sealed partial class Pruner(IBackupStore store, RetentionOptions options,
         var sets = await new BackupCatalog(store).ListAsync(cancellationToken);
         var verified = await VerificationRecord.ReadVerifiedIdsAsync(store, cancellationToken);
         var plan = RetentionPlanner.Plan(sets, verified, time.GetUtcNow(), options);
+        // The continuous archive (base backups and WAL, Database:Mode Continuous) has its own plan under the same rules.
+        plan = plan with { Continuous = await Continuous.ContinuousRetention.PruneAsync(store, options, time, logger, dryRun, cancellationToken) };
         if (dryRun)
         {
             LogDryRun(store.Description, plan.KeepCount, plan.DeleteCount);

@@ -16,6 +16,12 @@ public static partial class PrivateFiles
     /// <summary>rwx------ (0700).</summary>
     public const UnixFileMode DirectoryMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
 
+    /// <summary>rw-r--r-- (0644): for the few files that hold no secret and another user must read (see <see cref="WriteAtomically"/>).</summary>
+    public const UnixFileMode ReadableFileMode = FileMode | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
+
+    /// <summary>rwxr-xr-x (0755): a directory that holds only such files.</summary>
+    public const UnixFileMode ReadableDirectoryMode = DirectoryMode | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+
     /// <summary>
     /// Creates <paramref name="path"/> as a new 0700 directory (its parents as needed, with their
     /// usual modes). Throws <see cref="IOException"/> when it already exists: a directory someone
@@ -39,7 +45,7 @@ public static partial class PrivateFiles
     }
 
     /// <summary>Opens a new file, mode 0600 from its creation, for writing; fails if it exists.</summary>
-    public static FileStream CreateNew(string path, int bufferSize = 4096, FileOptions options = FileOptions.None) =>
+    public static FileStream CreateNew(string path, int bufferSize = 4096, FileOptions options = FileOptions.None, UnixFileMode mode = FileMode) =>
         new(path, new FileStreamOptions
         {
             Mode = System.IO.FileMode.CreateNew,
@@ -47,7 +53,7 @@ public static partial class PrivateFiles
             Share = FileShare.None,
             BufferSize = bufferSize,
             Options = options,
-            UnixCreateMode = FileMode,
+            UnixCreateMode = mode,
         });
 
     /// <summary>
@@ -56,15 +62,16 @@ public static partial class PrivateFiles
     /// directory fsync'd, so after a power cut the file is either the old one or the new one,
     /// whole. Its directory is created 0700 if missing.
     /// </summary>
-    public static void WriteAtomically(string path, ReadOnlySpan<byte> content)
+    /// <param name="readable">The file holds no secret and another user must read it (0644, its new directory 0755).</param>
+    public static void WriteAtomically(string path, ReadOnlySpan<byte> content, bool readable = false)
     {
         var full = Path.GetFullPath(path);
         var directory = Path.GetDirectoryName(full)!;
-        EnsureDirectory(directory);
+        if (!Directory.Exists(directory)) Directory.CreateDirectory(directory, readable ? ReadableDirectoryMode : DirectoryMode);
         var temp = $"{full}.tmp-{Guid.NewGuid():N}";
         try
         {
-            using (var file = CreateNew(temp))
+            using (var file = CreateNew(temp, mode: readable ? ReadableFileMode : FileMode))
             {
                 file.Write(content);
                 file.Flush(flushToDisk: true);

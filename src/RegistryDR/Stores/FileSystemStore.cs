@@ -29,7 +29,7 @@ public sealed class FileSystemStore : IBackupStore
         try
         {
             long written;
-            await using (var file = Secrets.PrivateFiles.CreateNew(temp, 1 << 20, FileOptions.Asynchronous))
+            await using (var file = Secrets.PrivateFiles.CreateNew(temp, 1 << 20, FileOptions.Asynchronous, ModeFor(key)))
             {
                 await content.CopyToAsync(file, 1 << 20, cancellationToken);
                 await file.FlushAsync(cancellationToken);
@@ -130,7 +130,7 @@ public sealed class FileSystemStore : IBackupStore
         var temp = path + PartialMarker + Guid.NewGuid().ToString("N");
         try
         {
-            await using (var file = Secrets.PrivateFiles.CreateNew(temp))
+            await using (var file = Secrets.PrivateFiles.CreateNew(temp, mode: ModeFor(key)))
             {
                 await file.WriteAsync(content, cancellationToken);
                 file.Flush(flushToDisk: true);
@@ -180,8 +180,25 @@ public sealed class FileSystemStore : IBackupStore
     private void CreateParentDirectory(string path)
     {
         RequireRoot();
-        Secrets.PrivateFiles.EnsureDirectory(Path.GetDirectoryName(path)!); // 0700: sets hold the database's data
+        var directory = Path.GetDirectoryName(path)!;
+        if (Directory.Exists(directory)) return;
+        // 0700: sets hold the database's data. The directories of the objects that hold no secret
+        // (HoldsNoSecret) are 0755, so PostgreSQL's user can reach them in continuous mode.
+        Directory.CreateDirectory(directory, HoldsNoSecret(Path.GetRelativePath(_root, path).Replace('\\', '/'))
+            ? Secrets.PrivateFiles.ReadableDirectoryMode : Secrets.PrivateFiles.DirectoryMode);
     }
+
+    /// <summary>
+    /// The objects another local user must read: the store marker, fencing generations and the
+    /// continuous archive's cluster identity. In continuous mode PostgreSQL's archive_command
+    /// (registry-dr wal-push) runs as the server's user and checks all three before it stores a
+    /// WAL file. None holds a secret; everything else (sets, WAL) is 0600.
+    /// </summary>
+    internal static bool HoldsNoSecret(string key) =>
+        key == StoreMarker.Key || key.StartsWith(Fencing.GenerationLedger.Prefix, StringComparison.Ordinal) || key == Continuous.ContinuousLayout.ClusterKey;
+
+    private static UnixFileMode ModeFor(string key) =>
+        HoldsNoSecret(key) ? Secrets.PrivateFiles.ReadableFileMode : Secrets.PrivateFiles.FileMode;
 
     private void RequireRoot()
     {

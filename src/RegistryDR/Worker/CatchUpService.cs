@@ -41,7 +41,9 @@ internal sealed partial class CatchUpService(
             var now = time.GetUtcNow();
             var interval = ScheduleInterval.Of(options.Schedule.Cron, now);
             // Only a restorable set counts as protection (RestorableSets), as in `status`.
-            var newest = (await new RestorableSets(store).SelectNewestAsync(stoppingToken)).Newest?.Set;
+            var newest = options.Database.Mode == Continuous.DatabaseMode.Continuous
+                ? (await new Continuous.ContinuousCatalog(store).ListBaseBackupsAsync(stoppingToken)).FirstOrDefault(s => s.IsComplete)
+                : (await new RestorableSets(store).SelectNewestAsync(stoppingToken)).Newest?.Set;
             if (newest is not null && now - newest.Time < interval) return;
             LogCatchingUp(newest?.BackupId ?? "none", interval);
             if (newest is not null) events.ScheduleMissed(); // fires were missed while the worker was down

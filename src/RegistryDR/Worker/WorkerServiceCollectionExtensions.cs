@@ -5,6 +5,7 @@ using Quartz;
 using RegistryDR.Monitoring;
 using RegistryDR.Backup;
 using RegistryDR.Configuration;
+using RegistryDR.Continuous;
 using RegistryDR.Stores;
 
 namespace RegistryDR.Worker;
@@ -68,6 +69,7 @@ public static class WorkerServiceCollectionExtensions
         services.AddQuartzHostedService(o => o.WaitForJobsToComplete = true);
         services.AddHostedService<CatchUpService>();
         if (!string.IsNullOrEmpty(options.Agent.TerminationHookName)) services.AddHostedService<RegistryDR.Agent.TerminationWatcher>();
+        services.AddContinuousProtection(options);
         return services;
     }
 }

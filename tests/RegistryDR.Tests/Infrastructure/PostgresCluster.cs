@@ -53,6 +53,22 @@ internal sealed partial class PostgresCluster : IAsyncDisposable
         };
     }
 
+    /// <summary>
+    /// What a dedicated cluster needs beyond the defaults (continuous-mode tests): settings given with
+    /// <c>-c</c> on every start (they win over postgresql.conf and postgresql.auto.conf, so a data
+    /// directory restored from another cluster still runs with this node's settings), the
+    /// postmaster's environment (archive_command inherits it), and a chosen superuser password
+    /// (nodes restored from one another share their roles).
+    /// </summary>
+    internal sealed record ServerOptions
+    {
+        public IReadOnlyDictionary<string, string> Settings { get; init; } = new Dictionary<string, string>();
+        public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+        public string? Password { get; init; }
+    }
+
+    private ServerOptions _server = new();
+
     private PostgresCluster(string binDirectory, string rootDirectory, string password, bool runAsServiceUser)
     {
         BinDirectory = binDirectory;
@@ -89,7 +105,10 @@ internal sealed partial class PostgresCluster : IAsyncDisposable
     /// would share one system identifier, and PostgreSQL uses that identifier to reject WAL and base
     /// backups from a different cluster, which restore tests need to be able to observe.
     /// </remarks>
-    public static async Task<PostgresCluster> StartAsync()
+    public static Task<PostgresCluster> StartAsync() => StartAsync(new ServerOptions());
+
+    /// <inheritdoc cref="StartAsync()"/>
+    public static async Task<PostgresCluster> StartAsync(ServerOptions server)
     {
         var binDirectory = await LocateBinDirectoryAsync().ConfigureAwait(false);
         var runAsServiceUser = IsRoot();
@@ -103,8 +122,8 @@ internal sealed partial class PostgresCluster : IAsyncDisposable
         // 0700: the directory briefly holds the password file, and later the Unix socket.
         Directory.CreateDirectory(root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
 
-        var password = RandomNumberGenerator.GetHexString(32, lowercase: true);
-        var cluster = new PostgresCluster(binDirectory, root, password, runAsServiceUser);
+        var password = server.Password ?? RandomNumberGenerator.GetHexString(32, lowercase: true);
+        var cluster = new PostgresCluster(binDirectory, root, password, runAsServiceUser) { _server = server };
         try
         {
             await cluster.InitDbAsync().ConfigureAwait(false);
@@ -364,17 +383,114 @@ internal sealed partial class PostgresCluster : IAsyncDisposable
         }
     }
 
-    private Task<ProcessResult> PgCtlStartAsync(int port)
+    private Task<ProcessResult> PgCtlStartAsync(int port) =>
+        RunPgToolAsync("pg_ctl", ["-D", DataDirectory, "-l", LogFile, "-w", "-t", "60", "-o", ServerCommandLine(port), "start"], _server.Environment);
+
+    // pg_ctl hands -o to /bin/sh, hence the quoting.
+    private string ServerCommandLine(int port) => string.Join(
+        ' ',
+        new[] { "-c listen_addresses=127.0.0.1", $"-c port={port}", $"-c unix_socket_directories={ShellQuote(RootDirectory)}" }
+            .Concat(_server.Settings.Select(kv => "-c " + ShellQuote(kv.Key + "=" + kv.Value))));
+
+    /// <summary>
+    /// A bash script (<c>script start</c> / <c>script stop</c>) that starts and stops this cluster exactly
+    /// as the helper does (same port, settings, environment, user): what a node's
+    /// Continuous:ServerStartCommand and ServerStopCommand would be. Written 0700.
+    /// </summary>
+    public string WriteControlScript(string path)
     {
-        // pg_ctl hands -o to /bin/sh, hence the quoting of the socket directory.
-        var serverOptions = string.Join(
-            ' ',
-            "-c listen_addresses=127.0.0.1",
-            $"-c port={port}",
-            $"-c unix_socket_directories={ShellQuote(RootDirectory)}");
-        return RunPgToolAsync(
-            "pg_ctl",
-            ["-D", DataDirectory, "-l", LogFile, "-w", "-t", "60", "-o", serverOptions, "start"]);
+        var exports = string.Concat(_server.Environment.Select(kv => $"export {kv.Key}={ShellQuote(kv.Value)}\n"));
+        var run = _runAsServiceUser ? $"runuser -u {ServiceOsUser} -- " : "";
+        var pgCtl = ShellQuote(Path.Combine(BinDirectory, "pg_ctl"));
+        var script = "#!/bin/bash\nset -eu\n" + exports +
+            "case \"$1\" in\n" +
+            $"  start) exec {run}{pgCtl} -D {ShellQuote(DataDirectory)} -l {ShellQuote(LogFile)} -w -t 120 -o {ShellQuote(ServerCommandLine(Port))} start ;;\n" +
+            $"  stop) exec {run}{pgCtl} -D {ShellQuote(DataDirectory)} -m fast -w -t 120 stop ;;\n" +
+            "  *) echo \"usage: $0 start|stop\" >&2; exit 2 ;;\n" +
+            "esac\n";
+        File.WriteAllText(path, script);
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return path;
+    }
+
+    /// <summary>
+    /// Simulates the node dying: SIGKILL to the postmaster and every process below it (backends,
+    /// the archiver and the archive_command it is running), by pid. Returns once they are gone.
+    /// The helper then counts the server as stopped.
+    /// </summary>
+    public async Task KillAsync()
+    {
+        var pidFile = Path.Combine(DataDirectory, "postmaster.pid");
+        if (!File.Exists(pidFile) || !int.TryParse(File.ReadLines(pidFile).FirstOrDefault(), out var postmaster))
+        {
+            throw new InvalidOperationException($"{pidFile} names no postmaster to kill.");
+        }
+
+        var victims = Descendants(postmaster).Prepend(postmaster).ToList();
+        foreach (var pid in victims)
+        {
+            try
+            {
+                using var process = Process.GetProcessById(pid);
+                process.Kill();
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+            {
+                // Already gone.
+            }
+        }
+
+        using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (victims.Any(pid => Directory.Exists($"/proc/{pid}") && !IsZombie(pid)))
+        {
+            await Task.Delay(50, bound.Token).ConfigureAwait(false);
+        }
+
+        _running = false;
+    }
+
+    /// <summary>Marks the server as started by someone else (a restore's ServerStartCommand), so dispose stops it.</summary>
+    public void AssumeRunning() => _running = true;
+
+    private static IEnumerable<int> Descendants(int parent)
+    {
+        var children = new List<int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid))
+            {
+                continue;
+            }
+
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                if (int.Parse(fields[1], System.Globalization.CultureInfo.InvariantCulture) == parent)
+                {
+                    children.Add(pid);
+                }
+            }
+            catch (IOException)
+            {
+                // Exited while listing.
+            }
+        }
+
+        return children.Concat(children.SelectMany(Descendants)).ToList();
+    }
+
+    private static bool IsZombie(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)] == 'Z';
+        }
+        catch (IOException)
+        {
+            return true;
+        }
     }
 
     private InvalidOperationException Failure(string what, ProcessResult result) =>
@@ -389,12 +505,12 @@ internal sealed partial class PostgresCluster : IAsyncDisposable
         await command.ExecuteNonQueryAsync().ConfigureAwait(false);
     }
 
-    private Task<ProcessResult> RunPgToolAsync(string tool, IReadOnlyList<string> arguments)
+    private Task<ProcessResult> RunPgToolAsync(string tool, IReadOnlyList<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
     {
         var executable = Path.Combine(BinDirectory, tool);
         return _runAsServiceUser
-            ? RunAsync("runuser", ["-u", ServiceOsUser, "--", executable, .. arguments], RootDirectory)
-            : RunAsync(executable, arguments, RootDirectory);
+            ? RunAsync("runuser", ["-u", ServiceOsUser, "--", executable, .. arguments], RootDirectory, environment)
+            : RunAsync(executable, arguments, RootDirectory, environment);
     }
 
     private void EmergencyStop()
@@ -551,7 +667,7 @@ internal sealed partial class PostgresCluster : IAsyncDisposable
         return "C";
     }
 
-    private static async Task<ProcessResult> RunAsync(string fileName, IReadOnlyList<string> arguments, string workingDirectory)
+    private static async Task<ProcessResult> RunAsync(string fileName, IReadOnlyList<string> arguments, string workingDirectory, IReadOnlyDictionary<string, string>? environment = null)
     {
         var startInfo = new ProcessStartInfo(fileName)
         {
@@ -573,6 +689,11 @@ internal sealed partial class PostgresCluster : IAsyncDisposable
         foreach (var key in startInfo.Environment.Keys.Where(k => k.StartsWith("PG", StringComparison.Ordinal)).ToList())
         {
             startInfo.Environment.Remove(key);
+        }
+
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            startInfo.Environment[key] = value;
         }
 
         var stdout = new StringBuilder();

@@ -1,0 +1,435 @@
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using RegistryDR.Archive;
+using RegistryDR.Backup;
+using RegistryDR.Configuration;
+using RegistryDR.Continuous.Internal;
+using RegistryDR.Monitoring;
+using RegistryDR.Processes;
+using RegistryDR.Progress;
+using RegistryDR.Restore;
+using RegistryDR.Stores;
+
+namespace RegistryDR.Continuous;
+
+/// <param name="Target">"latest" or a UTC time.</param>
+/// <param name="BaseBackupId">Start from this base backup instead of choosing one.</param>
+/// <param name="TakeGeneration">Take the next fencing generation before the WAL is read, so the node being replaced can add nothing more (the bootstrap agent takes its own earlier and passes false).</param>
+public sealed record PointInTimeRequest(RecoveryTarget Target, string? BaseBackupId = null, bool DryRun = false, bool TakeGeneration = true);
+
+public sealed record PointInTimeResult(RecoveryPlan Plan, IReadOnlyList<string> Steps, bool DryRun, TimeSpan Elapsed)
+{
+    /// <summary>What recovery reached (null for a dry run).</summary>
+    public RecoveredPoint? Recovered { get; init; }
+    public Fencing.Generation? Generation { get; init; }
+}
+
+/// <summary>
+/// Point-in-time restore (continuous mode): the whole PostgreSQL cluster back to the end of the
+/// archived WAL or to a moment, and the config directories from the base set it starts from (the
+/// newest complete by then). As with a logical restore, everything that can fail harmlessly happens
+/// before the node changes:
+/// <list type="number">
+/// <item>fence (take the next generation, so the node being replaced can archive nothing more), then plan: a base backup and the WAL chain (<see cref="RecoveryPlanner"/>);</item>
+/// <item>stream the base backup into a staged data directory beside the live one, checking SHA-256; a base that fails is skipped for the next older one;</item>
+/// <item><c>pg_verifybackup</c> the staged directory against pg_basebackup's own manifest;</item>
+/// <item>download the WAL chain, each file checked against its SHA-256 (a corrupt one is refused, naming it);</item>
+/// <item>download and extract the config archive beside its targets;</item>
+/// <item>replay in a rehearsal server nothing else can reach (<see cref="RehearsalServer"/>) until PostgreSQL has promoted it at the target, then shut it down;</item>
+/// <item>stop the registry and the server, swap the data directory and config directories, start the server, then the registry, and wait for health;</item>
+/// <item>remove the previous ones.</item>
+/// </list>
+/// Any failure puts back what was changed and ends its message with <c>Node state: …</c>.
+/// </summary>
+public sealed partial class ContinuousRestoreService
+{
+    private readonly RegistryDrOptions _options;
+    private readonly IBackupStore _store;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly RegistryController _registry;
+    private readonly IOperationEvents _events;
+    private readonly ServerTools _tools;
+
+    public ContinuousRestoreService(RegistryDrOptions options, IBackupStore store, ILogger logger, TimeProvider time, HttpClient? http = null, IOperationEvents? events = null)
+    {
+        _options = options;
+        _store = store;
+        _logger = logger;
+        _time = time;
+        _events = events ?? NullOperationEvents.Instance;
+        _registry = new RegistryController(options.Registry, logger, time, http);
+        _tools = new ServerTools(options.Database);
+    }
+
+    private string LiveDataDirectory => Path.TrimEndingDirectorySeparator(Path.GetFullPath(_options.Continuous.DataDirectory!));
+
+    internal Task<ArchiveView> ReadArchiveAsync(CancellationToken cancellationToken) => new ContinuousCatalog(_store).ReadArchiveAsync(msg => LogUnreadable(msg), cancellationToken);
+
+    public async Task<PointInTimeResult> PlanAsync(PointInTimeRequest request, CancellationToken cancellationToken)
+    {
+        var view = await ReadArchiveAsync(cancellationToken);
+        var plan = RecoveryPlanner.Plan(view.Bases, view.Wal, view.Histories, request.Target, request.BaseBackupId);
+        return new PointInTimeResult(plan, Steps(plan), true, TimeSpan.Zero);
+    }
+
+    internal IReadOnlyList<string> Steps(RecoveryPlan plan)
+    {
+        var b = plan.Base;
+        var first = plan.Segments.Count > 0 ? plan.Segments[0].File.Name : "-";
+        var last = plan.LastSegment?.File.Name ?? "-";
+        var point = plan.Target.IsLatest
+            ? $"the end of the archived WAL: {last}, archived at {plan.ResultingPoint:u}; every transaction committed before then"
+            : $"{plan.Target} (the newest transaction committed at or before it)";
+        var steps = new List<string>
+        {
+            $"Base backup {b.BackupId} (taken {b.StartedAt:u}–{b.CompletedAt:u} on {b.Host}, timeline {b.Server.Timeline}, {b.TotalSize} bytes stored) from {_store.Description}, checking its SHA-256 and then every file against pg_basebackup's manifest (pg_verifybackup)",
+            $"WAL: {plan.Segments.Count} segment(s) {first} to {last} ({plan.WalBytes} bytes, {plan.WalStoredBytes} stored) and {plan.HistoryFiles.Count} timeline history file(s), each checked against its SHA-256; replayed on timeline {plan.TargetTimeline}",
+            $"Resulting point: {point}",
+            $"Config directories from base set {b.BackupId}: {string.Join(", ", b.ConfigDirectories.Select(d => d.Path))}, extracted beside their targets",
+            $"Replay in a rehearsal server on a staged copy beside {LiveDataDirectory} (no TCP, nothing archived) until PostgreSQL promotes it at that point",
+            _options.Registry.StopCommand.Count > 0 ? $"Stop the registry: {string.Join(' ', _options.Registry.StopCommand)}" : "Stop the registry: no Registry:StopCommand configured",
+            $"Stop PostgreSQL ({string.Join(' ', _options.Continuous.ServerStopCommand)}), swap the data directory {LiveDataDirectory} and the config directories, start PostgreSQL ({string.Join(' ', _options.Continuous.ServerStartCommand)})",
+            _options.Registry.StartCommand.Count > 0 ? $"Start the registry: {string.Join(' ', _options.Registry.StartCommand)}" : "Start the registry: no Registry:StartCommand configured",
+            _options.Restore.KeepPrevious ? "Keep the previous data directory and config directories (Restore:KeepPrevious)" : "Delete the previous data directory and config directories",
+        };
+        foreach (var skipped in plan.SkippedBases) steps.Insert(0, "Skipped newer base backup " + skipped);
+        return steps;
+    }
+
+    public async Task<PointInTimeResult> RestoreAsync(PointInTimeRequest request, IOperationProgress? progress = null, CancellationToken cancellationToken = default)
+    {
+        progress ??= NullProgress.Instance;
+        if (request.DryRun) return await PlanAsync(request, cancellationToken);
+        var started = _time.GetTimestamp();
+        Fencing.Generation? generation = null;
+        if (request.TakeGeneration)
+        {
+            // First: from here on the node being replaced (or a zombie of it) can archive nothing,
+            // so the WAL read below is all of its history this node will ever continue from.
+            generation = await new Fencing.GenerationLedger(_store, _time).TakeNextAsync("restore", null, null, cancellationToken);
+            var current = Agent.NodeStateFile.Read(_options.Agent.StateFile);
+            Agent.NodeStateFile.Write(_options.Agent.StateFile, (current ?? new Agent.NodeState(Agent.NodeStatus.Restoring, _time.GetUtcNow(), null, null, "point-in-time restore in progress")) with { Generation = generation.Number });
+            LogGeneration(generation.Number);
+        }
+        var label = request.Target.ToString();
+        _events.RestoreStarted(label);
+        var swaps = new List<DirectoryMove>();
+        var state = new SwapState();
+        RecoveryStaging? staging = null;
+        RecoveryPlan? plan = null;
+        var configFile = Path.Combine(StagingRoot, $"registry-dr-pitr-config-{Guid.NewGuid():N}.tar.gz");
+        try
+        {
+            progress.Phase("plan");
+            (plan, staging) = await StageAsync(request, progress, cancellationToken);
+            LogPlanned(plan.Base.BackupId, plan.Segments.Count, label);
+
+            progress.Phase("config");
+            var config = plan.Base.Get(ContinuousLayout.ConfigArtifact);
+            Directory.CreateDirectory(StagingRoot);
+            await DownloadCheckedAsync(plan.Base.BackupId, config, configFile, cancellationToken);
+            swaps = plan.Base.ConfigDirectories.Select(d => DirectoryMove.For(d.Path, d.EntryPrefix, "restore-" + plan.Base.BackupId)).ToList();
+            await ExtractConfigAsync(plan.Base, configFile, swaps, cancellationToken);
+
+            progress.Phase("replay");
+            var recovered = await RehearseAsync(plan, staging, inspect: null, cancellationToken);
+
+            progress.Phase("stop");
+            state.RegistryStopped = true;
+            await _registry.StopAsync(cancellationToken);
+            await StopServerAsync(state, cancellationToken);
+
+            progress.Phase("swap");
+            var live = DirectoryMove.ForDataDirectory(LiveDataDirectory, staging.DataDirectory);
+            live.Apply();
+            staging.DataDirectoryTaken = true;
+            state.DataDirectory = live;
+            foreach (var swap in swaps) swap.Apply();
+
+            progress.Phase("start");
+            await WalStoreAccess.EnsureAsync(_options, cancellationToken);
+            await StartServerAsync(state, cancellationToken);
+            await _registry.StartAsync(cancellationToken);
+            state.RegistryStopped = false;
+            await _registry.WaitUntilHealthyAsync(cancellationToken);
+
+            var held = generation?.Number ?? Agent.NodeStateFile.Read(_options.Agent.StateFile)?.Generation;
+            Agent.NodeStateFile.Write(_options.Agent.StateFile,
+                new Agent.NodeState(Agent.NodeStatus.Restored, _time.GetUtcNow(), plan.Base.BackupId, null, $"restored to {label} with registry-dr restore") { Generation = held });
+            progress.Phase("clean up");
+            if (!_options.Restore.KeepPrevious)
+            {
+                live.DeletePrevious();
+                foreach (var swap in swaps) swap.DeletePrevious();
+            }
+            var elapsed = _time.GetElapsedTime(started);
+            LogCompleted(label, plan.Base.BackupId, recovered.Timeline, recovered.LastTransactionAt?.ToString("u") ?? "none replayed", elapsed.TotalSeconds);
+            _events.RestoreFinished(label, true, elapsed);
+            return new PointInTimeResult(plan, Steps(plan), false, elapsed) { Recovered = recovered, Generation = generation };
+        }
+        catch (Exception ex)
+        {
+            var described = await RollBackAsync(state, swaps);
+            _events.RestoreFinished(label, false, _time.GetElapsedTime(started));
+            LogFailed(ex, label, described);
+            if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested) throw;
+            throw new RestoreFailedException(plan?.Base.BackupId ?? label, ex.Message, described, ex);
+        }
+        finally
+        {
+            foreach (var swap in swaps) swap.DeleteStaging();
+            if (staging is not null)
+            {
+                // Put back after a failure, the restored directory is staging again, and goes with it.
+                if (state.DataDirectory is not { Applied: true }) staging.DataDirectoryTaken = false;
+                await staging.DisposeAsync();
+            }
+            try { File.Delete(configFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    /// <summary>
+    /// Plans, then stages the base backup (falling back to an older one when a base fails its
+    /// checks and none was named) and the WAL. Shared with the drill.
+    /// </summary>
+    internal async Task<(RecoveryPlan, RecoveryStaging)> StageAsync(PointInTimeRequest request, IOperationProgress progress, CancellationToken cancellationToken)
+    {
+        var view = await ReadArchiveAsync(cancellationToken);
+        var excluded = new List<string>();
+        while (true)
+        {
+            var plan = RecoveryPlanner.Plan(view.Bases.Where(b => !excluded.Contains(b.BackupId)).ToList(), view.Wal, view.Histories, request.Target, request.BaseBackupId);
+            if (excluded.Count > 0) plan = plan with { SkippedBases = [.. excluded.Select(e => e + ": failed its checks"), .. plan.SkippedBases] };
+            var staging = await RecoveryStaging.CreateAsync(LiveDataDirectory, "restore", cancellationToken);
+            try
+            {
+                progress.Phase("download base backup");
+                await staging.ExtractBaseAsync(_store, plan.Base, progress, cancellationToken);
+                await VerifyBackupAsync(plan.Base, staging, cancellationToken);
+            }
+            catch (Exception ex) when (ex is ArtifactCorruptException && request.BaseBackupId is null)
+            {
+                await staging.DisposeAsync();
+                LogFallingBack(plan.Base.BackupId, ex.Message);
+                excluded.Add(plan.Base.BackupId);
+                continue;
+            }
+            catch
+            {
+                await staging.DisposeAsync();
+                throw;
+            }
+            try
+            {
+                progress.Phase("download WAL");
+                await staging.DownloadWalAsync(_store, plan, _options.Restore.Jobs, progress, cancellationToken);
+                await staging.GiveToOwnerAsync(cancellationToken);
+                return (plan, staging);
+            }
+            catch
+            {
+                await staging.DisposeAsync();
+                throw;
+            }
+        }
+    }
+
+    /// <summary>pg_verifybackup: every file of the staged base backup against the checksums pg_basebackup wrote in its backup_manifest.</summary>
+    private async Task VerifyBackupAsync(BaseBackupManifest manifest, RecoveryStaging staging, CancellationToken cancellationToken)
+    {
+        // WAL is checked by its own SHA-256 (and replayed next); --no-parse-wal spares needing pg_waldump.
+        var result = await ProcessRunner.RunAsync(new ProcessSpec(_tools.PgVerifyBackup, ["--no-parse-wal", "--quiet", staging.DataDirectory])
+        { DisplayName = "pg_verifybackup", Timeout = _options.Continuous.RecoveryTimeout }, cancellationToken: cancellationToken);
+        if (result.ExitCode == -1 || result.StandardError.Contains("could not be started", StringComparison.Ordinal))
+            throw new ProcessFailedException($"pg_verifybackup could not run ({_tools.PgVerifyBackup}).{ProcessRunner.FormatTail(result.StandardError)}", result.ExitCode, result.StandardError);
+        if (result.ExitCode != 0)
+            throw new ArtifactCorruptException(manifest.BackupId, ContinuousLayout.BaseArtifact, $"pg_verifybackup found files that differ from pg_basebackup's manifest.{ProcessRunner.FormatTail(result.StandardError)}");
+        LogVerified(manifest.BackupId, manifest.Server.Files);
+    }
+
+    internal async Task<RecoveredPoint> RehearseAsync(RecoveryPlan plan, RecoveryStaging staging, Func<NpgsqlConnection, Task>? inspect, CancellationToken cancellationToken)
+    {
+        var server = new RehearsalServer(_tools, staging.Owner, staging.DataDirectory, staging.WalDirectory, staging.ScratchDirectory, _options.Database.User, _time, _logger);
+        var database = _options.Database.Name;
+        var recovered = await server.RecoverAsync(plan.Target, plan.TargetTimeline, _options.Continuous.RecoveryTimeout, async connection =>
+        {
+            await using (var cmd = new NpgsqlCommand("SELECT count(*) FROM pg_database WHERE datname = $1", connection) { Parameters = { new() { Value = database } } })
+                if (await cmd.ExecuteScalarAsync(cancellationToken) is not (long and > 0))
+                    throw new RecoveryFailedException($"The restored cluster has no database '{database}' (Database:Name).");
+            if (inspect is not null) await inspect(connection);
+        }, cancellationToken);
+        LogReplayed(plan.Base.BackupId, recovered.Timeline, recovered.EndLsn, recovered.LastTransactionAt?.ToString("u") ?? "none", recovered.StopReason ?? "end of the archived WAL");
+        return recovered;
+    }
+
+    internal string StagingRoot => _options.Restore.StagingDirectory is { Length: > 0 } s ? s : Path.GetTempPath();
+
+    private async Task DownloadCheckedAsync(string backupId, BackupManifest.Artifact artifact, string path, CancellationToken cancellationToken)
+    {
+        await using var source = await _store.OpenReadAsync(artifact.Key, cancellationToken);
+        using var hashing = new HashingStream(source);
+        await using (var file = new FileStream(path, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
+            await hashing.CopyToAsync(file, 1 << 20, cancellationToken);
+        ArtifactIntegrity.Check(backupId, artifact, hashing.BytesRead, hashing.HashHex());
+    }
+
+    private static async Task ExtractConfigAsync(BaseBackupManifest manifest, string archivePath, List<DirectoryMove> swaps, CancellationToken cancellationToken)
+    {
+        var roots = manifest.ConfigDirectories.Select(d => new ArchiveRoot(d.Path, d.EntryPrefix)).ToList();
+        var targets = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var swap in swaps)
+        {
+            swap.PrepareStaging();
+            targets[swap.EntryPrefix!] = swap.StagingPath;
+        }
+        await using var input = new FileStream(archivePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.Asynchronous);
+        try
+        {
+            await ConfigArchiveReader.ExtractAsync(input, roots, targets, restoreOwnership: Environment.IsPrivilegedProcess, cancellationToken);
+        }
+        catch (Exception ex) when (ex is InvalidDataException or UnsafeArchiveException or ICSharpCode.SharpZipLib.SharpZipBaseException or EndOfStreamException)
+        {
+            throw new ArtifactCorruptException(manifest.BackupId, ContinuousLayout.ConfigArtifact, $"the archive is unreadable or unsafe: {ex.Message}");
+        }
+    }
+
+    private async Task StopServerAsync(SwapState state, CancellationToken cancellationToken)
+    {
+        state.ServerStopped = true;
+        var c = _options.Continuous;
+        var result = await ProcessRunner.RunAsync(new ProcessSpec(c.ServerStopCommand[0], c.ServerStopCommand.Skip(1).ToList())
+        { Timeout = c.ServerTimeout, DisplayName = $"PostgreSQL stop command ({c.ServerStopCommand[0]})" }, cancellationToken: cancellationToken);
+        // A server that was not running (a node whose database died) is what a stop wants anyway.
+        if (result.ExitCode != 0 && PostmasterAlive(LiveDataDirectory))
+            throw new ProcessFailedException($"Continuous:ServerStopCommand exited {result.ExitCode} and PostgreSQL still runs.{ProcessRunner.FormatTail(result.StandardError)}", result.ExitCode, result.StandardError);
+    }
+
+    private async Task StartServerAsync(SwapState state, CancellationToken cancellationToken)
+    {
+        var c = _options.Continuous;
+        await ProcessRunner.RunCheckedAsync(new ProcessSpec(c.ServerStartCommand[0], c.ServerStartCommand.Skip(1).ToList())
+        { Timeout = c.ServerTimeout, DisplayName = $"PostgreSQL start command ({c.ServerStartCommand[0]})" }, cancellationToken: cancellationToken);
+        state.ServerStopped = false;
+        await WaitForServerAsync(cancellationToken);
+    }
+
+    /// <summary>Until the server accepts connections on Database:Host/Port and is out of recovery, within Continuous:ServerTimeout.</summary>
+    private async Task WaitForServerAsync(CancellationToken cancellationToken)
+    {
+        var deadline = _time.GetUtcNow() + _options.Continuous.ServerTimeout;
+        var postgres = new Postgres.PostgresConnectionFactory(_options.Database, _logger);
+        var last = "no answer yet";
+        while (true)
+        {
+            try
+            {
+                await using var connection = await postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken);
+                await using var cmd = new NpgsqlCommand("SELECT pg_is_in_recovery()", connection);
+                if (await cmd.ExecuteScalarAsync(cancellationToken) is false) return;
+                last = "still in recovery";
+            }
+            catch (Postgres.DatabaseUnavailableException ex)
+            {
+                last = ex.Message;
+            }
+            if (_time.GetUtcNow() >= deadline)
+                throw new TimeoutException($"PostgreSQL did not accept connections within Continuous:ServerTimeout ({_options.Continuous.ServerTimeout}) after the start command (last: {last}).");
+            await Task.Delay(TimeSpan.FromMilliseconds(500), _time, cancellationToken);
+        }
+    }
+
+    internal static bool PostmasterAlive(string dataDirectory)
+    {
+        try
+        {
+            var first = File.ReadLines(Path.Combine(dataDirectory, "postmaster.pid")).FirstOrDefault();
+            return int.TryParse(first, out var pid) && Directory.Exists($"/proc/{pid}");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    private async Task<string> RollBackAsync(SwapState state, List<DirectoryMove> swaps)
+    {
+        var notes = new List<string>();
+        if (state.DataDirectory is { Applied: true } || swaps.Any(s => s.Applied))
+        {
+            // The restored server may be running on the swapped-in directory: stop it before moving it.
+            if (!state.ServerStopped)
+            {
+                try { await StopServerAsync(state, CancellationToken.None); }
+                catch (Exception ex) { notes.Add($"PostgreSQL could not be stopped to put things back ({ex.Message})"); }
+            }
+        }
+        foreach (var swap in swaps.Where(s => s.Applied).Reverse())
+        {
+            try { swap.Undo(); notes.Add($"{swap.TargetPath} was put back as it was"); }
+            catch (Exception ex) { notes.Add($"{swap.TargetPath} could NOT be put back ({ex.Message}); the previous copy is at {swap.PreviousPath}"); }
+        }
+        if (state.DataDirectory is { Applied: true } data)
+        {
+            try { data.Undo(); notes.Add($"the data directory {data.TargetPath} was put back as it was"); }
+            catch (Exception ex) { notes.Add($"the data directory {data.TargetPath} could NOT be put back ({ex.Message}); the previous one is at {data.PreviousPath}"); }
+        }
+        else
+        {
+            notes.Add($"the data directory {LiveDataDirectory} was not touched");
+        }
+        if (state.ServerStopped)
+        {
+            try
+            {
+                await StartServerAsync(state, CancellationToken.None);
+                notes.Add("PostgreSQL was started again on its previous data");
+            }
+            catch (Exception ex)
+            {
+                notes.Add($"PostgreSQL is STOPPED and could not be started again ({ex.Message})");
+            }
+        }
+        if (state.RegistryStopped)
+        {
+            try { await _registry.StartAsync(CancellationToken.None); notes.Add("the registry was started again on its previous data"); }
+            catch (Exception ex) { notes.Add($"the registry is STOPPED and could not be started again ({ex.Message})"); }
+        }
+        else if (!state.ServerStopped && state.DataDirectory is null)
+        {
+            notes.Add("the registry was not stopped");
+        }
+        return "Node state: " + string.Join("; ", notes) + ".";
+    }
+
+    private sealed class SwapState
+    {
+        public bool RegistryStopped;
+        public bool ServerStopped;
+        public DirectoryMove? DataDirectory;
+    }
+
+    [LoggerMessage(8020, LogLevel.Information, "Took fencing generation {Generation} before reading the WAL: the node being replaced can archive nothing more")]
+    private partial void LogGeneration(long generation);
+
+    [LoggerMessage(8021, LogLevel.Information, "Point-in-time restore to {Target}: base backup {BackupId} and {Segments} WAL segment(s)")]
+    private partial void LogPlanned(string backupId, int segments, string target);
+
+    [LoggerMessage(8022, LogLevel.Warning, "Base backup {BackupId} failed its checks, falling back to the next older one: {Reason}")]
+    private partial void LogFallingBack(string backupId, string reason);
+
+    [LoggerMessage(8023, LogLevel.Information, "Base backup {BackupId}: pg_verifybackup checked {Files} files against pg_basebackup's manifest")]
+    private partial void LogVerified(string backupId, int files);
+
+    [LoggerMessage(8024, LogLevel.Information, "Replayed from base backup {BackupId}: timeline {Timeline} at {Lsn}, newest transaction {LastTransaction}, stopped at: {Stop}")]
+    private partial void LogReplayed(string backupId, uint timeline, string lsn, string lastTransaction, string stop);
+
+    [LoggerMessage(8025, LogLevel.Information, "Point-in-time restore to {Target} from base backup {BackupId} complete: timeline {Timeline}, newest transaction {LastTransaction}, in {Seconds:F1} s")]
+    private partial void LogCompleted(string target, string backupId, uint timeline, string lastTransaction, double seconds);
+
+    [LoggerMessage(8026, LogLevel.Error, "Point-in-time restore to {Target} failed. {NodeState}")]
+    private partial void LogFailed(Exception ex, string target, string nodeState);
+
+    [LoggerMessage(8027, LogLevel.Warning, "A base backup is never used: {Reason}")]
+    private partial void LogUnreadable(string reason);
+}

@@ -1,0 +1,92 @@
+using Amazon.S3.Model;
+using RegistryDR.Continuous;
+using RegistryDR.Restore;
+using RegistryDR.Tests.Infrastructure;
+
+namespace RegistryDR.Tests.Continuous;
+
+/// <summary>
+/// Archived WAL is only ever used after its SHA-256 matched: a corrupted segment is refused by
+/// verify and by restore, naming it, before anything on the node changes; and a segment already
+/// in the store is never replaced by a different file of the same name. File store and Ceph S3.
+/// </summary>
+[TestClass]
+public sealed class WalIntegrityTests
+{
+    [TestMethod]
+    [DataRow(false, DisplayName = "file store")]
+    [DataRow(true, DisplayName = "Ceph S3")]
+    public async Task ACorruptedSegment_IsRefusedNamingIt_ByVerifyAndRestore_AndADifferentFileOfTheSameName_IsNeverStored(bool s3)
+    {
+        await using var site = await ContinuousSite.CreateAsync(s3);
+        var a = await site.StartNodeAsync("a");
+        var store = site.CreateStore();
+        var manifest = await new BaseBackupService(a.Options, store, TestNode.Logger<BaseBackupService>(), TimeProvider.System).RunAsync();
+        for (var i = 1; i <= 3; i++)
+        {
+            await a.ExecuteAsync($"INSERT INTO pushes (id, node, payload) VALUES ({i}, 'a', '{PushLoad.Payload(i)}')");
+            await a.SwitchAndWaitArchivedAsync();
+        }
+        var catalog = new ContinuousCatalog(store);
+        var wal = await catalog.ListWalAsync(default);
+        var endSegment = manifest.End.Segment(manifest.Server.WalSegmentSize);
+        var victim = wal.First(w => w.File.Kind == WalFileKind.Segment && w.File.SegmentNumber(manifest.Server.WalSegmentSize) == endSegment + 1);
+
+        // A different file under an archived name is refused, and the archived one is untouched.
+        var original = await WalCodec.ReadVerifiedAsync(store, victim, default);
+        var impostor = (byte[])original.Clone();
+        impostor[^1] ^= 0x5A; // the tail: the header still matches the name, so only the content differs
+        using var impostorDir = new TempDirectory("rdr-impostor-");
+        var impostorPath = Path.Combine(impostorDir.Path, victim.File.Name);
+        await File.WriteAllBytesAsync(impostorPath, impostor);
+        var refused = await Assert.ThrowsExactlyAsync<WalRefusedException>(() =>
+            new WalArchiver(a.Options, store, TestNode.Logger<WalArchiver>(), TimeProvider.System).PushAsync(impostorPath, default));
+        StringAssert.Contains(refused.Message, $"a different {victim.File.Name} is already archived ({victim.Key}");
+        CollectionAssert.AreEqual(new[] { victim.Key }, (await catalog.FindWalAsync(victim.File.Name, default)).Select(w => w.Key).ToList());
+        CollectionAssert.AreEqual(original, await WalCodec.ReadVerifiedAsync(store, victim, default));
+        // The same content again is accepted without writing (PostgreSQL retries after a crash).
+        await File.WriteAllBytesAsync(impostorPath, original);
+        var again = await new WalArchiver(a.Options, store, TestNode.Logger<WalArchiver>(), TimeProvider.System).PushAsync(impostorPath, default);
+        Assert.IsTrue(again.AlreadyArchived);
+
+        // Now the stored copy of that segment is damaged (bit rot, a bad copy, a tool that rewrote it).
+        await CorruptAsync(site, victim);
+
+        var verify = await a.RunCliAsync("verify");
+        Assert.AreEqual(4, verify.ExitCode, verify.Stdout + verify.Stderr);
+        StringAssert.Contains(verify.Stderr, $"Archived WAL file {victim.File.Name} ({victim.Key}) is corrupt");
+
+        var b = await site.StartNodeAsync("b", empty: true);
+        var identifierBefore = await b.ScalarAsync<long>("SELECT system_identifier::bigint FROM pg_control_system()", "postgres");
+        var failed = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() =>
+            new ContinuousRestoreService(b.Options, b.CreateStore(), TestNode.Logger<ContinuousRestoreService>(), TimeProvider.System)
+                .RestoreAsync(new PointInTimeRequest(RecoveryTarget.Latest)));
+        Assert.IsInstanceOfType<CorruptWalException>(failed.InnerException);
+        StringAssert.Contains(failed.Message, $"Archived WAL file {victim.File.Name} ({victim.Key}) is corrupt: ");
+        StringAssert.Contains(failed.Message, $"Node state: the data directory {b.Cluster.DataDirectory} was not touched");
+        // Node b is exactly as it was: its own cluster, running, and no staged leftovers beside it.
+        Assert.AreEqual(identifierBefore, await b.ScalarAsync<long>("SELECT system_identifier::bigint FROM pg_control_system()", "postgres"));
+        CollectionAssert.AreEqual(new[] { "data" }, Directory.GetDirectories(Path.GetDirectoryName(b.Cluster.DataDirectory)!).Select(Path.GetFileName).ToList());
+    }
+
+    private static async Task CorruptAsync(ContinuousSite site, WalObject wal)
+    {
+        if (site.S3 is null)
+        {
+            var path = Path.Combine(site.StoreDirectory!, wal.Key);
+            var bytes = await File.ReadAllBytesAsync(path);
+            bytes[bytes.Length / 2] ^= 0xFF;
+            await File.WriteAllBytesAsync(path, bytes);
+            return;
+        }
+        using var client = site.S3.CreateClient();
+        var location = RegistryDR.Stores.StoreLocation.Parse(site.StoreUrl);
+        var key = location.Prefix + "/" + wal.Key;
+        using var get = await client.GetObjectAsync(location.Bucket, key);
+        using var buffer = new MemoryStream();
+        await get.ResponseStream.CopyToAsync(buffer);
+        var data = buffer.ToArray();
+        data[data.Length / 2] ^= 0xFF;
+        await client.PutObjectAsync(new PutObjectRequest { BucketName = location.Bucket, Key = key, InputStream = new MemoryStream(data) });
+    }
+}
