@@ -25,8 +25,9 @@ FILTER[archive-paths]='FullyQualifiedName~RegistryDR.Tests.Archive|FullyQualifie
 MUTATE[fencing]='**/Fencing/*.cs'
 FILTER[fencing]='FullyQualifiedName~RegistryDR.Tests.Fencing'
 # The catalogue's choice of the newest restorable set.
-MUTATE[catalog]='**/Backup/BackupCatalog.cs'
-FILTER[catalog]='FullyQualifiedName~BackupCatalog|FullyQualifiedName~ProtectionStatusTests|FullyQualifiedName~VerifyAndRestoreSafetyTests|FullyQualifiedName~RegistryDR.Tests.Retention&FullyQualifiedName!~PrunerS3Tests'
+# The selection itself lives in RestorableSets (one definition of "restorable").
+MUTATE[catalog]='**/Backup/BackupCatalog.cs;**/Backup/RestorableSets.cs'
+FILTER[catalog]='FullyQualifiedName~BackupCatalog|FullyQualifiedName~RestorableSetsTests|FullyQualifiedName~ProtectionStatusTests|FullyQualifiedName~VerifyAndRestoreSafetyTests|FullyQualifiedName~RegistryDR.Tests.Retention&FullyQualifiedName!~PrunerS3Tests'
 # Restore and its rollback (needs PostgreSQL: slow, one mutant is a restore).
 MUTATE[restore]='**/Restore/RestoreService.cs'
 FILTER[restore]='FullyQualifiedName~RollbackTests|FullyQualifiedName~VerifyAndRestoreSafetyTests|FullyQualifiedName~Backup.RoundTripTests|FullyQualifiedName~RolesScriptTests'

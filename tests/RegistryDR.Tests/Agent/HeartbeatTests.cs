@@ -48,10 +48,11 @@ public sealed class HeartbeatTests
         node.Options.Agent.HeartbeatInterval = TimeSpan.FromMilliseconds(300);
         node.Options.Agent.StackName = "registry";
 
+        var time = new TimerCountingTimeProvider();
         var agent = new BootstrapAgent(node.Options, new SlowReadStore(node.CreateStore(), TimeSpan.FromSeconds(1)),
             new InstanceMetadataClient(imds.Endpoint),
             region => new AwsQueryControlPlane(region, new Amazon.Runtime.BasicAWSCredentials(credentials.AccessKeyId, credentials.SecretAccessKey), autoScaling.Endpoint, cloudFormation.Endpoint),
-            NullLoggerFactory.Instance, TimeProvider.System);
+            NullLoggerFactory.Instance, time);
         var result = await agent.RunAsync(CancellationToken.None);
         Assert.AreEqual(NodeStatus.Restored, result.Status);
 
@@ -64,10 +65,45 @@ public sealed class HeartbeatTests
         Assert.HasCount(1, complete);
         Assert.AreEqual("CONTINUE", complete[0].Parameters["LifecycleActionResult"]);
 
-        // No heartbeat after the lifecycle action was completed.
-        var calls = autoScaling.Calls.Count;
-        await Task.Delay(TimeSpan.FromSeconds(1));
-        Assert.AreEqual(calls, autoScaling.Calls.Count);
+        // No heartbeat after the lifecycle action was completed: the last call is the completion,
+        // and the heartbeat's timer is gone (disposed), so no later heartbeat can come. This reads
+        // the state instead of waiting a while to see that none came, which a slow machine passes
+        // by accident; it rules out a heartbeat loop left running after RunAsync returned.
         Assert.AreEqual("CompleteLifecycleAction", autoScaling.Calls[^1].Action);
+        Assert.AreEqual(0, time.PeriodicTimersAlive, "a periodic timer (the heartbeat's) outlived the agent's run");
+        Assert.IsGreaterThanOrEqualTo(1, time.PeriodicTimersCreated, "the heartbeat runs on the agent's TimeProvider");
+    }
+
+    /// <summary>The system clock, counting the periodic timers made from it that are not yet disposed.</summary>
+    private sealed class TimerCountingTimeProvider : TimeProvider
+    {
+        private int _alive, _created;
+        public int PeriodicTimersAlive => Volatile.Read(ref _alive);
+        public int PeriodicTimersCreated => Volatile.Read(ref _created);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var inner = System.CreateTimer(callback, state, dueTime, period);
+            if (period == Timeout.InfiniteTimeSpan || period == TimeSpan.Zero) return inner;
+            Interlocked.Increment(ref _created);
+            Interlocked.Increment(ref _alive);
+            return new Counted(inner, this);
+        }
+
+        private sealed class Counted(ITimer inner, TimerCountingTimeProvider owner) : ITimer
+        {
+            private int _disposed;
+            public bool Change(TimeSpan dueTime, TimeSpan period) => inner.Change(dueTime, period);
+            public void Dispose()
+            {
+                if (Interlocked.Exchange(ref _disposed, 1) == 0) Interlocked.Decrement(ref owner._alive);
+                inner.Dispose();
+            }
+            public ValueTask DisposeAsync()
+            {
+                Dispose();
+                return ValueTask.CompletedTask;
+            }
+        }
     }
 }

@@ -24,6 +24,7 @@ public sealed class RestorableSetsTests
         public required TempDirectory StoreDir { get; init; }
         public required TestNode Node { get; init; }
         public required IBackupStore Store { get; init; }
+        public required BackupManifest Oldest { get; init; }
         public required BackupManifest Older { get; init; }
         public required BackupManifest Newest { get; init; }
 
@@ -33,10 +34,15 @@ public sealed class RestorableSetsTests
             var node = await TestNode.CreateAsync("file://" + storeDir.Path, repositories: 5);
             var store = node.CreateStore();
             var backups = new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System);
+            // Three sets, so that with the newest one broken the set to choose (the newer of the
+            // two good ones) differs from the oldest good one: this rules out a selection that
+            // walks the sets oldest first, or takes the last restorable set it meets.
+            var oldest = await backups.RunAsync();
             var older = await backups.RunAsync();
             var newest = await backups.RunAsync();
+            Assert.IsLessThan(0, string.CompareOrdinal(oldest.BackupId, older.BackupId));
             Assert.IsLessThan(0, string.CompareOrdinal(older.BackupId, newest.BackupId));
-            return new Fixture { StoreDir = storeDir, Node = node, Store = store, Older = older, Newest = newest };
+            return new Fixture { StoreDir = storeDir, Node = node, Store = store, Oldest = oldest, Older = older, Newest = newest };
         }
 
         public string PathOf(string key) => Path.Combine(StoreDir.Path, key);
@@ -82,7 +88,7 @@ public sealed class RestorableSetsTests
         Assert.AreEqual(refusal.Message, skipped.Problem);
 
         var listed = await new RestorableSets(fx.Store).ListAsync(CancellationToken.None);
-        CollectionAssert.AreEqual(new[] { $"{fx.Newest.BackupId} MANIFEST INVALID", $"{fx.Older.BackupId} complete" },
+        CollectionAssert.AreEqual(new[] { $"{fx.Newest.BackupId} MANIFEST INVALID", $"{fx.Older.BackupId} complete", $"{fx.Oldest.BackupId} complete" },
             listed.Select(j => $"{j.BackupId} {j.Label}").ToArray());
 
         var plan = await new RestoreService(fx.Node.Options, fx.Store, TestNode.Logger<RestoreService>(), TimeProvider.System).PlanAsync("latest", CancellationToken.None);

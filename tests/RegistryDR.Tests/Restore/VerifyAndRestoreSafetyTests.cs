@@ -198,10 +198,27 @@ public sealed class VerifyAndRestoreSafetyTests
         fx.Node.Options.Registry.HealthUrl = $"http://127.0.0.1:{RegistryDR.Tests.Backup.BackupFailureTests.FreePort()}/";
         fx.Node.Options.Registry.HealthTimeout = TimeSpan.FromSeconds(2);
         fx.Node.Options.Restore.KeepPrevious = false;
+        // The live node differs from the backup (rows deleted and changed, a config file
+        // rewritten), so a node left with the restored copy looks different from one put back:
+        // this rules out a rollback that skips the database rename-back or the directory undo
+        // (with a backup equal to the live node both would pass unseen).
+        await using (var c = new Npgsql.NpgsqlConnection(fx.Node.ConnectionString))
+        {
+            await c.OpenAsync();
+            await using var cmd = c.CreateCommand();
+            cmd.CommandText = "DELETE FROM tags; UPDATE users SET email = 'changed@example.com'";
+            await cmd.ExecuteNonQueryAsync();
+        }
+        File.WriteAllText(Path.Combine(fx.Node.ConfigDirectories[1], "dtr.yml"), "changed after the backup");
+        var database = await RegistrySchema.SnapshotAsync(fx.Node.ConnectionString);
+        var trees = fx.Node.ConfigDirectories.Select(DirectorySnapshot.Take).ToList();
         var ex = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest("latest", TerminateSessions: true)));
         StringAssert.Contains(ex.Message, "did not answer");
         // Everything is put back: the previous database and directories are live again.
         StringAssert.Contains(ex.NodeState, "was put back as it was");
-        Assert.IsTrue(File.Exists(Path.Combine(fx.Node.ConfigDirectories[0], "license.json")));
+        Assert.IsNull(database.FirstDifference(await RegistrySchema.SnapshotAsync(fx.Node.ConnectionString)), "the live database was not put back");
+        for (var i = 0; i < trees.Count; i++)
+            Assert.IsNull(trees[i].FirstDifference(DirectorySnapshot.Take(fx.Node.ConfigDirectories[i])), $"{fx.Node.ConfigDirectories[i]} was not put back");
+        Assert.AreEqual("changed after the backup", File.ReadAllText(Path.Combine(fx.Node.ConfigDirectories[1], "dtr.yml")));
     }
 }

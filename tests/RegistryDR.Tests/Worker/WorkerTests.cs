@@ -137,14 +137,46 @@ public sealed class WorkerTests
             await host.StopAsync();
         }
         // A fresh complete set now exists: a restart within the interval takes no extra backup.
-        using (var host = BuildHost(node, store))
+        // Rather than wait a while and see that nothing came (which a slow machine can pass by
+        // accident), wait until the catch-up check has finished deciding and then read the
+        // decision off the scheduler: a catch-up fire is a one-shot trigger on the backup job,
+        // which Quartz keeps until that job has run, and a job listener counts every run.
+        var logs = new RecordingLoggerProvider();
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Logging.AddProvider(logs);
+        builder.Services.AddRegistryDrWorker(node.Options, store);
+        using (var host = builder.Build())
         {
             await host.StartAsync();
-            await Task.Delay(TimeSpan.FromSeconds(3));
+            var scheduler = await host.Services.GetRequiredService<Quartz.ISchedulerFactory>().GetScheduler();
+            var runs = new JobsStarted();
+            scheduler.ListenerManager.AddJobListener(runs, [Quartz.Matchers.Key(BackupJob.Key)]);
+            var catchUp = host.Services.GetServices<IHostedService>().OfType<CatchUpService>().Single();
+            await catchUp.ExecuteTask!.WaitAsync(TimeSpan.FromMinutes(2)); // bounds a hung check only
+            var triggers = (await Quartz.SchedulerQueryExtensions.GetTriggersOfJob(scheduler, BackupJob.Key)).Select(t => t.Key.Name).ToList();
+            CollectionAssert.AreEqual(new[] { "backup-schedule" }, triggers, "a catch-up fire was triggered although the newest set is fresh");
+            Assert.AreEqual(0, runs.Count, "a backup job ran");
+            Assert.IsFalse(logs.Lines.Any(l => l.Id == 3100), "the catch-up check decided to run a backup:\n" + string.Join("\n", logs.Lines.Select(l => l.Message)));
             await host.StopAsync();
         }
         var sets = await new BackupCatalog(store).ListAsync(CancellationToken.None);
         Assert.AreEqual(1, sets.Count, "exactly one catch-up backup");
+    }
+
+    /// <summary>Counts the backup job's runs as they start.</summary>
+    private sealed class JobsStarted : Quartz.IJobListener
+    {
+        private int _count;
+        public int Count => Volatile.Read(ref _count);
+        public string Name => "test-jobs-started";
+        public ValueTask JobToBeExecuted(Quartz.IJobExecutionContext context, CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref _count);
+            return ValueTask.CompletedTask;
+        }
+        public ValueTask JobExecutionVetoed(Quartz.IJobExecutionContext context, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+        public ValueTask JobProgressChanged(Quartz.IJobExecutionContext context, Quartz.Extensibility.FireInstanceProgress progress, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+        public ValueTask JobWasExecuted(Quartz.IJobExecutionContext context, Quartz.JobExecutionException? jobException, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
     }
 
     /// <summary>A store whose database upload never returns, and ignores cancellation: a hung run, whatever hangs underneath.</summary>
