@@ -1,4 +1,3 @@
-using System.IO.Compression;
 using Npgsql;
 using RegistryDR.Backup;
 using RegistryDR.Postgres;
@@ -87,17 +86,17 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
         {
             try
             {
-                await using (var gunzip = new GZipStream(hashing, CompressionMode.Decompress, leaveOpen: true))
-                    await gunzip.CopyToAsync(copy, 1 << 16, cancellationToken);
+                await using (var decompressed = ArtifactCompression.Decompress(hashing, artifact.RangeCompression))
+                    await decompressed.CopyToAsync(copy, 1 << 16, cancellationToken);
                 await hashing.CopyToAsync(Stream.Null, cancellationToken);
             }
-            catch (Exception ex) when (ex is InvalidDataException or PostgresException)
+            catch (Exception ex) when (ex is PostgresException || ArtifactCompression.IsInvalidData(ex))
             {
                 // Bytes that are not what the manifest recorded explain any such failure best.
                 await hashing.CopyToAsync(Stream.Null, cancellationToken);
                 ArtifactIntegrity.Check(backupId, artifact, hashing.BytesRead, hashing.HashHex());
-                if (ex is InvalidDataException)
-                    throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} is not valid gzip: {ex.Message}");
+                if (ex is not PostgresException)
+                    throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} is not valid {artifact.RangeCompression}: {ex.Message}");
                 throw;
             }
             ArtifactIntegrity.Check(backupId, artifact, hashing.BytesRead, hashing.HashHex());
