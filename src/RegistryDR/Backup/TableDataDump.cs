@@ -39,7 +39,10 @@ internal sealed class TableDataDump(IBackupStore store, PostgresConnectionFactor
         var compression = options.RangeCompression == RangeCompressionCodec.Gzip ? ArtifactCompression.Gzip : ArtifactCompression.Zstd;
         var artifacts = new BackupManifest.Artifact[work.Count];
         var transferred = new CombinedTransfer(progress, ProgressName);
-        await Parallel.ForEachAsync(Enumerable.Range(0, work.Count),
+        // Largest first: the jobs take the next item as they finish one, so the small tables fill
+        // in behind the large ranges and no job is left with a big one at the end (LPT scheduling).
+        var order = Enumerable.Range(0, work.Count).OrderByDescending(i => work[i].To is { } to ? to - work[i].From : work[i].Table.Pages - work[i].From).ThenBy(i => i).ToList();
+        await Parallel.ForEachAsync(order,
             new ParallelOptions { MaxDegreeOfParallelism = options.DumpJobs, CancellationToken = cancellationToken },
             async (i, ct) =>
             {
