@@ -62,7 +62,7 @@ public sealed class DatabaseOptions
     /// <summary>
     /// Tables whose data (main fork) is at least this many MiB are not dumped by pg_dump but as
     /// block ranges, several at once (<see cref="DumpJobs"/>), each a binary COPY in pg_dump's
-    /// snapshot, gzip'd and uploaded as its own object; restore loads the ranges in parallel
+    /// snapshot, compressed (RangeCompression) and uploaded as its own object; restore loads the ranges in parallel
     /// straight from the store. 0 turns splitting off (one pg_dump archive holds everything).
     /// Default 8: binary COPY and level-1 compression cost less CPU than pg_dump's text COPY and
     /// gzip 6 even for one range, and the table then loads in parallel with the others.
@@ -73,7 +73,7 @@ public sealed class DatabaseOptions
 
     /// <summary>
     /// The size of one block range of a split table, in MiB of table data. Default 32 (about
-    /// 11 MiB stored for registry data, so a range's upload holds at most two part buffers).
+    /// 5 MiB stored for registry data with zstd, 11 MiB with gzip, so a range's upload holds at most two part buffers).
     /// </summary>
     [Range(0.0078125, 4096.0)]
     public double RangeMiB { get; set; } = 32;
