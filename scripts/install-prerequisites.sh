@@ -18,6 +18,7 @@ packages=(
   prometheus
   pgbackrest time openssl
   acl attr
+  zstd
 )
 if [[ $# -gt 0 ]]; then packages=("$@"); fi
 

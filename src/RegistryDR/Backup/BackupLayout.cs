@@ -5,7 +5,8 @@ namespace RegistryDR.Backup;
 /// <summary>
 /// Where a backup set's objects live in the store:
 /// <c>backups/&lt;id&gt;/{database.dump, globals.sql, config.tar.gz, manifest.json}</c>, plus
-/// <c>backups/&lt;id&gt;/data/&lt;table&gt;-&lt;range&gt;.copy.gz</c> for the block ranges of split tables.
+/// <c>backups/&lt;id&gt;/data/&lt;table&gt;-&lt;range&gt;.copy.zst</c> (<c>.copy.gz</c> in sets before
+/// format 4, or with <c>Database:RangeCompression</c> gzip) for the block ranges of split tables.
 /// Ids start with the UTC start time, so they sort oldest to newest as plain strings.
 /// </summary>
 public static class BackupLayout
@@ -25,18 +26,19 @@ public static class BackupLayout
 
     public const string InProgressFileName = "in-progress.json";
 
-    public static string ArtifactKey(string backupId, string artifact) => SetPrefix(backupId) + artifact switch
+    /// <param name="compression">For table-data artifacts, their codec (<see cref="ArtifactCompression"/>): it gives the extension.</param>
+    public static string ArtifactKey(string backupId, string artifact, string compression = ArtifactCompression.Gzip) => SetPrefix(backupId) + artifact switch
     {
         DatabaseArtifact => "database.dump",
         GlobalsArtifact => "globals.sql",
         ConfigArtifact => "config.tar.gz",
-        _ when IsTableDataArtifact(artifact) => "data/" + artifact[TableDataPrefix.Length..] + ".copy.gz",
+        _ when IsTableDataArtifact(artifact) => "data/" + artifact[TableDataPrefix.Length..] + ".copy" + ArtifactCompression.Extension(compression),
         _ => throw new ArgumentOutOfRangeException(nameof(artifact)),
     };
 
     private const string TableDataPrefix = "data-";
 
-    /// <summary>The artifact holding block range <paramref name="range"/> of split table <paramref name="table"/>: a gzip'd binary COPY.</summary>
+    /// <summary>The artifact holding block range <paramref name="range"/> of split table <paramref name="table"/>: a compressed binary COPY.</summary>
     public static string TableDataArtifact(int table, int range) =>
         string.Create(CultureInfo.InvariantCulture, $"{TableDataPrefix}{table:D4}-{range:D5}");
 

@@ -13,9 +13,11 @@ public sealed record BackupManifest
     /// 2 added <see cref="TableData"/>; 3 added the database's own properties
     /// (<see cref="PostgresInfo.Properties"/>), so that a registry-dr that would silently restore
     /// without them refuses such a set. Sets of format 1 (one pg_dump archive) and 2 are still read
-    /// and restored (without database properties, as they were taken).
+    /// and restored (without database properties, as they were taken). 4 added each table-data
+    /// artifact's codec (<see cref="Artifact.Compression"/>, zstd by default), so that a
+    /// registry-dr that would take zstd ranges for gzip refuses such a set.
     /// </summary>
-    public const int CurrentFormatVersion = 3;
+    public const int CurrentFormatVersion = 4;
     public const int OldestReadableFormatVersion = 1;
     public const string FileName = "manifest.json";
 
@@ -37,7 +39,7 @@ public sealed record BackupManifest
 
     /// <summary>
     /// Tables whose rows are not in the pg_dump archive but in block-range artifacts (binary
-    /// COPY, gzip), loaded between the archive's pre-data and post-data sections. Empty when the
+    /// COPY, compressed as each artifact's <see cref="Artifact.Compression"/> says), loaded between the archive's pre-data and post-data sections. Empty when the
     /// archive holds everything.
     /// </summary>
     public IReadOnlyList<TableData> SplitTables { get; init; } = [];
@@ -107,6 +109,18 @@ public sealed record BackupManifest
         /// </summary>
         [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
         public IReadOnlyList<NotKeptEntry>? NotKept { get; init; }
+
+        /// <summary>
+        /// Table-data artifacts only: the codec of the stored bytes, <c>"zstd"</c> or <c>"gzip"</c>
+        /// (<see cref="ArtifactCompression"/>). Absent in sets of format 1–3, whose ranges are gzip
+        /// (<see cref="RangeCompression"/>), and for other artifacts.
+        /// </summary>
+        [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+        public string? Compression { get; init; }
+
+        /// <summary>The codec of a table-data artifact: its recorded one, gzip when none is recorded.</summary>
+        [JsonIgnore]
+        public string RangeCompression => Compression ?? ArtifactCompression.Gzip;
     }
 
     /// <summary>One kind of entry a backup could not keep: how many, and the first few paths.</summary>
@@ -179,6 +193,8 @@ public sealed record BackupManifest
             totalSize += a.Size;
             if (a.Sha256 is null || a.Sha256.Length != 64 || !a.Sha256.All(char.IsAsciiHexDigitLower))
                 throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has no valid lower-case hex SHA-256.");
+            if (a.Compression is { } compression && (a.Name is null || !BackupLayout.IsTableDataArtifact(a.Name) || !ArtifactCompression.IsKnown(compression)))
+                throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' says it is compressed with '{compression}': only table-data artifacts record a codec, and this registry-dr reads '{ArtifactCompression.Zstd}' and '{ArtifactCompression.Gzip}'.");
             if (a.NotKept is { } notKept && (a.Name != BackupLayout.ConfigArtifact || notKept.Any(n => n is null || string.IsNullOrEmpty(n.Kind) || n.Count < 1 || n.Examples is null || n.Examples.Any(e => e is null))))
                 throw new InvalidManifestException(expectedBackupId, $"artifact '{a.Name}' has a 'notKept' list that is not one of non-empty kinds, positive counts and example paths on the config artifact.");
         }

@@ -1,4 +1,3 @@
-using System.IO.Compression;
 using Npgsql;
 using RegistryDR.Configuration;
 using RegistryDR.Postgres;
@@ -9,8 +8,9 @@ namespace RegistryDR.Backup;
 
 /// <summary>
 /// Dumps the split tables' rows as block ranges, <see cref="DatabaseOptions.DumpJobs"/> at a
-/// time: each range is one binary COPY in the exported snapshot, gzip'd here (so pg_dump's
-/// single-threaded compression is off the critical path) and streamed to its own object.
+/// time: each range is one binary COPY in the exported snapshot, compressed here
+/// (<see cref="DatabaseOptions.RangeCompression"/>; so pg_dump's single-threaded compression is
+/// off the critical path) and streamed to its own object.
 /// </summary>
 internal sealed class TableDataDump(IBackupStore store, PostgresConnectionFactory postgres, DatabaseOptions options, IOperationProgress progress)
 {
@@ -36,31 +36,35 @@ internal sealed class TableDataDump(IBackupStore store, PostgresConnectionFactor
             described.Add(new BackupManifest.TableData { Schema = table.Schema, Name = table.Name, Columns = table.Columns, Ranges = names });
         }
 
+        var compression = options.RangeCompression == RangeCompressionCodec.Gzip ? ArtifactCompression.Gzip : ArtifactCompression.Zstd;
         var artifacts = new BackupManifest.Artifact[work.Count];
         var transferred = new CombinedTransfer(progress, ProgressName);
-        await Parallel.ForEachAsync(Enumerable.Range(0, work.Count),
+        // Largest first: the jobs take the next item as they finish one, so the small tables fill
+        // in behind the large ranges and no job is left with a big one at the end (LPT scheduling).
+        var order = Enumerable.Range(0, work.Count).OrderByDescending(i => work[i].To is { } to ? to - work[i].From : work[i].Table.Pages - work[i].From).ThenBy(i => i).ToList();
+        await Parallel.ForEachAsync(order,
             new ParallelOptions { MaxDegreeOfParallelism = options.DumpJobs, CancellationToken = cancellationToken },
             async (i, ct) =>
             {
                 var (table, name, from, to) = work[i];
-                var key = BackupLayout.ArtifactKey(backupId, name);
+                var key = BackupLayout.ArtifactKey(backupId, name, compression);
                 written(key);
                 var result = await PipedUpload.PutAsync(store, key,
-                    (output, token) => CopyRangeAsync(snapshotId, table.CopyOutSql(from, to), output, token),
+                    (output, token) => CopyRangeAsync(snapshotId, table.CopyOutSql(from, to), compression, output, token),
                     transferred.Part(), ct);
                 if (result.Size != result.BytesProduced)
                     throw new InvalidOperationException($"the store took {result.Size} bytes of {result.BytesProduced} for {key}.");
-                artifacts[i] = new BackupManifest.Artifact { Name = name, Key = key, Size = result.Size, Sha256 = result.Sha256 };
+                artifacts[i] = new BackupManifest.Artifact { Name = name, Key = key, Size = result.Size, Sha256 = result.Sha256, Compression = compression };
             });
         return new Output(described, artifacts);
     }
 
-    private async Task<long> CopyRangeAsync(string snapshotId, string copySql, Stream output, CancellationToken cancellationToken)
+    private async Task<long> CopyRangeAsync(string snapshotId, string copySql, string compression, Stream output, CancellationToken cancellationToken)
     {
         await using var connection = await postgres.OpenAsync(cancellationToken: cancellationToken);
         await using var transaction = await ExportedSnapshot.ImportAsync(connection, snapshotId, cancellationToken);
         long raw = 0;
-        await using (var gzip = new GZipStream(output, new ZLibCompressionOptions { CompressionLevel = options.RangeCompressionLevel }, leaveOpen: true))
+        await using (var compressor = ArtifactCompression.Compress(output, compression, options.RangeCompressionLevel))
         await using (var copy = await connection.BeginRawBinaryCopyAsync(copySql, cancellationToken))
         {
             // A bound on each wait for the next CopyData (Database:StallTimeout), not on the
@@ -76,10 +80,10 @@ internal sealed class TableDataDump(IBackupStore store, PostgresConnectionFactor
                 filled += n;
                 raw += n;
                 if (filled < buffer.Length - 16384) continue;
-                await gzip.WriteAsync(buffer.AsMemory(0, filled), cancellationToken);
+                await compressor.WriteAsync(buffer.AsMemory(0, filled), cancellationToken);
                 filled = 0;
             }
-            if (filled > 0) await gzip.WriteAsync(buffer.AsMemory(0, filled), cancellationToken);
+            if (filled > 0) await compressor.WriteAsync(buffer.AsMemory(0, filled), cancellationToken);
         }
         if (raw < SplitTable.BinaryCopySignature.Length)
             throw new InvalidOperationException($"the COPY of a block range returned only {raw} bytes.");

@@ -70,7 +70,7 @@ public sealed class DatabaseOptions
     /// <summary>
     /// Tables whose data (main fork) is at least this many MiB are not dumped by pg_dump but as
     /// block ranges, several at once (<see cref="DumpJobs"/>), each a binary COPY in pg_dump's
-    /// snapshot, gzip'd and uploaded as its own object; restore loads the ranges in parallel
+    /// snapshot, compressed (RangeCompression) and uploaded as its own object; restore loads the ranges in parallel
     /// straight from the store. 0 turns splitting off (one pg_dump archive holds everything).
     /// Default 8: binary COPY and level-1 compression cost less CPU than pg_dump's text COPY and
     /// gzip 6 even for one range, and the table then loads in parallel with the others.
@@ -81,7 +81,7 @@ public sealed class DatabaseOptions
 
     /// <summary>
     /// The size of one block range of a split table, in MiB of table data. Default 32 (about
-    /// 11 MiB stored for registry data, so a range's upload holds at most two part buffers).
+    /// 5 MiB stored for registry data with zstd, 11 MiB with gzip, so a range's upload holds at most two part buffers).
     /// </summary>
     [Range(0.0078125, 4096.0)]
     public double RangeMiB { get; set; } = 32;
@@ -91,8 +91,16 @@ public sealed class DatabaseOptions
     public int DumpJobs { get; set; } = Math.Max(1, Environment.ProcessorCount);
 
     /// <summary>
-    /// gzip level (0–9) of the block ranges, compressed by RegistryDR itself (zlib-ng). Default 1:
-    /// on registry data it stores about as little as pg_dump's level 6 at a fraction of the CPU.
+    /// The codec of the block ranges, compressed by RegistryDR itself: <c>Zstd</c> (default;
+    /// ZstdSharp, with a content checksum) or <c>Gzip</c> (zlib-ng). On registry data zstd level 1
+    /// stores about 40 % less than gzip level 1 for about half its CPU (docs/performance.md). Each
+    /// range records its codec in the manifest, so sets of either kind restore.
+    /// </summary>
+    public RangeCompressionCodec RangeCompression { get; set; } = RangeCompressionCodec.Zstd;
+
+    /// <summary>
+    /// The level of <see cref="RangeCompression"/>, 0–9: gzip's level, or zstd's (0 is zstd's
+    /// default, 3). Default 1: on registry data it stores less than pg_dump's gzip 6 at a fraction of the CPU.
     /// </summary>
     [Range(0, 9)]
     public int RangeCompressionLevel { get; set; } = 1;
@@ -219,6 +227,9 @@ public sealed class StoreOptions
 }
 
 public enum S3ChecksumMode { WhenSupported, WhenRequired }
+
+/// <summary>Database:RangeCompression: the codec of the split tables' block ranges (<see cref="Backup.ArtifactCompression"/>).</summary>
+public enum RangeCompressionCodec { Zstd, Gzip }
 
 public enum ServerSideEncryptionMode { None, S3, Kms }
 

@@ -75,10 +75,10 @@ public sealed class BackupVerifier
         long total = 0;
         try
         {
-            await using var gunzip = new System.IO.Compression.GZipStream(stream, System.IO.Compression.CompressionMode.Decompress, leaveOpen: true);
+            await using var decompressed = ArtifactCompression.Decompress(stream, artifact.RangeCompression);
             var buffer = new byte[1 << 16];
             int n;
-            while ((n = await gunzip.ReadAsync(buffer, cancellationToken)) > 0)
+            while ((n = await decompressed.ReadAsync(buffer, cancellationToken)) > 0)
             {
                 if (total < head.Length) buffer.AsSpan(0, (int)Math.Min(n, head.Length - total)).CopyTo(head.AsSpan((int)total));
                 if (n >= 2) buffer.AsSpan(n - 2, 2).CopyTo(tail);
@@ -86,16 +86,16 @@ public sealed class BackupVerifier
                 total += n;
             }
         }
-        catch (InvalidDataException ex)
+        catch (Exception ex) when (ArtifactCompression.IsInvalidData(ex))
         {
             await stream.CopyToAsync(Stream.Null, cancellationToken);
             ArtifactIntegrity.Check(backupId, artifact, stream.BytesRead, stream.HashHex()); // a checksum mismatch says more
-            throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} is not valid gzip: {ex.Message}");
+            throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} is not valid {artifact.RangeCompression}: {ex.Message}");
         }
         await stream.CopyToAsync(Stream.Null, cancellationToken);
         if (total < head.Length + 2 || !head.AsSpan().SequenceEqual(Postgres.SplitTable.BinaryCopySignature) || tail[0] != 0xff || tail[1] != 0xff)
-            throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} does not hold a whole binary COPY stream ({total} bytes after gunzip).");
-        return $"binary COPY, {total:N0} bytes";
+            throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} does not hold a whole binary COPY stream ({total} bytes after {artifact.RangeCompression} decompression).");
+        return $"binary COPY, {total:N0} bytes ({artifact.RangeCompression})";
     }
 
     private static async Task<string> ValidateArchiveAsync(HashingStream stream, IReadOnlyList<ArchiveRoot> roots, string backupId, CancellationToken cancellationToken)

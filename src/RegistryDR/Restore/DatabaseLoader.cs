@@ -1,4 +1,3 @@
-using System.IO.Compression;
 using Npgsql;
 using RegistryDR.Backup;
 using RegistryDR.Postgres;
@@ -35,6 +34,19 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
 
     private readonly int _jobs = jobs;
 
+    /// <summary>
+    /// The load's sessions (pg_restore's and the range COPYs) commit without waiting for their WAL
+    /// to reach disk (PostgreSQL's <c>synchronous_commit = off</c>, a per-session setting any role
+    /// may change). Every pg_restore item is its own transaction, and an index-heavy schema has
+    /// thousands of them (the GitLab-like one: about 4,700 WAL flushes in post-data, 620 with this;
+    /// docs/performance.md). Nothing is at risk: the database being loaded is a scratch (or drill)
+    /// database that nothing uses, a crash loses at most its last few hundred milliseconds of
+    /// commits, which fails the load anyway, and the restore's swap is an ordinary synchronous
+    /// commit, whose flush takes every earlier WAL record — the whole load — to disk before the
+    /// database is renamed into place.
+    /// </summary>
+    internal const string SynchronousCommit = "off";
+
     public async Task LoadAsync(BackupManifest manifest, string dumpPath, string database, IReadOnlyList<string> pgRestoreOptions, IOperationProgress progress, CancellationToken cancellationToken)
     {
         await PgRestoreAsync(dumpPath, database, pgRestoreOptions, ["--section=pre-data"], cancellationToken);
@@ -55,7 +67,9 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
         args.Add("--dbname=" + database);
         args.Add(dumpPath);
         var environment = new Dictionary<string, string?>(await postgres.ToolEnvironmentAsync(database, cancellationToken));
-        if (MaintenanceWorkMemMiB > 0) environment["PGOPTIONS"] = $"{environment.GetValueOrDefault("PGOPTIONS")} -c maintenance_work_mem={MaintenanceWorkMemMiB}MB".TrimStart();
+        var sessionOptions = $"{environment.GetValueOrDefault("PGOPTIONS")} -c synchronous_commit={SynchronousCommit}";
+        if (MaintenanceWorkMemMiB > 0) sessionOptions += $" -c maintenance_work_mem={MaintenanceWorkMemMiB}MB";
+        environment["PGOPTIONS"] = sessionOptions.TrimStart();
         var result = await ProcessRunner.RunAsync(
             new ProcessSpec(tools.PgRestore, args) { Environment = environment, DisplayName = "pg_restore" },
             cancellationToken: cancellationToken);
@@ -68,8 +82,10 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
 
     private async Task LoadRangesAsync(BackupManifest manifest, string database, IOperationProgress progress, CancellationToken cancellationToken)
     {
+        // Largest first (by stored size), for the same reason as the dump's order.
         var work = manifest.SplitTables
             .SelectMany(t => t.Ranges.Select(r => (Table: t, Artifact: manifest.Find(r)!)))
+            .OrderByDescending(w => w.Artifact.Size)
             .ToList();
         var transferred = new CombinedTransfer(progress, TableDataDump.ProgressName);
         await Parallel.ForEachAsync(work, new ParallelOptions { MaxDegreeOfParallelism = _jobs, CancellationToken = cancellationToken },
@@ -80,6 +96,8 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
     {
         var copySql = SplitTable.CopyIn(table.Schema, table.Name, table.Columns);
         await using var connection = await postgres.OpenAsync(database, cancellationToken);
+        await using (var setting = new NpgsqlCommand($"SET synchronous_commit = {SynchronousCommit}", connection))
+            await setting.ExecuteNonQueryAsync(cancellationToken);
         await using var source = await store.OpenReadAsync(artifact.Key, cancellationToken);
         using var hashing = new HashingStream(source, onProgress);
         var copy = await connection.BeginRawBinaryCopyAsync(copySql, cancellationToken);
@@ -87,17 +105,17 @@ internal sealed class DatabaseLoader(IBackupStore store, PostgresConnectionFacto
         {
             try
             {
-                await using (var gunzip = new GZipStream(hashing, CompressionMode.Decompress, leaveOpen: true))
-                    await gunzip.CopyToAsync(copy, 1 << 16, cancellationToken);
+                await using (var decompressed = ArtifactCompression.Decompress(hashing, artifact.RangeCompression))
+                    await decompressed.CopyToAsync(copy, 1 << 16, cancellationToken);
                 await hashing.CopyToAsync(Stream.Null, cancellationToken);
             }
-            catch (Exception ex) when (ex is InvalidDataException or PostgresException)
+            catch (Exception ex) when (ex is PostgresException || ArtifactCompression.IsInvalidData(ex))
             {
                 // Bytes that are not what the manifest recorded explain any such failure best.
                 await hashing.CopyToAsync(Stream.Null, cancellationToken);
                 ArtifactIntegrity.Check(backupId, artifact, hashing.BytesRead, hashing.HashHex());
-                if (ex is InvalidDataException)
-                    throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} is not valid gzip: {ex.Message}");
+                if (ex is not PostgresException)
+                    throw new ArtifactCorruptException(backupId, artifact.Name, $"{artifact.Key} is not valid {artifact.RangeCompression}: {ex.Message}");
                 throw;
             }
             ArtifactIntegrity.Check(backupId, artifact, hashing.BytesRead, hashing.HashHex());

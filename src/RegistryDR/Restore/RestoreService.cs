@@ -427,6 +427,10 @@ public sealed partial class RestoreService
         await using var tx = await connection.BeginTransactionAsync();
         await using var cmd = connection.CreateCommand();
         cmd.Transaction = tx;
+        // The load committed asynchronously (DatabaseLoader.SynchronousCommit): this commit's WAL
+        // flush is what makes the loaded database durable before it is renamed into place.
+        cmd.CommandText = "SET LOCAL synchronous_commit = on";
+        await cmd.ExecuteNonQueryAsync();
         if (exists)
         {
             // Anything still connected would block the rename (the preflight allowed cutting it).

@@ -21,7 +21,7 @@ public sealed class ManifestFuzzTests
 
     internal static readonly string ValidManifest = $$"""
         {
-          "formatVersion": 3,
+          "formatVersion": 4,
           "backupId": "{{BackupId}}",
           "startedAt": "2024-05-06T07:08:09+00:00",
           "completedAt": "2024-05-06T07:09:10+00:00",
@@ -64,7 +64,7 @@ public sealed class ManifestFuzzTests
             { "name": "globals", "key": "backups/{{BackupId}}/globals.sql", "size": 789, "sha256": "{{new string('b', 64)}}" },
             { "name": "config", "key": "backups/{{BackupId}}/config.tar.gz", "size": 4242, "sha256": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
               "notKept": [{ "kind": "socket", "count": 7, "examples": ["/var/local/dtr/run/a.sock", "/var/local/dtr/run/caf\\xe9.sock"] }, { "kind": "FIFO", "count": 1, "examples": ["/var/local/dtr/run/events"] }] },
-            { "name": "data-0000-00000", "key": "backups/{{BackupId}}/data/0000-00000.copy.gz", "size": 1000, "sha256": "{{new string('c', 64)}}" },
+            { "name": "data-0000-00000", "key": "backups/{{BackupId}}/data/0000-00000.copy.zst", "size": 1000, "sha256": "{{new string('c', 64)}}", "compression": "zstd" },
             { "name": "data-0000-00001", "key": "backups/{{BackupId}}/data/0000-00001.copy.gz", "size": 2000, "sha256": "{{new string('d', 64)}}" }
           ],
           "splitTables": [
@@ -198,6 +198,8 @@ public sealed class ManifestFuzzTests
             Assert.IsNotNull(artifact, $"A null artifact was accepted {where}");
             Assert.IsNotNull(artifact.Name, where);
             Assert.IsNotNull(artifact.Key, where);
+            // Restore, drill and verify decompress a range with the codec it names (gzip when it names none).
+            Assert.IsTrue(artifact.Compression is null || (BackupLayout.IsTableDataArtifact(artifact.Name) && ArtifactCompression.IsKnown(artifact.Compression)), where);
             Assert.StartsWith(prefix, artifact.Key, where);
             Assert.IsGreaterThan(prefix.Length, artifact.Key.Length, where);
             try

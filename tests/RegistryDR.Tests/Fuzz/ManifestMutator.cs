@@ -200,8 +200,11 @@ internal sealed class ManifestMutator
         }
 
         var prefix = $"backups/{_backupId}/";
-        switch (_random.Next(5))
+        switch (_random.Next(6))
         {
+            case 5:
+                Set(artifact, "compression", PickNode(["zstd", "gzip", "ZSTD", "zst", "gz", "lz4", "", null, 1, "zstd ", Raw("[]")]));
+                break;
             case 4:
                 Set(artifact, "notKept", PickNode([
                     null, 1, "socket", Raw("[]"), Raw("[null]"), Raw("[1]"), Raw("{}"), Raw("[{}]"), Raw("[{\"kind\":\"\",\"count\":1}]"),

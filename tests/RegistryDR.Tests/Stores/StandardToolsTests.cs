@@ -54,11 +54,13 @@ public sealed class StandardToolsTests
 
     /// <summary>
     /// A set with split tables by hand, as docs/runbook.md describes it: pg_restore's pre-data
-    /// section, each block range through gunzip into psql's COPY ... FROM STDIN (FORMAT binary),
-    /// then the data and post-data sections.
+    /// section, each block range through Debian's <c>zstd -dc</c> (or <c>gunzip -c</c> for a
+    /// gzip range) into psql's COPY ... FROM STDIN (FORMAT binary), then the data and post-data sections.
     /// </summary>
     [TestMethod]
-    public async Task SplitSetInS3_RestoresWithAwsCliGunzipPsqlAndPgRestoreByHand()
+    [DataRow(RegistryDR.Configuration.RangeCompressionCodec.Zstd, "zstd -dc")]
+    [DataRow(RegistryDR.Configuration.RangeCompressionCodec.Gzip, "gunzip -c")]
+    public async Task SplitSetInS3_RestoresWithAwsCliZstdOrGunzipPsqlAndPgRestoreByHand(RegistryDR.Configuration.RangeCompressionCodec codec, string decompress)
     {
         var s3 = await TestEnvironment.S3Async();
         var bucket = "rdr-tools-" + Guid.NewGuid().ToString("N")[..8];
@@ -66,6 +68,7 @@ public sealed class StandardToolsTests
         await using var node = await TestNode.CreateAsync($"s3://{bucket}/registry", s => s.ConfigureFor(s3));
         node.Options.Database.SplitTablesFromMiB = 8.0 / 1024;
         node.Options.Database.RangeMiB = 64.0 / 1024;
+        node.Options.Database.RangeCompression = codec;
         using var store = (RegistryDR.Stores.S3Store)node.CreateStore(s3);
         var manifest = await new BackupService(node.Options, store, TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
         Assert.IsNotEmpty(manifest.SplitTables);
@@ -98,8 +101,9 @@ public sealed class StandardToolsTests
                 {
                     var file = Path.Combine(set, parsed.Find(range)!.Key[BackupLayout.SetPrefix(manifest.BackupId).Length..]);
                     Assert.AreEqual(parsed.Find(range)!.Sha256, TestNode.Sha256(file), "awscli got different bytes than the manifest records");
+                    StringAssert.EndsWith(file, codec == RegistryDR.Configuration.RangeCompressionCodec.Zstd ? ".copy.zst" : ".copy.gz");
                     await ProcessRunner.RunCheckedAsync(new ProcessSpec("/bin/bash",
-                        ["-o", "pipefail", "-c", "gunzip -c \"$1\" | \"$2\" -X -q -v ON_ERROR_STOP=1 -c \"$3\"", "by-hand", file, Path.Combine(node.Cluster.BinDirectory, "psql"), copy])
+                        ["-o", "pipefail", "-c", decompress + " \"$1\" | \"$2\" -X -q -v ON_ERROR_STOP=1 -c \"$3\"", "by-hand", file, Path.Combine(node.Cluster.BinDirectory, "psql"), copy])
                     { Environment = pgEnv });
                 }
             }
