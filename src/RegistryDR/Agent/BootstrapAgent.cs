@@ -130,7 +130,7 @@ public sealed partial class BootstrapAgent
             LogFirstBoot(_store.Description);
             // The node changes hands when its (empty) registry starts: take the generation and
             // record it as one step right there (GenerationLedger.TakeAndRecordAsync).
-            var first = await new Fencing.GenerationLedger(_store, _time).TakeAndRecordAsync(Agent.StateFile, "first-boot", identity.InstanceId, null, cancellationToken);
+            var first = await new Fencing.GenerationLedger(_store, _time).TakeAndRecordAsync(Agent.StateFile, "first-boot", identity.InstanceId, null, cancellationToken, identity.Region);
             LogGeneration(first.Number);
             var registry = new RegistryController(_options.Registry, _logger, _time, _http);
             await registry.StartAsync(cancellationToken);
@@ -152,7 +152,10 @@ public sealed partial class BootstrapAgent
                 // RestoreService takes the generation (and records it) just before its swap, where
                 // the node changes hands. A node that is booting has served nobody yet: whatever is
                 // connected to its database (an image's registry started at boot) may be cut at the swap.
-                var result = await restore.RestoreAsync(new RestoreRequest(set.BackupId, TerminateSessions: true) { InstanceId = identity.InstanceId }, cancellationToken: cancellationToken);
+                var result = await restore.RestoreAsync(new RestoreRequest(set.BackupId, TerminateSessions: true)
+                {
+                    InstanceId = identity.InstanceId, Region = identity.Region, TakeOver = Agent.Role == Configuration.AgentRole.Failover,
+                }, cancellationToken: cancellationToken);
                 LogGeneration(result.Generation!.Number);
                 if (skipped.Count > 0) LogRestoredOlder(set.BackupId, skipped.Count, string.Join(", ", skipped));
                 return (NodeStatus.Restored, set.BackupId, result.Generation);

@@ -278,6 +278,15 @@ public sealed class RestoreOptions
     public bool KeepPrevious { get; set; }
 }
 
+/// <summary>What a node's restore means for the store (<c>Agent:Role</c>).</summary>
+public enum AgentRole
+{
+    /// <summary>The store's own region: a restore takes the next generation in the current epoch.</summary>
+    Primary,
+    /// <summary>Another region takes the store over: a restore opens a new fencing epoch.</summary>
+    Failover,
+}
+
 /// <summary>The EC2 bootstrap agent (<c>registry-dr bootstrap</c>).</summary>
 public sealed class AgentOptions
 {
@@ -320,6 +329,14 @@ public sealed class AgentOptions
 
     /// <summary>The logical id CloudFormation waits on (creation/update policy). Empty: no signal is sent. Default <c>RegistryGroup</c>.</summary>
     public string? SignalResource { get; set; } = "RegistryGroup";
+
+    /// <summary>
+    /// <c>primary</c> (default) or <c>failover</c>: a failover node (the template's Role=failover,
+    /// or a failback restore in the first region) takes over the store with a new fencing epoch
+    /// when it restores, so nothing the previous region writes later is ever newer
+    /// (<see cref="Fencing.GenerationLedger"/>), and checks the registry after its restore.
+    /// </summary>
+    public AgentRole Role { get; set; } = AgentRole.Primary;
 
     /// <summary>Allow starting with an empty registry when the store holds no backup at all (the very first deploy only). Default false.</summary>
     public bool AllowFirstBoot { get; set; }
