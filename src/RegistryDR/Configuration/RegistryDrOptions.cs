@@ -338,6 +338,19 @@ public sealed class AgentOptions
     /// </summary>
     public AgentRole Role { get; set; } = AgentRole.Primary;
 
+    /// <summary>
+    /// The registry's base URL (<c>http://127.0.0.1:5000</c>): once a restore has started the
+    /// registry, the agent walks it (<c>check-registry</c>) and logs and records, per repository,
+    /// what does not resolve. The template sets it for Role standby/failover. Empty: no check.
+    /// </summary>
+    public string? CheckRegistryAfterRestore { get; set; }
+
+    /// <summary>The containers auth file for that check (see <c>check-registry --credentials-file</c>). Empty: anonymous.</summary>
+    public string? CheckRegistryCredentialsFile { get; set; }
+
+    /// <summary>How long that check may take in all; the boot has already succeeded, the check only reports. Default 10 minutes.</summary>
+    public TimeSpan CheckRegistryTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Allow starting with an empty registry when the store holds no backup at all (the very first deploy only). Default false.</summary>
     public bool AllowFirstBoot { get; set; }
 
@@ -373,6 +386,10 @@ public sealed class AgentOptions
             if (!string.IsNullOrEmpty(value) && (!Uri.TryCreate(value, UriKind.Absolute, out var u) || (u.Scheme != "http" && u.Scheme != "https") || !string.IsNullOrEmpty(u.Query)))
                 errors.Add($"Agent:{key} '{value}' must be an absolute http:// or https:// URL without a query.");
         }
+        if (!string.IsNullOrEmpty(agent.CheckRegistryAfterRestore) && (!Uri.TryCreate(agent.CheckRegistryAfterRestore, UriKind.Absolute, out var registry) || (registry.Scheme != "http" && registry.Scheme != "https")))
+            errors.Add($"Agent:CheckRegistryAfterRestore '{agent.CheckRegistryAfterRestore}' must be the registry's absolute http:// or https:// base URL, e.g. http://127.0.0.1:5000.");
+        if (agent.CheckRegistryTimeout < TimeSpan.FromSeconds(1) || agent.CheckRegistryTimeout > TimeSpan.FromDays(1))
+            errors.Add($"Agent:CheckRegistryTimeout is {agent.CheckRegistryTimeout}; it must be between 00:00:01 and 1.00:00:00.");
         if (string.IsNullOrWhiteSpace(agent.StateFile) || !Path.IsPathFullyQualified(agent.StateFile))
             errors.Add($"Agent:StateFile '{agent.StateFile}' must be an absolute path.");
     }
