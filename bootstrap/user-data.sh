@@ -26,6 +26,10 @@
 #   RDR_STORE_URL                                 Store:Url, s3://bucket/prefix
 #   RDR_SSE, RDR_KMS_KEY_ID                       Store:ServerSideEncryption (S3|Kms) and KmsKeyId
 #   RDR_ALLOW_FIRST_BOOT                          Agent:AllowFirstBoot, "true" or "false"
+#   RDR_ROLE                                      optional: Agent:Role, "primary" (default) or "failover"
+#                                                 (the template's Role standby or failover)
+#   RDR_CHECK_REGISTRY_URL                        optional: Agent:CheckRegistryAfterRestore, the
+#                                                 registry's base URL to check after a restore
 #   RDR_CRON                                      Schedule:Cron
 #   RDR_DB_HOST, RDR_DB_PORT, RDR_DB_NAME, RDR_DB_USER, RDR_DB_BIN_DIRECTORY   Database:*
 #   RDR_DB_PASSWORD_SECRET_ARN                    optional Secrets Manager secret with the password
@@ -204,6 +208,10 @@ config = {
                                                  int(e["RDR_HEARTBEAT_SECONDS"]) % 60),
     },
 }
+if e.get("RDR_ROLE") == "failover":
+    config["Agent"]["Role"] = "failover"
+if e.get("RDR_CHECK_REGISTRY_URL"):
+    config["Agent"]["CheckRegistryAfterRestore"] = e["RDR_CHECK_REGISTRY_URL"]
 directories = [d for d in e.get("RDR_CONFIG_DIRECTORIES", "").split(",") if d]
 if directories:
     config["Config"] = {"Directories": directories}

@@ -263,6 +263,7 @@ internal static class RegistryDrCli
                 // check above already names an unusable password file or an unreachable server).
                 nodeError = ex.Message;
             }
+            var registryCheck = RegistryDR.Agent.NodeStateFile.Read(ctx.Options.Agent.StateFile)?.RegistryCheck;
             if (ctx.Json)
             {
                 Console.WriteLine(JsonSerializer.Serialize(new
@@ -291,6 +292,7 @@ internal static class RegistryDrCli
                     leftovers = leftovers.Select(l => new { kind = l.Kind, location = l.Location, bytes = l.Bytes, removal = l.Removal }),
                     nodeError,
                     wal = status.Wal,
+                    registryCheck,
                 }, JsonOutput));
             }
             else
@@ -324,6 +326,12 @@ internal static class RegistryDrCli
                 foreach (var l in leftovers) Console.WriteLine($"Leftover:        {l.Kind} {l.Location}, {SetFormat.Bytes(l.Bytes)} ({l.Bytes} bytes); remove with: {l.Removal}");
                 if (nodeError is not null) Console.WriteLine($"Node:            could not check for interrupted restores and leftovers: {nodeError}");
                 if (status.Wal is { } wal) ContinuousCommands.PrintWalStatus(wal);
+                if (registryCheck is { } check)
+                {
+                    Console.WriteLine($"Registry check:  {check.Registry} at {SetFormat.Time(check.At)} after the restore: " + (check.Error is { } why && !check.Complete
+                        ? $"NOT COMPLETE ({why})" : check.MissingBlobs == 0 && check.Repositories.Count == 0 ? "every image resolves" : $"{check.MissingBlobs} MISSING BLOB(S)"));
+                    foreach (var line in check.Repositories) Console.WriteLine("  " + line);
+                }
             }
             return status.State == ProtectionState.Ok ? ExitCodes.Success : ExitCodes.NotProtected;
         }));

@@ -11,7 +11,11 @@ namespace RegistryDR.Agent;
 /// <param name="Lifecycle">The launch lifecycle action's fate (CONTINUE after a restore).</param>
 /// <param name="Signal">The CloudFormation signal's fate (SUCCESS after a restore).</param>
 public sealed record BootstrapResult(NodeStatus Status, string? BackupId, IReadOnlyList<string> SkippedBackups, InstanceIdentity Identity,
-    LifecycleActionOutcome Lifecycle = LifecycleActionOutcome.NotSent, ResourceSignalOutcome Signal = ResourceSignalOutcome.NotSent);
+    LifecycleActionOutcome Lifecycle = LifecycleActionOutcome.NotSent, ResourceSignalOutcome Signal = ResourceSignalOutcome.NotSent)
+{
+    /// <summary>The registry check run after the restore (Agent:CheckRegistryAfterRestore); null when none ran.</summary>
+    public RegistryCheckSummary? RegistryCheck { get; init; }
+}
 
 /// <summary>
 /// Runs once on a fresh instance: finds who it is, restores the newest backup that verifies
@@ -112,7 +116,19 @@ public sealed partial class BootstrapAgent
         }
         var signal = await reporter.SignalAsync(Agent.SignalResource, ResourceSignalStatus.Success, CancellationToken.None);
         LogSucceeded(status, backupId ?? "(none)", lifecycle, signal);
-        return new BootstrapResult(status, backupId, skipped, identity, lifecycle, signal);
+        RegistryCheckSummary? check = null;
+        if (status == NodeStatus.Restored && !string.IsNullOrEmpty(Agent.CheckRegistryAfterRestore))
+        {
+            // After the signal: the node is in service and the check only reports (it never fails the boot).
+            check = await RegistryCheckAfterRestore.RunAsync(new Registry.RegistryCheckOptions
+            {
+                RegistryUrl = new Uri(Agent.CheckRegistryAfterRestore),
+                CredentialsFile = string.IsNullOrEmpty(Agent.CheckRegistryCredentialsFile) ? null : Agent.CheckRegistryCredentialsFile,
+                Timeout = Agent.CheckRegistryTimeout,
+            }, _loggers, _time, cancellationToken);
+            if (NodeStateFile.Read(Agent.StateFile) is { } state) NodeStateFile.Write(Agent.StateFile, state with { RegistryCheck = check });
+        }
+        return new BootstrapResult(status, backupId, skipped, identity, lifecycle, signal) { RegistryCheck = check };
     }
 
     private async Task<(NodeStatus, string?, Fencing.Generation)> RestoreNewestValidAsync(InstanceIdentity identity, List<string> skipped, CancellationToken cancellationToken)
@@ -132,7 +148,7 @@ public sealed partial class BootstrapAgent
             LogFirstBoot(_store.Description);
             // The node changes hands when its (empty) registry starts: take the generation and
             // record it as one step right there (GenerationLedger.TakeAndRecordAsync).
-            var first = await new Fencing.GenerationLedger(_store, _time).TakeAndRecordAsync(Agent.StateFile, "first-boot", identity.InstanceId, null, cancellationToken);
+            var first = await new Fencing.GenerationLedger(_store, _time).TakeAndRecordAsync(Agent.StateFile, "first-boot", identity.InstanceId, null, cancellationToken, identity.Region);
             LogGeneration(first.Number);
             var registry = new RegistryController(_options.Registry, _logger, _time, _http);
             await registry.StartAsync(cancellationToken);
@@ -154,7 +170,10 @@ public sealed partial class BootstrapAgent
                 // RestoreService takes the generation (and records it) just before its swap, where
                 // the node changes hands. A node that is booting has served nobody yet: whatever is
                 // connected to its database (an image's registry started at boot) may be cut at the swap.
-                var result = await restore.RestoreAsync(new RestoreRequest(set.BackupId, TerminateSessions: true) { InstanceId = identity.InstanceId }, cancellationToken: cancellationToken);
+                var result = await restore.RestoreAsync(new RestoreRequest(set.BackupId, TerminateSessions: true)
+                {
+                    InstanceId = identity.InstanceId, Region = identity.Region, TakeOver = Agent.Role == Configuration.AgentRole.Failover,
+                }, cancellationToken: cancellationToken);
                 LogGeneration(result.Generation!.Number);
                 if (skipped.Count > 0) LogRestoredOlder(set.BackupId, skipped.Count, string.Join(", ", skipped));
                 return (NodeStatus.Restored, set.BackupId, result.Generation);

@@ -37,6 +37,9 @@ public sealed record NodeState(NodeStatus Status, DateTimeOffset At, string? Bac
 
     /// <inheritdoc cref="PendingGeneration"/>
     public string? PendingClaim { get; init; }
+
+    /// <summary>What the agent's registry check after the restore found (Agent:CheckRegistryAfterRestore); null when none ran.</summary>
+    public RegistryCheckSummary? RegistryCheck { get; init; }
 }
 
 /// <summary>

@@ -34,6 +34,13 @@ public sealed record BackupManifest
     /// <summary>Row counts per table taken in pg_dump's own snapshot; checked after every restore and drill.</summary>
     public FingerprintInfo? Fingerprint { get; init; }
 
+    /// <summary>
+    /// The fencing generation the writing node held (<see cref="Fencing.GenerationLedger"/>); null
+    /// when fencing was not in use or the set predates this field. <see cref="RestorableSets"/>
+    /// uses it to pass over a set written in an older epoch after a takeover (FENCED).
+    /// </summary>
+    public long? Generation { get; init; }
+
     /// <summary>Why this set looks suspicious (empty database, far smaller than the previous set); empty when it does not.</summary>
     public IReadOnlyList<string> Warnings { get; init; } = [];
 

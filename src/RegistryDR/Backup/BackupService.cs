@@ -73,7 +73,7 @@ public sealed partial class BackupService
             progress.Phase(phase);
             if (_options.Schedule.RequireRestoredNode && Agent.NodeStateFile.WhyBackupsAreRefused(_options.Agent.StateFile) is { } refusal)
                 throw new BackupFailedException(backupId, phase, "refused: " + refusal + ".");
-            await CheckFencingAsync(backupId, phase, cancellationToken);
+            var generation = await CheckFencingAsync(backupId, phase, cancellationToken);
             var roots = _options.Config.EffectiveDirectories.Select(ArchiveRoot.For).ToList();
             foreach (var root in roots)
                 if (!Directory.Exists(root.Path))
@@ -159,6 +159,7 @@ public sealed partial class BackupService
                 SplitTables = tableData.Tables,
                 Fingerprint = new BackupManifest.FingerprintInfo { RowCounts = fingerprint.RowCounts.ToDictionary() },
                 Warnings = warnings,
+                Generation = generation,
             };
             // Checked again just before the set becomes complete: a node that lost its generation
             // while dumping must not publish a set that the next restore would take as the newest.
@@ -243,7 +244,8 @@ public sealed partial class BackupService
         return new BackupManifest.Artifact { Name = artifact, Key = key, Size = size, Sha256 = h.HashHex() };
     }
 
-    private async Task CheckFencingAsync(string backupId, string phase, CancellationToken cancellationToken)
+    /// <returns>The generation this node holds (null when fencing is not in use), recorded in the manifest.</returns>
+    private async Task<long?> CheckFencingAsync(string backupId, string phase, CancellationToken cancellationToken)
     {
         var ledger = new Fencing.GenerationLedger(_store, _time);
         var held = await ledger.HeldAsync(Agent.NodeStateFile.Read(_options.Agent.StateFile), cancellationToken);
@@ -252,6 +254,7 @@ public sealed partial class BackupService
             LogFenced(backupId, refusal);
             throw new BackupFailedException(backupId, phase, "refused: " + refusal + ".");
         }
+        return held;
     }
 
     /// <summary>

@@ -16,6 +16,12 @@ public enum SetCondition
     ManifestInvalid,
     /// <summary>The manifest lists artifacts that are missing or have another size (not replicated yet, deleted, replaced).</summary>
     ArtifactsMissing,
+    /// <summary>
+    /// Written in an older fencing epoch after a takeover (a failover or failback to another
+    /// region): newer than the set the takeover restored, so it is history the taking region
+    /// never had (a recovered or zombie node of the old region, or its late replicas).
+    /// </summary>
+    Fenced,
 }
 
 /// <summary>One set and its <see cref="SetCondition"/>, with why it is not restorable.</summary>
@@ -32,6 +38,7 @@ public sealed record SetJudgement(BackupSetInfo Set, SetCondition Condition, str
         SetCondition.Restorable => "complete",
         SetCondition.Incomplete => "INCOMPLETE",
         SetCondition.ManifestInvalid => "MANIFEST INVALID",
+        SetCondition.Fenced => "FENCED",
         _ => "ARTIFACTS MISSING",
     };
 
@@ -61,6 +68,11 @@ public sealed record RestorableSelection(SetJudgement? Newest, IReadOnlyList<Set
 /// artifacts; and a manifest that is corrupt must not be vouched for. It stays cheap: one listing
 /// for the sizes and one small GET per manifest judged, no artifact is downloaded. Whether the
 /// bytes are right (SHA-256, pg_restore --list) stays <c>verify</c>'s and the restore's job.
+/// <para>Across regions: a set whose manifest names a generation of an older epoch than a takeover
+/// (<see cref="Fencing.Generation.IsTakeover"/>) and whose id is newer than the set that takeover
+/// restored is <see cref="SetCondition.Fenced"/>, never restorable: the taking region's history
+/// forks at the set it restored. Both ids come from the old region's clock, so no clock of
+/// another region is compared.</para>
 /// </remarks>
 public sealed class RestorableSets(IBackupStore store)
 {
@@ -72,10 +84,10 @@ public sealed class RestorableSets(IBackupStore store)
     /// </summary>
     public async IAsyncEnumerable<SetJudgement> JudgeAsync([EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var (sets, objects) = await ListObjectsAsync(cancellationToken);
+        var (sets, objects, takeovers) = await ListObjectsAsync(cancellationToken);
         var catalog = new BackupCatalog(store);
         foreach (var set in sets)
-            yield return await JudgeAsync(catalog, set, objects, cancellationToken);
+            yield return await JudgeAsync(catalog, set, objects, takeovers, cancellationToken);
     }
 
     /// <summary>Every set, newest first, judged.</summary>
@@ -92,25 +104,37 @@ public sealed class RestorableSets(IBackupStore store)
     /// </summary>
     public async Task<RestorableSelection> SelectNewestAsync(CancellationToken cancellationToken)
     {
-        var (sets, objects) = await ListObjectsAsync(cancellationToken);
+        var (sets, objects, takeovers) = await ListObjectsAsync(cancellationToken);
         var catalog = new BackupCatalog(store);
         var skipped = new List<SetJudgement>();
         foreach (var set in sets)
         {
-            var judgement = await JudgeAsync(catalog, set, objects, cancellationToken);
+            var judgement = await JudgeAsync(catalog, set, objects, takeovers, cancellationToken);
             if (judgement.IsRestorable) return new RestorableSelection(judgement, skipped, sets);
             skipped.Add(judgement);
         }
         return new RestorableSelection(null, skipped, sets);
     }
 
-    private async Task<(IReadOnlyList<BackupSetInfo> Sets, Dictionary<string, long> Objects)> ListObjectsAsync(CancellationToken cancellationToken)
+    private async Task<(IReadOnlyList<BackupSetInfo> Sets, Dictionary<string, long> Objects, Takeovers Takeovers)> ListObjectsAsync(CancellationToken cancellationToken)
     {
+        var ledger = new Fencing.GenerationLedger(store, TimeProvider.System);
+        var takeovers = new Takeovers(ledger, await ledger.TakeoversAsync(cancellationToken));
         var items = new List<StoreItem>();
         await foreach (var item in store.ListAsync(BackupLayout.Root, cancellationToken)) items.Add(item);
         var objects = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var item in items) objects[item.Key] = item.Size;
-        return (BackupCatalog.Group(items), objects);
+        return (BackupCatalog.Group(items), objects, takeovers);
+    }
+
+    /// <summary>The store's takeovers, and the writers' generation records read for the FENCED sentence.</summary>
+    private sealed class Takeovers(Fencing.GenerationLedger ledger, IReadOnlyList<Fencing.Generation> all)
+    {
+        /// <summary>The first takeover that fences a set with this id written in <paramref name="generation"/>'s epoch, or null.</summary>
+        public Fencing.Generation? FencedBy(string backupId, long? generation) => all.FirstOrDefault(t =>
+            Fencing.Generation.EpochOf(generation ?? 0) < t.Epoch && t.RestoredFrom is { } from && string.CompareOrdinal(backupId, from) > 0);
+
+        public Task<Fencing.Generation?> WriterAsync(long number, CancellationToken cancellationToken) => ledger.ReadAsync(number, cancellationToken);
     }
 
     /// <summary>
@@ -131,7 +155,7 @@ public sealed class RestorableSets(IBackupStore store)
         return selection;
     }
 
-    private static async Task<SetJudgement> JudgeAsync(BackupCatalog catalog, BackupSetInfo set, Dictionary<string, long> objects, CancellationToken cancellationToken)
+    private static async Task<SetJudgement> JudgeAsync(BackupCatalog catalog, BackupSetInfo set, Dictionary<string, long> objects, Takeovers takeovers, CancellationToken cancellationToken)
     {
         if (!set.IsComplete) return new SetJudgement(set, SetCondition.Incomplete, "it has no manifest");
         BackupManifest manifest;
@@ -146,6 +170,15 @@ public sealed class RestorableSets(IBackupStore store)
         catch (InvalidManifestException ex)
         {
             return new SetJudgement(set, SetCondition.ManifestInvalid, ex.Message);
+        }
+        if (takeovers.FencedBy(set.BackupId, manifest.Generation) is { } takeover)
+        {
+            var writer = manifest.Generation is { } g ? await takeovers.WriterAsync(g, cancellationToken) : null;
+            var by = writer is null
+                ? $"{manifest.Host}{(manifest.Generation is { } n ? $" holding generation {n}" : " holding no generation")}"
+                : $"{writer.Who} holding generation {writer.Number}";
+            return new SetJudgement(set, SetCondition.Fenced,
+                $"written by {by} after {takeover.Who} took over at generation {takeover.Number} from set {takeover.RestoredFrom}");
         }
         var missing = new List<string>();
         var wrongSize = new List<string>();

@@ -296,6 +296,15 @@ public sealed class RestoreOptions
     public bool KeepPrevious { get; set; }
 }
 
+/// <summary>What a node's restore means for the store (<c>Agent:Role</c>).</summary>
+public enum AgentRole
+{
+    /// <summary>The store's own region: a restore takes the next generation in the current epoch.</summary>
+    Primary,
+    /// <summary>Another region takes the store over: a restore opens a new fencing epoch.</summary>
+    Failover,
+}
+
 /// <summary>The EC2 bootstrap agent (<c>registry-dr bootstrap</c>).</summary>
 public sealed class AgentOptions
 {
@@ -339,6 +348,27 @@ public sealed class AgentOptions
     /// <summary>The logical id CloudFormation waits on (creation/update policy). Empty: no signal is sent. Default <c>RegistryGroup</c>.</summary>
     public string? SignalResource { get; set; } = "RegistryGroup";
 
+    /// <summary>
+    /// <c>primary</c> (default) or <c>failover</c>: a failover node (the template's Role=failover,
+    /// or a failback restore in the first region) takes over the store with a new fencing epoch
+    /// when it restores, so nothing the previous region writes later is ever newer
+    /// (<see cref="Fencing.GenerationLedger"/>), and checks the registry after its restore.
+    /// </summary>
+    public AgentRole Role { get; set; } = AgentRole.Primary;
+
+    /// <summary>
+    /// The registry's base URL (<c>http://127.0.0.1:5000</c>): once a restore has started the
+    /// registry, the agent walks it (<c>check-registry</c>) and logs and records, per repository,
+    /// what does not resolve. The template sets it for Role standby/failover. Empty: no check.
+    /// </summary>
+    public string? CheckRegistryAfterRestore { get; set; }
+
+    /// <summary>The containers auth file for that check (see <c>check-registry --credentials-file</c>). Empty: anonymous.</summary>
+    public string? CheckRegistryCredentialsFile { get; set; }
+
+    /// <summary>How long that check may take in all; the boot has already succeeded, the check only reports. Default 10 minutes.</summary>
+    public TimeSpan CheckRegistryTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Allow starting with an empty registry when the store holds no backup at all (the very first deploy only). Default false.</summary>
     public bool AllowFirstBoot { get; set; }
 
@@ -374,6 +404,10 @@ public sealed class AgentOptions
             if (!string.IsNullOrEmpty(value) && (!Uri.TryCreate(value, UriKind.Absolute, out var u) || (u.Scheme != "http" && u.Scheme != "https") || !string.IsNullOrEmpty(u.Query)))
                 errors.Add($"Agent:{key} '{value}' must be an absolute http:// or https:// URL without a query.");
         }
+        if (!string.IsNullOrEmpty(agent.CheckRegistryAfterRestore) && (!Uri.TryCreate(agent.CheckRegistryAfterRestore, UriKind.Absolute, out var registry) || (registry.Scheme != "http" && registry.Scheme != "https")))
+            errors.Add($"Agent:CheckRegistryAfterRestore '{agent.CheckRegistryAfterRestore}' must be the registry's absolute http:// or https:// base URL, e.g. http://127.0.0.1:5000.");
+        if (agent.CheckRegistryTimeout < TimeSpan.FromSeconds(1) || agent.CheckRegistryTimeout > TimeSpan.FromDays(1))
+            errors.Add($"Agent:CheckRegistryTimeout is {agent.CheckRegistryTimeout}; it must be between 00:00:01 and 1.00:00:00.");
         if (string.IsNullOrWhiteSpace(agent.StateFile) || !Path.IsPathFullyQualified(agent.StateFile))
             errors.Add($"Agent:StateFile '{agent.StateFile}' must be an absolute path.");
     }

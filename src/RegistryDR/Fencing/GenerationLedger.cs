@@ -9,6 +9,32 @@ public sealed record Generation(long Number, string Host, string? InstanceId, st
 {
     /// <summary>A random token the taking node also records in its node state first, so it can recognise its own generation after a crash.</summary>
     public string? Claim { get; init; }
+
+    /// <summary>The AWS region of the taking node (Agent:Region or instance metadata); null when unknown.</summary>
+    public string? Region { get; init; }
+
+    /// <summary>
+    /// How many generation numbers one epoch spans. A number is <c>epoch × EpochSpan + sequence</c>
+    /// (sequence ≥ 1), so comparing numbers compares (epoch, sequence): a takeover (a failover to
+    /// another region) starts a new epoch, and nothing taken in an older epoch, however many times,
+    /// ever reaches it. Stores from before epochs are epoch 0.
+    /// </summary>
+    public const long EpochSpan = 1_000_000;
+
+    /// <summary>The epoch of generation <paramref name="number"/>.</summary>
+    public static long EpochOf(long number) => number / EpochSpan;
+
+    /// <summary>The epoch this generation belongs to (a failover to another region starts one).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public long Epoch => EpochOf(Number);
+
+    /// <summary>True for the generation that opened its epoch: a takeover.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public bool IsTakeover => Number > EpochSpan && Number % EpochSpan == 1;
+
+    /// <summary>"ip-10-0-1-5 (i-0abc) in region eu-west-1"; without the parts that are unknown.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string Who => $"{Host}{(InstanceId is null ? "" : " (" + InstanceId + ")")}{(Region is null ? "" : " in region " + Region)}";
 }
 
 /// <summary>
@@ -25,21 +51,40 @@ public sealed class GenerationLedger(IBackupStore store, TimeProvider time)
 
     private static string KeyOf(long number) => Prefix + number.ToString("D10", CultureInfo.InvariantCulture) + ".json";
 
-    /// <summary>The highest generation in the store, or null when fencing has never been used here.</summary>
-    public async Task<Generation?> CurrentAsync(CancellationToken cancellationToken)
+    private async Task<List<long>> NumbersAsync(CancellationToken cancellationToken)
     {
-        long highest = 0;
+        var numbers = new List<long>();
         await foreach (var item in store.ListAsync(Prefix, cancellationToken))
         {
             var name = item.Key[Prefix.Length..];
             if (name.EndsWith(".json", StringComparison.Ordinal) &&
-                long.TryParse(name[..^5], NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > highest)
-                highest = n;
+                long.TryParse(name[..^5], NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n > 0)
+                numbers.Add(n);
         }
+        return numbers;
+    }
+
+    /// <summary>The highest generation in the store, or null when fencing has never been used here.</summary>
+    public async Task<Generation?> CurrentAsync(CancellationToken cancellationToken)
+    {
+        var highest = (await NumbersAsync(cancellationToken)).DefaultIfEmpty(0).Max();
         if (highest == 0) return null;
         await using var stream = await store.OpenReadAsync(KeyOf(highest), cancellationToken);
         return await JsonSerializer.DeserializeAsync<Generation>(stream, Json, cancellationToken)
                ?? throw new InvalidDataException($"{store.Description}/{KeyOf(highest)} is empty.");
+    }
+
+    /// <summary>
+    /// Every takeover in the store (the generation that opened each epoch above 0), oldest first.
+    /// One listing and one small GET per takeover; a takeover whose record is not readable yet (a
+    /// replica on its way) is left out until it is.
+    /// </summary>
+    public async Task<IReadOnlyList<Generation>> TakeoversAsync(CancellationToken cancellationToken)
+    {
+        var takeovers = new List<Generation>();
+        foreach (var n in (await NumbersAsync(cancellationToken)).Where(n => n > Generation.EpochSpan && n % Generation.EpochSpan == 1).Order())
+            if (await ReadAsync(n, cancellationToken) is { } g) takeovers.Add(g);
+        return takeovers;
     }
 
     /// <summary>The generation <paramref name="number"/>, or null when the store has none by that number.</summary>
@@ -79,7 +124,15 @@ public sealed class GenerationLedger(IBackupStore store, TimeProvider time)
     /// node never publishes a generation it cannot prove is its own, and never loses one it published.
     /// </summary>
     /// <param name="stateFile">Agent:StateFile. A node without one gets a <see cref="Agent.NodeStatus.Manual"/> state holding the generation.</param>
-    public async Task<Generation> TakeAndRecordAsync(string stateFile, string reason, string? instanceId, string? restoredFrom, CancellationToken cancellationToken)
+    /// <param name="region">The taking node's AWS region, recorded in the generation; null when unknown.</param>
+    /// <param name="takeOver">
+    /// A takeover (a failover or failback to another region): open a new epoch, above every
+    /// generation this store has and this node holds, so that nothing the previous region writes
+    /// later in its own epoch (directly or through replication) is ever newer. Otherwise the next
+    /// number in the current epoch.
+    /// </param>
+    public async Task<Generation> TakeAndRecordAsync(string stateFile, string reason, string? instanceId, string? restoredFrom, CancellationToken cancellationToken,
+        string? region = null, bool takeOver = false)
     {
         var recorded = Agent.NodeStateFile.Read(stateFile);
         var held = await HeldAsync(recorded, cancellationToken);
@@ -89,9 +142,10 @@ public sealed class GenerationLedger(IBackupStore store, TimeProvider time)
         for (var attempt = 0; attempt < 20; attempt++)
         {
             var current = await CurrentAsync(cancellationToken);
-            var next = new Generation((current?.Number ?? 0) + 1, Environment.MachineName, instanceId, reason, restoredFrom, time.GetUtcNow())
+            var next = new Generation(NextNumber(Math.Max(current?.Number ?? 0, held ?? 0), takeOver), Environment.MachineName, instanceId, reason, restoredFrom, time.GetUtcNow())
             {
                 Claim = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)),
+                Region = region,
             };
             Agent.NodeStateFile.Write(stateFile, baseline with { PendingGeneration = next.Number, PendingClaim = next.Claim });
             if (!await store.TryCreateAsync(KeyOf(next.Number), JsonSerializer.SerializeToUtf8Bytes(next, Json), cancellationToken))
@@ -102,13 +156,23 @@ public sealed class GenerationLedger(IBackupStore store, TimeProvider time)
         throw new InvalidOperationException($"Could not take a fencing generation in {store.Description}: other nodes kept taking the next number.");
     }
 
+    private long NextNumber(long highest, bool takeOver)
+    {
+        if (takeOver) return (Generation.EpochOf(highest) + 1) * Generation.EpochSpan + 1;
+        var next = highest + 1;
+        // A number that would open the next epoch is a takeover's alone (a million restores in one epoch never happens).
+        if (next % Generation.EpochSpan == 0)
+            throw new InvalidOperationException($"Epoch {Generation.EpochOf(highest)} of {store.Description} has no generation number left; take over (a new epoch) instead.");
+        return next;
+    }
+
     /// <summary>Takes the next generation for this node; retries when another node takes the same number first.</summary>
     public async Task<Generation> TakeNextAsync(string reason, string? instanceId, string? restoredFrom, CancellationToken cancellationToken)
     {
         for (var attempt = 0; attempt < 20; attempt++)
         {
             var current = await CurrentAsync(cancellationToken);
-            var next = new Generation((current?.Number ?? 0) + 1, Environment.MachineName, instanceId, reason, restoredFrom, time.GetUtcNow());
+            var next = new Generation(NextNumber(current?.Number ?? 0, takeOver: false), Environment.MachineName, instanceId, reason, restoredFrom, time.GetUtcNow());
             if (await store.TryCreateAsync(KeyOf(next.Number), JsonSerializer.SerializeToUtf8Bytes(next, Json), cancellationToken))
                 return next;
         }
@@ -123,7 +187,7 @@ public sealed class GenerationLedger(IBackupStore store, TimeProvider time)
     {
         var current = await CurrentAsync(cancellationToken);
         if (current is null || current.Number == held) return null;
-        var who = $"generation {current.Number} was taken by {current.Host}{(current.InstanceId is null ? "" : " (" + current.InstanceId + ")")} at {current.TakenAt:u} ({current.Reason})";
+        var who = $"generation {current.Number} was taken by {current.Who} at {current.TakenAt:u} ({current.Reason})";
         return held is null
             ? $"a node took over this store ({who}) and this node holds no generation; it stops writing backups"
             : held > current.Number

@@ -153,7 +153,8 @@ public sealed partial class MonitoringServer : IHostedService, IAsyncDisposable
     private Task MetricsAsync(HttpContext context)
     {
         var now = _time.GetUtcNow();
-        var text = PrometheusExposition.Render(_metrics.Read(), now, BackupService.Version, ScheduleInterval.Of(_options.Schedule.Cron, now));
+        var text = PrometheusExposition.Render(_metrics.Read(), now, BackupService.Version, ScheduleInterval.Of(_options.Schedule.Cron, now),
+            Agent.NodeStateFile.Read(_options.Agent.StateFile)?.RegistryCheck);
         context.Response.StatusCode = StatusCodes.Status200OK;
         context.Response.ContentType = PrometheusExposition.ContentType;
         context.Response.Headers.CacheControl = "no-store";

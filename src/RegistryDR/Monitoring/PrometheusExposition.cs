@@ -21,7 +21,8 @@ internal static class PrometheusExposition
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
     /// <param name="scheduleInterval">The backup schedule's interval, so alert rules can say "older than two intervals" without repeating the cron; null leaves the gauge out.</param>
-    public static string Render(OperationMetrics.Snapshot s, DateTimeOffset now, string version, TimeSpan? scheduleInterval = null)
+    /// <param name="registryCheck">The agent's registry check after the restore, from the node state file; null leaves its gauges out.</param>
+    public static string Render(OperationMetrics.Snapshot s, DateTimeOffset now, string version, TimeSpan? scheduleInterval = null, Agent.RegistryCheckSummary? registryCheck = null)
     {
         var w = new StringBuilder(4096);
 
@@ -83,6 +84,11 @@ internal static class PrometheusExposition
         foreach (var (operation, count) in s.StoreRetries) Sample(w, "registrydr_store_retries_total", count, ("operation", operation));
 
         if (s.WalArchive is { } wal) Continuous.WalArchiveObservation.Render(wal, now, (name, type, help) => Family(w, name, type, help), (name, value) => Sample(w, name, value));
+        // From the node state file (the agent is another process): absent until a check ran.
+        Family(w, "registrydr_registry_missing_blobs", "gauge", "Blobs the restored registry metadata names that the registry does not have, found by the agent's check after the restore (docs/runbook.md, \"Fail over\").");
+        if (registryCheck is not null) Sample(w, "registrydr_registry_missing_blobs", registryCheck.MissingBlobs);
+        Family(w, "registrydr_registry_check_complete", "gauge", "1 when the agent's registry check after the restore checked every tag, manifest and blob, 0 when it could not (absent until a check ran).");
+        if (registryCheck is not null) Sample(w, "registrydr_registry_check_complete", registryCheck.Complete ? 1 : 0);
 
         return w.ToString();
     }

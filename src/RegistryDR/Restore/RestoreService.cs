@@ -26,6 +26,12 @@ public sealed record RestoreRequest(string? BackupId = "latest", bool DryRun = f
 {
     /// <summary>The EC2 instance restoring, recorded with the fencing generation (the bootstrap agent sets it).</summary>
     public string? InstanceId { get; init; }
+
+    /// <summary>The restoring node's AWS region, recorded with the fencing generation; null when unknown.</summary>
+    public string? Region { get; init; }
+
+    /// <summary>A takeover by another region (failover, failback): the generation opens a new fencing epoch (<see cref="Fencing.GenerationLedger.TakeAndRecordAsync"/>).</summary>
+    public bool TakeOver { get; init; }
 }
 
 /// <param name="BackupTime">The set's recovery point: when the backup started (its snapshot).</param>
@@ -195,7 +201,8 @@ public sealed partial class RestoreService
             // as one step (GenerationLedger.TakeAndRecordAsync), so it is held whatever happens next.
             if (request.TakeGeneration)
             {
-                generation = await new Fencing.GenerationLedger(_store, _time).TakeAndRecordAsync(_options.Agent.StateFile, "restore", request.InstanceId, id, cancellationToken);
+                generation = await new Fencing.GenerationLedger(_store, _time).TakeAndRecordAsync(_options.Agent.StateFile, request.TakeOver ? "takeover" : "restore", request.InstanceId, id, cancellationToken,
+                    request.Region, request.TakeOver);
                 journal.Record(e => e with { Generation = generation.Number });
             }
             // The swap is short and must not be abandoned half-way by a Ctrl-C, so it ignores cancellation.

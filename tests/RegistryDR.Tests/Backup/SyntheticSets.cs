@@ -12,7 +12,8 @@ namespace RegistryDR.Tests.Backup;
 internal static class SyntheticSets
 {
     /// <summary>Writes a set taken at <paramref name="time"/>: its artifacts, and unless <paramref name="complete"/> is false its manifest. Returns its id.</summary>
-    public static async Task<string> WriteAsync(IBackupStore store, DateTimeOffset time, bool complete = true, int databaseBytes = 1000)
+    /// <param name="generation">The fencing generation the manifest says its writer held (null: none).</param>
+    public static async Task<string> WriteAsync(IBackupStore store, DateTimeOffset time, bool complete = true, int databaseBytes = 1000, long? generation = null)
     {
         var id = BackupLayout.NewBackupId(time);
         var artifacts = new List<BackupManifest.Artifact>();
@@ -24,7 +25,7 @@ internal static class SyntheticSets
             await store.PutAsync(key, new MemoryStream(bytes), CancellationToken.None);
             artifacts.Add(new BackupManifest.Artifact { Name = name, Key = key, Size = size, Sha256 = Convert.ToHexStringLower(SHA256.HashData(bytes)) });
         }
-        if (complete) await store.PutAsync(BackupLayout.ManifestKey(id), new MemoryStream(Manifest(id, time, artifacts).ToJson()), CancellationToken.None);
+        if (complete) await store.PutAsync(BackupLayout.ManifestKey(id), new MemoryStream((Manifest(id, time, artifacts) with { Generation = generation }).ToJson()), CancellationToken.None);
         return id;
     }
 

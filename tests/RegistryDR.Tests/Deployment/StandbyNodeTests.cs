@@ -106,6 +106,12 @@ public sealed class StandbyNodeTests
             Assert.AreEqual((lateLayer, "layer", workerDigest, "2.0"), (missing.Digest, missing.Kind, missing.ReferencedBy.Single(), missing.Tags.Single()));
             Assert.IsEmpty(problem.UnresolvedTags);
             Assert.IsEmpty(problem.UnresolvedManifests);
+
+            // The agent's check after a failover restore records the same, per repository, for status and the metric.
+            var summary = await RegistryDR.Agent.RegistryCheckAfterRestore.RunAsync(new RegistryCheckOptions { RegistryUrl = new Uri(standby.BaseUrl) },
+                LoggerFactory.Create(_ => { }), TimeProvider.System, TestContext.CancellationToken);
+            Assert.AreEqual((true, 1, (string?)null), (summary.Complete, summary.MissingBlobs, summary.Error));
+            CollectionAssert.AreEqual(new[] { $"apps/worker: tags 2.0 cannot be pulled; 1 missing blob(s): {lateLayer} (layer)" }, summary.Repositories.ToList());
         }
 
         // Control: the same restored configuration without the overrides reads the dead region's bucket and serves nothing.

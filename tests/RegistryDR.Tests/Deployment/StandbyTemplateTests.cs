@@ -46,8 +46,12 @@ public sealed class StandbyTemplateTests
         var stub = (string)Template.Properties("LaunchTemplate")["LaunchTemplateData"]!["UserData"]!["Fn::Base64"]!["Fn::Sub"]![0]!;
         StringAssert.Contains(stub, "RDR_STORE_URL='s3://${BackupBucketName}/${BackupPrefix}' \\");
         StringAssert.Contains(stub, "RDR_IMAGE_BUCKET='${ImageBucketName}' \\");
+        // A standby/failover node takes the store over with a new fencing epoch when it restores; the primary's does not.
+        StringAssert.Contains(stub, "RDR_ROLE='${NodeRole}' \\");
+        AssertJson("\"failover\"", names["NodeRole"], "NodeRole of a standby");
         var own = Resolved("LaunchTemplate", Parameters())["Properties"]!["LaunchTemplateData"]!["UserData"]!["Fn::Base64"]!["Fn::Sub"]![1]!;
         AssertJson("""{"Ref": "BackupBucket"}""", own["BackupBucketName"], "the primary's BackupBucketName");
+        AssertJson("\"primary\"", own["NodeRole"], "the primary's NodeRole");
 
         // The instance role reaches the replica buckets, under the prefixes only.
         var statements = Resolved("InstanceRole", Standby())["Properties"]!["Policies"]![0]!["PolicyDocument"]!["Statement"]!.AsArray().ToDictionary(s => (string)s!["Sid"]!);

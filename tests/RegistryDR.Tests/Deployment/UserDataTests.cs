@@ -54,6 +54,23 @@ public sealed class UserDataTests
 
     [TestMethod]
     [Timeout(300_000, CooperativeCancellation = true)]
+    public async Task AFailoverNode_TakesOverAndChecksTheRegistry_APrimaryDoesNeither()
+    {
+        foreach (var (role, url, expectedRole, expectedUrl) in new[] { ("failover", "https://registry.example.com", AgentRole.Failover, "https://registry.example.com"), ("primary", "", AgentRole.Primary, null) })
+        {
+            using var rootScope = new TempDirectory("rdr-userdata-");
+            var values = StackValues(rootScope.Path, allowFirstBoot: "false");
+            values["RDR_ROLE"] = role;
+            values["RDR_CHECK_REGISTRY_URL"] = url;
+            var run = await UserDataAsync(values);
+            Assert.AreEqual(0, run.ExitCode, run.ToString());
+            var options = LoadNodeConfiguration(Path.Combine(rootScope.Path, "etc", "registry-dr", "registry-dr.json.generated"));
+            Assert.AreEqual((expectedRole, expectedUrl), (options.Agent.Role, options.Agent.CheckRegistryAfterRestore), role);
+        }
+    }
+
+    [TestMethod]
+    [Timeout(300_000, CooperativeCancellation = true)]
     public async Task TheConfigurationItWritesIsValidAndGuardsBackups()
     {
         using var rootScope = new TempDirectory("rdr-userdata-");
