@@ -45,8 +45,11 @@ public sealed class PostgresConnectionFactory
         if (string.IsNullOrEmpty(options.PasswordFile)) return null;
         try
         {
-            using var _ = new FileStream(options.PasswordFile, FileMode.Open, FileAccess.Read);
-            return null;
+            using var reader = new StreamReader(new FileStream(options.PasswordFile, FileMode.Open, FileAccess.Read));
+            // An empty first line would reach the server as "no password" and be blamed on host and port.
+            return string.IsNullOrEmpty(reader.ReadLine())
+                ? $"Database:PasswordFile '{options.PasswordFile}' is empty: put the database password on its first line."
+                : null;
         }
         catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
         {

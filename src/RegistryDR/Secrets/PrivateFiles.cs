@@ -23,14 +23,15 @@ public static partial class PrivateFiles
     public const UnixFileMode ReadableDirectoryMode = DirectoryMode | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
 
     /// <summary>
-    /// Creates <paramref name="path"/> as a new 0700 directory (its parents as needed, with their
-    /// usual modes). Throws <see cref="IOException"/> when it already exists: a directory someone
+    /// Creates <paramref name="path"/> as a new 0700 directory (missing parents 0700 as well). Throws <see cref="IOException"/> when it already exists: a directory someone
     /// else made (with whatever mode) must not be taken for ours.
     /// </summary>
     public static void CreateNewDirectory(string path)
     {
         var parent = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (parent is not null) Directory.CreateDirectory(parent);
+        // Parents RegistryDR has to create (a staging root that does not exist yet) are 0700 too,
+        // whatever the umask; an existing one keeps its owner's mode.
+        if (parent is not null && !Directory.Exists(parent)) Directory.CreateDirectory(parent, DirectoryMode);
         if (Mkdir(path, (uint)DirectoryMode) != 0)
         {
             var errno = Marshal.GetLastPInvokeError();

@@ -202,6 +202,19 @@ public sealed class ConfigurationTests
     }
 
     [TestMethod]
+    public void AnEmptyPasswordFile_IsNamedAsEmpty_NotBlamedOnHostAndPort()
+    {
+        using var dir = new TempDirectory("rdr-config-");
+        var path = Path.Combine(dir.Path, "db-password");
+        File.WriteAllText(path, "");
+        var options = Bind(new() { ["Database:PasswordFile"] = path });
+        Assert.AreEqual($"Database:PasswordFile '{path}' is empty: put the database password on its first line.",
+            RegistryDR.Postgres.PostgresConnectionFactory.PasswordProblem(options.Database));
+        File.WriteAllText(path, "secret\n");
+        Assert.IsNull(RegistryDR.Postgres.PostgresConnectionFactory.PasswordProblem(options.Database));
+    }
+
+    [TestMethod]
     public void EverySetting_HasAFormInWords()
     {
         // A new option of a type the reader cannot read fails here, not on an operator's node.
