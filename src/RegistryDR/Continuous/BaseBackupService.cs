@@ -383,24 +383,24 @@ public sealed partial class BaseBackupService
         }
     }
 
-    [LoggerMessage(8010, LogLevel.Information, "Base backup {BackupId} starting to {Store}")]
+    [LoggerMessage(9110, LogLevel.Information, "Base backup {BackupId} starting to {Store}")]
     private partial void LogStarting(string backupId, string store);
 
-    [LoggerMessage(8011, LogLevel.Information, "Base backup {BackupId} complete: {Bytes} bytes in {Seconds:F1} s, WAL {Start} to {End}")]
+    [LoggerMessage(9111, LogLevel.Information, "Base backup {BackupId} complete: {Bytes} bytes in {Seconds:F1} s, WAL {Start} to {End}")]
     private partial void LogCompleted(string backupId, long bytes, double seconds, string start, string end);
 
-    [LoggerMessage(8012, LogLevel.Error, "Base backup {BackupId} failed during {Phase}: {Reason}")]
+    [LoggerMessage(9112, LogLevel.Error, "Base backup {BackupId} failed during {Phase}: {Reason}")]
     private partial void LogFailed(string backupId, string phase, string reason);
 
-    [LoggerMessage(8013, LogLevel.Warning, "Base backup {BackupId} cancelled during {Phase}; its partial set was removed")]
+    [LoggerMessage(9113, LogLevel.Warning, "Base backup {BackupId} cancelled during {Phase}; its partial set was removed")]
     private partial void LogCancelled(string backupId, string phase);
 
-    [LoggerMessage(8014, LogLevel.Warning, "Base backup {BackupId}: {Warning}")]
+    [LoggerMessage(9114, LogLevel.Warning, "Base backup {BackupId}: {Warning}")]
     private partial void LogArchiveWarning(string backupId, string warning);
 
-    [LoggerMessage(8015, LogLevel.Critical, "Base backup {BackupId} refused by fencing: {Reason}")]
+    [LoggerMessage(9115, LogLevel.Critical, "Base backup {BackupId} refused by fencing: {Reason}")]
     private partial void LogFenced(string backupId, string reason);
 
-    [LoggerMessage(8016, LogLevel.Warning, "Could not delete {Key} of a failed base backup; retention removes it")]
+    [LoggerMessage(9116, LogLevel.Warning, "Could not delete {Key} of a failed base backup; retention removes it")]
     private partial void LogCleanupFailed(Exception ex, string key);
 }

@@ -44,9 +44,9 @@ public static partial class ContinuousBootstrap
         return (NodeStatus.Restored, result.Plan.Base.BackupId, generation);
     }
 
-    [LoggerMessage(8060, LogLevel.Information, "Took fencing generation {Generation}: older nodes stop archiving WAL and writing base backups to this store")]
+    [LoggerMessage(9160, LogLevel.Information, "Took fencing generation {Generation}: older nodes stop archiving WAL and writing base backups to this store")]
     private static partial void LogGeneration(ILogger logger, long generation);
 
-    [LoggerMessage(8061, LogLevel.Warning, "The store {Store} holds no base backup and Agent:AllowFirstBoot is set: this node's PostgreSQL cluster becomes the original")]
+    [LoggerMessage(9161, LogLevel.Warning, "The store {Store} holds no base backup and Agent:AllowFirstBoot is set: this node's PostgreSQL cluster becomes the original")]
     private static partial void LogFirstBoot(ILogger logger, string store);
 }

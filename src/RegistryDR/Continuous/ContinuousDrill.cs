@@ -54,9 +54,9 @@ public sealed partial class ContinuousDrill(RegistryDrOptions options, IBackupSt
         }
     }
 
-    [LoggerMessage(8040, LogLevel.Information, "Drill of base backup {BackupId} passed: {Segments} WAL segment(s) replayed, {Tables} tables and {Rows} rows in the recovered database, newest transaction {LastTransaction}, in {Seconds:F1} s")]
+    [LoggerMessage(9140, LogLevel.Information, "Drill of base backup {BackupId} passed: {Segments} WAL segment(s) replayed, {Tables} tables and {Rows} rows in the recovered database, newest transaction {LastTransaction}, in {Seconds:F1} s")]
     private partial void LogPassed(string backupId, int segments, int tables, long rows, string lastTransaction, double seconds);
 
-    [LoggerMessage(8041, LogLevel.Error, "Drill of base backup {BackupId} FAILED: {Reason}")]
+    [LoggerMessage(9141, LogLevel.Error, "Drill of base backup {BackupId} FAILED: {Reason}")]
     private partial void LogFailed(Exception ex, string backupId, string reason);
 }

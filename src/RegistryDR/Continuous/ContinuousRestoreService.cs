@@ -409,27 +409,27 @@ public sealed partial class ContinuousRestoreService
         public DirectoryMove? DataDirectory;
     }
 
-    [LoggerMessage(8020, LogLevel.Information, "Took fencing generation {Generation} before reading the WAL: the node being replaced can archive nothing more")]
+    [LoggerMessage(9120, LogLevel.Information, "Took fencing generation {Generation} before reading the WAL: the node being replaced can archive nothing more")]
     private partial void LogGeneration(long generation);
 
-    [LoggerMessage(8021, LogLevel.Information, "Point-in-time restore to {Target}: base backup {BackupId} and {Segments} WAL segment(s)")]
+    [LoggerMessage(9121, LogLevel.Information, "Point-in-time restore to {Target}: base backup {BackupId} and {Segments} WAL segment(s)")]
     private partial void LogPlanned(string backupId, int segments, string target);
 
-    [LoggerMessage(8022, LogLevel.Warning, "Base backup {BackupId} failed its checks, falling back to the next older one: {Reason}")]
+    [LoggerMessage(9122, LogLevel.Warning, "Base backup {BackupId} failed its checks, falling back to the next older one: {Reason}")]
     private partial void LogFallingBack(string backupId, string reason);
 
-    [LoggerMessage(8023, LogLevel.Information, "Base backup {BackupId}: pg_verifybackup checked {Files} files against pg_basebackup's manifest")]
+    [LoggerMessage(9123, LogLevel.Information, "Base backup {BackupId}: pg_verifybackup checked {Files} files against pg_basebackup's manifest")]
     private partial void LogVerified(string backupId, int files);
 
-    [LoggerMessage(8024, LogLevel.Information, "Replayed from base backup {BackupId}: timeline {Timeline} at {Lsn}, newest transaction {LastTransaction}, stopped at: {Stop}")]
+    [LoggerMessage(9124, LogLevel.Information, "Replayed from base backup {BackupId}: timeline {Timeline} at {Lsn}, newest transaction {LastTransaction}, stopped at: {Stop}")]
     private partial void LogReplayed(string backupId, uint timeline, string lsn, string lastTransaction, string stop);
 
-    [LoggerMessage(8025, LogLevel.Information, "Point-in-time restore to {Target} from base backup {BackupId} complete: timeline {Timeline}, newest transaction {LastTransaction}, in {Seconds:F1} s")]
+    [LoggerMessage(9125, LogLevel.Information, "Point-in-time restore to {Target} from base backup {BackupId} complete: timeline {Timeline}, newest transaction {LastTransaction}, in {Seconds:F1} s")]
     private partial void LogCompleted(string target, string backupId, uint timeline, string lastTransaction, double seconds);
 
-    [LoggerMessage(8026, LogLevel.Error, "Point-in-time restore to {Target} failed. {NodeState}")]
+    [LoggerMessage(9126, LogLevel.Error, "Point-in-time restore to {Target} failed. {NodeState}")]
     private partial void LogFailed(Exception ex, string target, string nodeState);
 
-    [LoggerMessage(8027, LogLevel.Warning, "A base backup is never used: {Reason}")]
+    [LoggerMessage(9127, LogLevel.Warning, "A base backup is never used: {Reason}")]
     private partial void LogUnreadable(string reason);
 }

@@ -82,9 +82,9 @@ public static partial class ContinuousRetention
         return plan;
     }
 
-    [LoggerMessage(8050, LogLevel.Information, "Retention deleted base backup {BackupId}: {Reasons}")]
+    [LoggerMessage(9150, LogLevel.Information, "Retention deleted base backup {BackupId}: {Reasons}")]
     private static partial void LogDeletedBase(ILogger logger, string backupId, string reasons);
 
-    [LoggerMessage(8051, LogLevel.Information, "Retention deleted {Count} archived WAL file(s) ({Bytes} bytes) older than {KeepFrom}, the start of the oldest kept base backup {BackupId}")]
+    [LoggerMessage(9151, LogLevel.Information, "Retention deleted {Count} archived WAL file(s) ({Bytes} bytes) older than {KeepFrom}, the start of the oldest kept base backup {BackupId}")]
     private static partial void LogDeletedWal(ILogger logger, int count, long bytes, string keepFrom, string backupId);
 }

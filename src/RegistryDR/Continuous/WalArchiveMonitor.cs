@@ -97,7 +97,7 @@ internal sealed partial class WalArchiveMonitor(RegistryDrOptions options, IOper
         catch (OperationCanceledException) { return false; }
     }
 
-    [LoggerMessage(8070, LogLevel.Warning, "Could not read pg_stat_archiver for the WAL archive metrics ({Reason}); retrying")]
+    [LoggerMessage(9170, LogLevel.Warning, "Could not read pg_stat_archiver for the WAL archive metrics ({Reason}); retrying")]
     private partial void LogReadFailed(string reason);
 }
 

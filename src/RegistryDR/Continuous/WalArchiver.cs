@@ -77,13 +77,13 @@ public sealed partial class WalArchiver(RegistryDrOptions options, IBackupStore 
         return new WalPushResult(name, key, false, bytes.Length, compressed.Length);
     }
 
-    [LoggerMessage(8000, LogLevel.Information, "Archived {Name} ({Bytes} bytes, {Stored} stored)")]
+    [LoggerMessage(9100, LogLevel.Information, "Archived {Name} ({Bytes} bytes, {Stored} stored)")]
     private partial void LogArchived(string name, long bytes, long stored);
 
-    [LoggerMessage(8001, LogLevel.Information, "{Name} was already archived with the same content; nothing written")]
+    [LoggerMessage(9101, LogLevel.Information, "{Name} was already archived with the same content; nothing written")]
     private partial void LogAlreadyArchived(string name);
 
-    [LoggerMessage(8002, LogLevel.Critical, "Refused to archive {Name}: {Reason}")]
+    [LoggerMessage(9102, LogLevel.Critical, "Refused to archive {Name}: {Reason}")]
     private partial void LogFenced(string name, string reason);
 }
 

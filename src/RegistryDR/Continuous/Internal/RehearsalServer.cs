@@ -221,6 +221,6 @@ internal sealed partial class RehearsalServer(ServerTools tools, FileOwner owner
     [GeneratedRegex(@"LOG:\s+(recovery stopping [^\n]*)")]
     private static partial Regex StopLine();
 
-    [LoggerMessage(8030, LogLevel.Warning, "No transaction committed after {Target} has been archived: the end of the archived WAL is the state at that moment, so recovery replays to the end")]
+    [LoggerMessage(9130, LogLevel.Warning, "No transaction committed after {Target} has been archived: the end of the archived WAL is the state at that moment, so recovery replays to the end")]
     private partial void LogTargetNotReached(string target);
 }
