@@ -43,4 +43,19 @@ if [[ $skipped -ne 0 ]]; then
   grep -oE '<UnitTestResult [^>]*outcome="(Inconclusive|NotExecuted|NotRunnable)"' "$trx" \
     | sed -E 's/.* testName="([^"]*)".*outcome="([^"]*)".*/  \1 (\2)/'
 fi
+if [[ $failed -ne 0 ]]; then
+  # The console filter above keeps one line per test; here is each failure's message and the
+  # top of its stack, read from the TRX, so a CI log alone says what broke.
+  echo "failed:"
+  python3 - "$trx" <<'PY'
+import sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+for r in ET.parse(sys.argv[1]).getroot().iterfind(".//t:UnitTestResult", ns):
+    if r.get("outcome") not in ("Failed", "Error", "Timeout", "Aborted"):
+        continue
+    message = r.findtext(".//t:ErrorInfo/t:Message", "", ns).strip()
+    stack = r.findtext(".//t:ErrorInfo/t:StackTrace", "", ns).strip().splitlines()[:6]
+    print(f"  {r.get('testName')}\n    " + "\n    ".join(message.splitlines()[:12] + stack))
+PY
+fi
 if [[ $status -ne 0 || $failed -ne 0 ]]; then exit 1; fi

@@ -7,7 +7,12 @@ namespace RegistryDR.Backup;
 /// <c>backups/&lt;id&gt;/{database.dump, globals.sql, config.tar.gz, manifest.json}</c>, plus
 /// <c>backups/&lt;id&gt;/data/&lt;table&gt;-&lt;range&gt;.copy.zst</c> (<c>.copy.gz</c> in sets before
 /// format 4, or with <c>Database:RangeCompression</c> gzip) for the block ranges of split tables.
-/// Ids start with the UTC start time, so they sort oldest to newest as plain strings.
+/// Ids start with the UTC start time to the millisecond (ISO 8601 basic format,
+/// <c>20261201T013705.123Z-3fa9c1</c>), so they sort oldest to newest as plain strings: two sets
+/// started in the same second (a final backup right after a scheduled one, two operators' runs)
+/// still sort by their start. Ids written before 2026-12 have whole seconds
+/// (<c>20261122T021500Z-3fa9c1</c>) and are still read; only against a new id of the same second
+/// does one sort out of order.
 /// </summary>
 public static class BackupLayout
 {
@@ -16,7 +21,10 @@ public static class BackupLayout
     public const string GlobalsArtifact = "globals";
     public const string ConfigArtifact = "config";
 
-    private const string TimeFormat = "yyyyMMdd'T'HHmmss'Z'";
+    private const string TimeFormat = "yyyyMMdd'T'HHmmss'.'fff'Z'";
+
+    /// <summary>Every form an id's time has had: the current one first.</summary>
+    private static readonly string[] TimeFormats = [TimeFormat, "yyyyMMdd'T'HHmmss'Z'"];
 
     public static string SetPrefix(string backupId) => Root + backupId + "/";
     public static string ManifestKey(string backupId) => SetPrefix(backupId) + BackupManifest.FileName;
@@ -55,11 +63,16 @@ public static class BackupLayout
     public static bool TryParseTime(string backupId, out DateTimeOffset time)
     {
         var stamp = backupId.Split('-')[0];
-        var ok = DateTime.TryParseExact(stamp, TimeFormat, CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out var t);
+        var ok = DateTime.TryParseExact(stamp, TimeFormats, CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out var t);
         time = ok ? new DateTimeOffset(t, TimeSpan.Zero) : default;
         return ok;
     }
 
     public static bool IsValidBackupId(string id) =>
-        id.Length is > 17 and < 64 && TryParseTime(id, out _) && id.All(c => char.IsAsciiLetterOrDigit(c) || c == '-');
+        id.Length is > 17 and < 64 && TryParseTime(id, out _) && id.IndexOf('-') is var dash and > 0 &&
+        id.AsSpan(dash).IndexOfAnyExcept(IdSuffixCharacters) < 0;
+
+    // The time stamp is validated by parsing it; what follows it is the random suffix.
+    private static readonly System.Buffers.SearchValues<char> IdSuffixCharacters =
+        System.Buffers.SearchValues.Create("-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
 }
