@@ -74,9 +74,9 @@ internal static class ContinuousCommands
         if (sets.Count == 0) Console.WriteLine($"No base backups in {ctx.Store.Description}.");
         else
         {
-            Console.WriteLine($"{"BASE BACKUP ID",-26} {"TIME (UTC)",-20} {"SIZE",12} STATE");
+            Console.WriteLine($"{"BASE BACKUP ID",-27} {"TIME (UTC)",-20} {"SIZE",12} STATE");
             foreach (var s in sets)
-                Console.WriteLine($"{s.BackupId,-26} {s.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),-20} {RegistryDR.Backup.SetFormat.Bytes(s.Size),12} {(s.IsComplete ? "complete" : "INCOMPLETE")}");
+                Console.WriteLine($"{s.BackupId,-27} {s.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),-20} {RegistryDR.Backup.SetFormat.Bytes(s.Size),12} {(s.IsComplete ? "complete" : "INCOMPLETE")}");
         }
         Console.WriteLine(segments.Count == 0
             ? "WAL: none archived"

@@ -227,9 +227,9 @@ internal static class RegistryDrCli
                 Console.WriteLine($"No backups in {ctx.Store.Description}.");
                 return ExitCodes.Success;
             }
-            Console.WriteLine($"{"BACKUP ID",-26} {"RECOVERY POINT",-23} {"SIZE",10}  {"STATE",-10} VERIFIED");
+            Console.WriteLine($"{"BACKUP ID",-27} {"RECOVERY POINT",-23} {"SIZE",10}  {"STATE",-10} VERIFIED");
             foreach (var j in sets)
-                Console.WriteLine($"{j.BackupId,-26} {SetFormat.Time(j.Set.Time),-23} {SetFormat.Bytes(j.Set.Size),10}  {j.Label,-10} {(verified.Contains(j.BackupId) ? "yes" : "-")}");
+                Console.WriteLine($"{j.BackupId,-27} {SetFormat.Time(j.Set.Time),-23} {SetFormat.Bytes(j.Set.Size),10}  {j.Label,-10} {(verified.Contains(j.BackupId) ? "yes" : "-")}");
             foreach (var j in sets.Where(j => j.Problem is not null && j.Condition != SetCondition.Incomplete))
                 Console.WriteLine($"  {j.BackupId}: {j.Problem}");
             return ExitCodes.Success;

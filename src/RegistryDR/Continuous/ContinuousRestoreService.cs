@@ -152,6 +152,7 @@ public sealed partial class ContinuousRestoreService
             await StartServerAsync(state, cancellationToken);
             await _registry.StartAsync(cancellationToken);
             state.RegistryStopped = false;
+            state.RegistryRunsOnRestored = true;
             await _registry.WaitUntilHealthyAsync(cancellationToken);
 
             var held = generation?.Number ?? Agent.NodeStateFile.Read(_options.Agent.StateFile)?.Generation;
@@ -355,6 +356,8 @@ public sealed partial class ContinuousRestoreService
     private async Task<string> RollBackAsync(SwapState state, List<DirectoryMove> swaps)
     {
         var notes = new List<string>();
+        // It read the restored config and is connected to the restored server: stopped first, started again at the end.
+        if (state.RegistryRunsOnRestored) notes.Add(await _registry.StopRunningOnRestoredAsync(CancellationToken.None));
         if (state.DataDirectory is { Applied: true } || swaps.Any(s => s.Applied))
         {
             // The restored server may be running on the swapped-in directory: stop it before moving it.
@@ -390,10 +393,9 @@ public sealed partial class ContinuousRestoreService
                 notes.Add($"PostgreSQL is STOPPED and could not be started again ({ex.Message})");
             }
         }
-        if (state.RegistryStopped)
+        if (state.RegistryStopped || state.RegistryRunsOnRestored)
         {
-            try { await _registry.StartAsync(CancellationToken.None); notes.Add("the registry was started again on its previous data"); }
-            catch (Exception ex) { notes.Add($"the registry is STOPPED and could not be started again ({ex.Message})"); }
+            notes.Add((await _registry.StartAgainAsync(CancellationToken.None)).Clause);
         }
         else if (!state.ServerStopped && state.DataDirectory is null)
         {
@@ -405,6 +407,8 @@ public sealed partial class ContinuousRestoreService
     private sealed class SwapState
     {
         public bool RegistryStopped;
+        /// <summary>The start command ran after the swap: the registry read the restored data.</summary>
+        public bool RegistryRunsOnRestored;
         public bool ServerStopped;
         public DirectoryMove? DataDirectory;
     }

@@ -83,7 +83,7 @@ public sealed partial class InterruptedRestore(RegistryDrOptions options, ILogge
                 await Step($"remove {dir.StagingParent}", () => Task.FromResult(DeleteTree(dir.StagingParent)));
             await Step($"remove {entry.Staging}", () => Task.FromResult(DeleteTree(entry.Staging)));
             if (RestoreJournal.Phases.Reached(entry.Phase, RestoreJournal.Phases.StopRegistry))
-                await Step("start the registry again", async () => { await _registry.StartAsync(cancellationToken); return "the registry was started again on its previous data"; });
+                await Step("start the registry again", async () => (await _registry.StartAgainAsync(cancellationToken)).Clause);
             if (entry.Generation is { } g)
                 notes.Add($"this node keeps fencing generation {g}, taken before the swap, so its backups go on");
             description = $"{who} was interrupted during '{entry.Phase}' and was rolled back: " + Join(notes);

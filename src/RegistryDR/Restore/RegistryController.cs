@@ -26,6 +26,58 @@ public sealed class RegistryController(RegistryProcessOptions options, ILogger l
             cancellationToken: cancellationToken);
     }
 
+    /// <summary>
+    /// At the start of a rollback, when the start command already ran on the restored data: stops
+    /// the registry before the node's own data is put back under it (it read the restored config
+    /// and holds sessions on the restored database). Returns the rollback's clause; never throws
+    /// for the registry's own failures ("could NOT" in the clause marks the rollback incomplete).
+    /// </summary>
+    internal async Task<string> StopRunningOnRestoredAsync(CancellationToken cancellationToken)
+    {
+        if (options.StopCommand.Count == 0)
+            return "the registry, started on the restored data, was not stopped (no Registry:StopCommand configured)";
+        try
+        {
+            await StopAsync(cancellationToken);
+            return "the registry, started on the restored data, was stopped";
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return $"the registry, started on the restored data, could NOT be stopped ({ex.Message})";
+        }
+    }
+
+    /// <summary>
+    /// After a rollback: runs the start command, then waits (at most <c>Registry:HealthTimeout</c>)
+    /// for the health URL, and returns one clause of the rollback's "Node state:" sentence that
+    /// says which of these is true — the registry serves again, it was started but does not answer
+    /// (so the node is NOT serving although its data is back), or it could not be started. Never
+    /// throws for the registry's own failures: the rollback's other steps still have to be reported.
+    /// </summary>
+    /// <returns>The clause, and whether the registry is known not to serve (false when it answers, or no health URL is configured).</returns>
+    internal async Task<(string Clause, bool NotServing)> StartAgainAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await StartAsync(cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return ($"the registry is STOPPED and could not be started again ({ex.Message})", true);
+        }
+        if (string.IsNullOrEmpty(options.HealthUrl))
+            return ("the registry was started again on its previous data (no Registry:HealthUrl to check that it serves)", false);
+        try
+        {
+            await WaitUntilHealthyAsync(cancellationToken);
+            return ($"the registry was started again on its previous data and answers {options.HealthUrl}", false);
+        }
+        catch (TimeoutException ex)
+        {
+            return ($"the registry was started again on its previous data but is NOT serving: {ex.Message} Check the registry's own log", true);
+        }
+    }
+
     /// <summary>Polls the health URL until it answers 2xx; throws with the last answer when the timeout passes.</summary>
     public async Task WaitUntilHealthyAsync(CancellationToken cancellationToken)
     {

@@ -107,7 +107,8 @@ public sealed partial class RestoreService
             $"Extract the config archive beside its targets ({string.Join(", ", manifest.ConfigDirectories.Select(d => d.Path))}), refusing unsafe entries" +
                 (manifest.DescribeNotKept() is { Count: > 0 } notKept ? $"; not kept: {string.Join("; ", notKept)}" : ""),
             $"Restore roles from the backup (existing roles are kept) on {_options.Database.Host}:{_options.Database.Port}",
-            $"Restore database '{manifest.Postgres.Database}' into scratch database '{ScratchDatabase}'",
+            $"Restore database '{manifest.Postgres.Database}' into scratch database '{ScratchDatabase}'" +
+                (manifest.Postgres.Database == DatabaseName ? "" : $"; it becomes '{DatabaseName}' (Database:Name), NOT '{manifest.Postgres.Database}' as on {manifest.Host}: the registry must be configured for '{DatabaseName}'"),
             _options.Registry.StopCommand.Count > 0 ? $"Stop the registry: {string.Join(' ', _options.Registry.StopCommand)}" : "Stop the registry: NOT stopped, no Registry:StopCommand configured (needs --terminate-sessions)",
             $"Swap: terminate every session still on database '{DatabaseName}'{(_options.Registry.StopCommand.Count > 0 ? "" : ", the running registry's included")}, rename it to '{PreviousDatabase(id)}' and '{ScratchDatabase}' to '{DatabaseName}'; rename each config directory aside and the extracted one into place",
             _options.Registry.StartCommand.Count > 0 ? $"Start the registry: {string.Join(' ', _options.Registry.StartCommand)}" : "Start the registry: no Registry:StartCommand configured",
@@ -129,6 +130,7 @@ public sealed partial class RestoreService
         var plan = BuildPlan(manifest) with { Skipped = selection?.Skipped ?? [] };
         using var scope = _logger.BeginScope("backup {BackupId}", id);
         if (selection?.SkippedSentence is { } skipped) LogPassedOver(id, skipped);
+        if (manifest.Postgres.Database != DatabaseName) LogRenamedDatabase(id, manifest.Postgres.Database, DatabaseName);
 
         // 0. Preflight: check what can be checked before anything is downloaded or changed. A
         //    failure here is not a failed restore: nothing was touched, so there is nothing to roll back.
@@ -218,6 +220,7 @@ public sealed partial class RestoreService
             journal.Enter(RestoreJournal.Phases.StartRegistry);
             await _registry.StartAsync(cancellationToken);
             state.RegistryStopped = false;
+            state.RegistryRunsOnRestored = true;
             progress.Phase("wait for health");
             await _registry.WaitUntilHealthyAsync(cancellationToken);
             journal.Enter(RestoreJournal.Phases.Healthy);
@@ -477,6 +480,9 @@ public sealed partial class RestoreService
     private async Task<string> RollBackAsync(string backupId, NodeState state, List<DirectorySwap> swaps)
     {
         var notes = new List<string>();
+        // It read the restored config and holds sessions on the restored database: stopped before
+        // either is put back, started again on the node's own data at the end.
+        if (state.RegistryRunsOnRestored) notes.Add(await _registry.StopRunningOnRestoredAsync(CancellationToken.None));
         foreach (var swap in swaps.Where(s => s.Applied).Reverse())
         {
             try { swap.Undo(); notes.Add($"{swap.TargetPath} was put back as it was"); }
@@ -510,17 +516,9 @@ public sealed partial class RestoreService
         }
         try { await DropDatabaseAsync(ScratchDatabase, CancellationToken.None); } catch (Exception) { notes.Add($"scratch database '{ScratchDatabase}' may remain"); }
         if (state.RolesRestored) notes.Add("roles from the backup were added (existing roles were kept)");
-        if (state.RegistryStopped)
+        if (state.RegistryStopped || state.RegistryRunsOnRestored)
         {
-            try
-            {
-                await _registry.StartAsync(CancellationToken.None);
-                notes.Add("the registry was started again on its previous data");
-            }
-            catch (Exception ex)
-            {
-                notes.Add($"the registry is STOPPED and could not be started again ({ex.Message})");
-            }
+            notes.Add((await _registry.StartAgainAsync(CancellationToken.None)).Clause);
         }
         else if (!swaps.Any(s => s.Applied) && !state.DatabaseSwapped)
         {
@@ -539,6 +537,8 @@ public sealed partial class RestoreService
     {
         public bool RolesRestored;
         public bool RegistryStopped;
+        /// <summary>The start command ran after the swap: the registry read the restored data.</summary>
+        public bool RegistryRunsOnRestored;
         public bool DatabaseSwapped;
         public string? PreviousDatabase;
     }
@@ -641,6 +641,9 @@ public sealed partial class RestoreService
 
     [LoggerMessage(8010, LogLevel.Warning, "Restoring backup {BackupId}, the newest restorable set: {Skipped}")]
     private partial void LogPassedOver(string backupId, string skipped);
+
+    [LoggerMessage(2006, LogLevel.Warning, "Backup {BackupId} holds database '{BackupDatabase}'; it is restored as '{Database}' (Database:Name), the name this node's configuration gives")]
+    private partial void LogRenamedDatabase(string backupId, string backupDatabase, string database);
 
     [LoggerMessage(2004, LogLevel.Error, "Restore of backup {BackupId} failed. {NodeState}")]
     private partial void LogRestoreFailed(Exception ex, string backupId, string nodeState);

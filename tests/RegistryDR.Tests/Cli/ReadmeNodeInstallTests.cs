@@ -78,7 +78,7 @@ public sealed class ReadmeNodeInstallTests
             "password file holds the password", "unit installed",
         })
             StringAssert.Contains(after, line + "\n");
-        StringAssert.Matches(after, new Regex(@"\n\d{8}T\d{6}Z-\S+ +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC +\d+\.\d [KM]iB +complete +-\n"));
+        StringAssert.Matches(after, new Regex(@"\n\d{8}T\d{6}\.\d{3}Z-\S+ +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC +\d+\.\d [KM]iB +complete +-\n"));
         StringAssert.Contains(await stdout, "Initialised file:///var/backups/registry-dr: wrote registry-dr-store.json");
         StringAssert.Contains(await stdout, "Protection:      OK");
         CollectionAssert.AreEqual(new[]

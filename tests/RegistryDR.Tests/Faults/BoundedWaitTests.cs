@@ -73,6 +73,21 @@ public sealed class BoundedWaitTests
     }
 
     /// <summary>This process's children that run the named programs (by /proc/PID/stat's comm and ppid).</summary>
+    /// <summary>
+    /// The pg_dump processes this test process started for database <paramref name="database"/> on
+    /// port <paramref name="port"/> (their PGPORT and PGDATABASE): tests of other classes run in
+    /// parallel on the shared cluster, and their dumps are not this test's leftovers.
+    /// </summary>
+    internal static IReadOnlyList<string> DumpsOf(int port, string database) =>
+        ChildProcesses("pg_dump").Where(p =>
+        {
+            var pid = p[(p.IndexOf("pid ", StringComparison.Ordinal) + 4)..p.IndexOf(',', StringComparison.Ordinal)];
+            string environ;
+            try { environ = File.ReadAllText($"/proc/{pid}/environ"); } catch (IOException) { return false; }
+            var variables = environ.Split('\0');
+            return variables.Contains($"PGPORT={port}") && variables.Contains($"PGDATABASE={database}");
+        }).ToList();
+
     internal static IReadOnlyList<string> ChildProcesses(params string[] names)
     {
         var found = new List<string>();
@@ -174,7 +189,7 @@ public sealed class BoundedWaitTests
         var failure = await Assert.ThrowsExactlyAsync<BackupFailedException>(() => backup.WaitAsync(HangGuard));
         Assert.AreEqual($"Backup {failure.BackupId} failed during dump database: it did not finish within Backup:Timeout (00:30:00) and was stopped during dump database; its partial set was removed.", failure.Message);
         await AssertNoSessionsLeftAsync(node.ConnectionString, node.Database);
-        Assert.IsEmpty(ChildProcesses("pg_dump", "pg_dumpall"));
+        Assert.IsEmpty(DumpsOf(node.Cluster.Port, node.Database));
         Assert.IsEmpty(Directory.GetFiles(storeDir.Path, "*", SearchOption.AllDirectories), "files left in the store");
     }
 
@@ -205,7 +220,7 @@ public sealed class BoundedWaitTests
         var failure = await Assert.ThrowsExactlyAsync<BackupFailedException>(() => backup.WaitAsync(HangGuard));
         StringAssert.Contains(failure.Message, $"failed during dump database: S3 store s3://{bucket}/site (server {s3.Endpoint}) could not be reached for ");
         await AssertNoSessionsLeftAsync(node.ConnectionString, node.Database);
-        Assert.IsEmpty(ChildProcesses("pg_dump", "pg_dumpall"));
+        Assert.IsEmpty(DumpsOf(node.Cluster.Port, node.Database));
     }
 
     [TestMethod]
@@ -232,7 +247,7 @@ public sealed class BoundedWaitTests
 
         var failure = await Assert.ThrowsExactlyAsync<BackupFailedException>(() => backup.WaitAsync(HangGuard));
         StringAssert.Contains(failure.Message, $"failed during dump database: PostgreSQL at 127.0.0.1:{cluster.Port} closed the connection during dump database: ");
-        Assert.IsEmpty(ChildProcesses("pg_dump", "pg_dumpall"));
+        Assert.IsEmpty(DumpsOf(cluster.Port, database));
         // Nothing of the failed set stays in the store, not even a temporary file.
         Assert.IsEmpty(Directory.GetFiles(storeDir.Path, "*", SearchOption.AllDirectories), "files left in the store");
     }

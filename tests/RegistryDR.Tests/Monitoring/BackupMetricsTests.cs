@@ -172,7 +172,7 @@ public sealed class BackupMetricsTests
                 var scraped = await MonitoringTestSupport.GetUntilAsync(server!, "/metrics",
                     a => MonitoringTestSupport.Samples(a.Body)["registrydr_backup_last_success_timestamp_seconds"] > 0, TestContext.CancellationToken);
                 var samples = MonitoringTestSupport.Samples(scraped.Body);
-                Assert.AreEqual(newest.Time.ToUnixTimeSeconds(), samples["registrydr_backup_last_success_timestamp_seconds"]);
+                Assert.AreEqual(newest.Time.ToUnixTimeMilliseconds() / 1000.0, samples["registrydr_backup_last_success_timestamp_seconds"]);
                 Assert.IsTrue(samples["registrydr_backup_age_seconds"] is >= 0 and < 600, scraped.Body);
                 Assert.AreEqual(0, samples["registrydr_backups_total"], "the restarted worker took no backup (the newest is fresh)");
                 await host.StopAsync(TestContext.CancellationToken);

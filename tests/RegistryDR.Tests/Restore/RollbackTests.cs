@@ -67,6 +67,35 @@ public sealed class RollbackTests
 
         StringAssert.Contains(failure.Message, "did not answer");
         StringAssert.Contains(failure.NodeState, $"database '{fx.Node.Database}' was put back as it was");
+        // Rules out a rollback that says the node serves again when it does not: the health URL is asked again.
+        StringAssert.Contains(failure.NodeState, $"the registry was started again on its previous data but is NOT serving: The registry did not answer {fx.Node.Options.Registry.HealthUrl} with 2xx");
+        await fx.AssertNodeIsAsItWasAsync(before);
+    }
+
+    [TestMethod]
+    public async Task A_registry_healthy_again_on_its_previous_data_is_reported_as_serving()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        // Unhealthy on the restored data, healthy again once the start command runs the second time (the rollback's).
+        var marker = Path.Combine(fx.Node.Root, "started-twice");
+        var first = Path.Combine(fx.Node.Root, "started-once");
+        var commands = Path.Combine(fx.Node.Root, "commands");
+        fx.Node.Options.Registry.StartCommand = ["/bin/sh", "-c", $"echo start >> '{commands}'; if [ -e '{first}' ]; then touch '{marker}'; else touch '{first}'; fi"];
+        fx.Node.Options.Registry.StopCommand = ["/bin/sh", "-c", $"echo stop >> '{commands}'"];
+        await using var health = RegistryDR.Tests.Infrastructure.AwsStandIns.LoopbackHttpServer.Start(context =>
+            RegistryDR.Tests.Infrastructure.AwsStandIns.LoopbackHttpServer.WriteAsync(context.Response, File.Exists(marker) ? 200 : 503, "text/plain", "x"));
+        fx.Node.Options.Registry.HealthUrl = health.Endpoint + "/";
+        fx.Node.Options.Registry.HealthTimeout = TimeSpan.FromSeconds(2);
+        var before = await fx.SnapshotAsync();
+
+        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId, TerminateSessions: true)));
+
+        StringAssert.Contains(failure.Message, "(last: HTTP 503)");
+        // Rules out a rollback that puts the node's data back under a registry still running on the restored data.
+        CollectionAssert.AreEqual(new[] { "stop", "start", "stop", "start" }, File.ReadAllLines(commands));
+        StringAssert.StartsWith(failure.NodeState, "Node state: the registry, started on the restored data, was stopped; ");
+        StringAssert.Contains(failure.NodeState, $"the registry was started again on its previous data and answers {health.Endpoint}/");
+        Assert.IsFalse(failure.NodeState.Contains("NOT serving", StringComparison.Ordinal), failure.NodeState);
         await fx.AssertNodeIsAsItWasAsync(before);
     }
 
