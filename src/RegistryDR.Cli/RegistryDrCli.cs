@@ -355,9 +355,22 @@ internal static class RegistryDrCli
             var manifest = await catalog.ReadManifestAsync(backupId, ct);
             var progress = TerminalProgress.For(ctx.Json);
             progress.Expect(manifest.TotalSize);
-            var report = await new BackupVerifier(ctx.Store, ctx.Options.Database, ctx.LoggerFactory.CreateLogger<BackupVerifier>()).VerifyAsync(manifest, progress, ct);
+            var logger = ctx.LoggerFactory.CreateLogger<BackupVerifier>();
+            VerificationReport report;
+            try
+            {
+                report = await new BackupVerifier(ctx.Store, ctx.Options.Database, logger).VerifyAsync(manifest, progress, ct);
+            }
+            catch (ArtifactCorruptException ex)
+            {
+                // Recorded, so status, list and restore latest stop treating the set as good.
+                await CorruptionRecord.TryWriteAsync(ctx.Store, backupId, "verify", ex.Message, ctx.Time, logger, ct);
+                throw;
+            }
             (progress as TerminalProgress)?.Done();
             await Retention.VerificationRecord.WriteAsync(ctx.Store, report.BackupId, "verify", ctx.Time, ct);
+            if (await CorruptionRecord.ClearAsync(ctx.Store, report.BackupId, ct))
+                Console.Error.WriteLine($"Backup {report.BackupId} was recorded as corrupt; it passed now, and that record ({CorruptionRecord.Key(report.BackupId)}) was removed.");
             if (ctx.Json) Console.WriteLine(JsonSerializer.Serialize(new { report.BackupId, valid = true, recordedAs = Retention.VerificationRecord.Key(report.BackupId), artifacts = report.Artifacts }, JsonOutput));
             else
             {

@@ -22,6 +22,11 @@ public enum SetCondition
     /// never had (a recovered or zombie node of the old region, or its late replicas).
     /// </summary>
     Fenced,
+    /// <summary>
+    /// <c>verify</c>, a drill or a restore read it back and found an artifact whose bytes are
+    /// wrong (<see cref="CorruptionRecord"/>); a <c>verify</c> that passes clears it.
+    /// </summary>
+    Corrupt,
 }
 
 /// <summary>One set and its <see cref="SetCondition"/>, with why it is not restorable.</summary>
@@ -39,6 +44,7 @@ public sealed record SetJudgement(BackupSetInfo Set, SetCondition Condition, str
         SetCondition.Incomplete => "INCOMPLETE",
         SetCondition.ManifestInvalid => "MANIFEST INVALID",
         SetCondition.Fenced => "FENCED",
+        SetCondition.Corrupt => "CORRUPT",
         _ => "ARTIFACTS MISSING",
     };
 
@@ -61,8 +67,9 @@ public sealed record RestorableSelection(SetJudgement? Newest, IReadOnlyList<Set
 /// the worker's catch-up and the bootstrap agent.
 /// </summary>
 /// <remarks>
-/// A set is restorable only when its manifest parses and validates (<see cref="BackupManifest.Parse"/>)
-/// and every artifact it lists exists in the store with the size it lists. A manifest alone is not
+/// A set is restorable only when its manifest parses and validates (<see cref="BackupManifest.Parse"/>),
+/// every artifact it lists exists in the store with the size it lists, and no read-back has found
+/// its bytes wrong (<see cref="CorruptionRecord"/>). A manifest alone is not
 /// enough: S3 replication copies each object on its own and late (a large one can take hours
 /// without Replication Time Control), so in a replica bucket a manifest can arrive before its
 /// artifacts; and a manifest that is corrupt must not be vouched for. It stays cheap: one listing
@@ -87,7 +94,7 @@ public sealed class RestorableSets(IBackupStore store)
         var (sets, objects, takeovers) = await ListObjectsAsync(cancellationToken);
         var catalog = new BackupCatalog(store);
         foreach (var set in sets)
-            yield return await JudgeAsync(catalog, set, objects, takeovers, cancellationToken);
+            yield return await JudgeAsync(catalog, set, objects, takeovers, store, cancellationToken);
     }
 
     /// <summary>Every set, newest first, judged.</summary>
@@ -109,7 +116,7 @@ public sealed class RestorableSets(IBackupStore store)
         var skipped = new List<SetJudgement>();
         foreach (var set in sets)
         {
-            var judgement = await JudgeAsync(catalog, set, objects, takeovers, cancellationToken);
+            var judgement = await JudgeAsync(catalog, set, objects, takeovers, store, cancellationToken);
             if (judgement.IsRestorable) return new RestorableSelection(judgement, skipped, sets);
             skipped.Add(judgement);
         }
@@ -155,7 +162,7 @@ public sealed class RestorableSets(IBackupStore store)
         return selection;
     }
 
-    private static async Task<SetJudgement> JudgeAsync(BackupCatalog catalog, BackupSetInfo set, Dictionary<string, long> objects, Takeovers takeovers, CancellationToken cancellationToken)
+    private static async Task<SetJudgement> JudgeAsync(BackupCatalog catalog, BackupSetInfo set, Dictionary<string, long> objects, Takeovers takeovers, IBackupStore store, CancellationToken cancellationToken)
     {
         if (!set.IsComplete) return new SetJudgement(set, SetCondition.Incomplete, "it has no manifest");
         BackupManifest manifest;
@@ -180,6 +187,10 @@ public sealed class RestorableSets(IBackupStore store)
             return new SetJudgement(set, SetCondition.Fenced,
                 $"written by {by} after {takeover.Who} took over at generation {takeover.Number} from set {takeover.RestoredFrom}");
         }
+        // Known bad bytes: found once by reading the set back, never tried again as "latest".
+        if (objects.ContainsKey(CorruptionRecord.Key(set.BackupId)) && await CorruptionRecord.ReadAsync(store, set.BackupId, cancellationToken) is { } finding)
+            return new SetJudgement(set, SetCondition.Corrupt,
+                $"{finding.By} found at {SetFormat.Time(finding.FoundAt)}: {finding.Problem} (a `registry-dr verify {set.BackupId}` that passes clears this)");
         var missing = new List<string>();
         var wrongSize = new List<string>();
         foreach (var artifact in manifest.Artifacts)

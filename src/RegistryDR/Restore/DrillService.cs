@@ -112,6 +112,7 @@ public sealed partial class DrillService
         {
             var elapsed = _time.GetElapsedTime(started);
             LogFailed(ex, id, ex.Message);
+            if (ex is ArtifactCorruptException) await CorruptionRecord.TryWriteAsync(_store, id, "drill", ex.Message, _time, _logger, CancellationToken.None);
             _events.DrillFinished(id, false, elapsed);
             return new DrillReport(id, false, elapsed, 0, 0, 0, ex.Message);
         }

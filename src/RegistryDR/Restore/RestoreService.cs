@@ -245,6 +245,7 @@ public sealed partial class RestoreService
         }
         catch (Exception ex)
         {
+            if (ex is ArtifactCorruptException) await CorruptionRecord.TryWriteAsync(_store, id, "restore", ex.Message, _time, _logger, CancellationToken.None);
             var described = await RollBackAsync(id, state, dirSwaps);
             if (generation is not null)
                 described = described[..^1] + $"; this node keeps fencing generation {generation.Number} (taken before the swap), so its backups go on.";

@@ -160,4 +160,79 @@ public sealed class RestorableSetsTests
         Assert.AreEqual(NodeStatus.Restored, state.Status);
         Assert.AreEqual(1L, state.Generation, "the agent's generation is recorded with its restore");
     }
+
+    [TestMethod]
+    public async Task ASetVerifyFoundCorrupt_IsRecorded_AndPassedOverByStatusListAndRestore_UntilAVerifyPassesAgain()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        // Bit rot in the newest set's dump: same size, so only reading it back can tell.
+        var dump = fx.Newest.Find(BackupLayout.DatabaseArtifact)!;
+        var original = File.ReadAllBytes(fx.PathOf(dump.Key));
+        var rotten = (byte[])original.Clone();
+        rotten[rotten.Length / 2] ^= 0x01;
+        File.WriteAllBytes(fx.PathOf(dump.Key), rotten);
+        Assert.AreEqual(fx.Newest.BackupId, (await new RestorableSets(fx.Store).SelectNewestAsync(CancellationToken.None)).Newest!.BackupId,
+            "sizes alone cannot see it: without the record the rotten set is still 'latest'");
+
+        var verify = await CliAsync(fx.Node, "verify", fx.Newest.BackupId);
+        Assert.AreEqual(4, verify.ExitCode, verify.Stdout);
+        var finding = await CorruptionRecord.ReadAsync(fx.Store, fx.Newest.BackupId, CancellationToken.None);
+        Assert.IsNotNull(finding);
+        Assert.AreEqual("verify", finding.By);
+        StringAssert.StartsWith(finding.Problem, $"Backup {fx.Newest.BackupId}: artifact 'database' is corrupt: ");
+
+        // Rules out a selection that ignores the record: the corrupt set would be the newest "restorable" one.
+        var selection = await new RestorableSets(fx.Store).SelectNewestAsync(CancellationToken.None);
+        Assert.AreEqual(fx.Older.BackupId, selection.Newest!.BackupId);
+        var skipped = selection.Skipped.Single();
+        Assert.AreEqual(SetCondition.Corrupt, skipped.Condition);
+        Assert.AreEqual("CORRUPT", skipped.Label);
+        Assert.AreEqual($"verify found at {SetFormat.Time(finding.FoundAt)}: {finding.Problem} (a `registry-dr verify {fx.Newest.BackupId}` that passes clears this)", skipped.Problem);
+        var plan = await new RestoreService(fx.Node.Options, fx.Store, TestNode.Logger<RestoreService>(), TimeProvider.System).PlanAsync("latest", CancellationToken.None);
+        Assert.AreEqual(fx.Older.BackupId, plan.BackupId);
+        var status = await CliAsync(fx.Node, "status");
+        StringAssert.Contains(status.Stdout, $"Passed over:     {fx.Newest.BackupId} (CORRUPT: verify found at ");
+        StringAssert.Contains(status.Stdout, $"Newest backup:   {fx.Older.BackupId}, ");
+        var list = await CliAsync(fx.Node, "list");
+        StringAssert.Matches(list.Stdout, new System.Text.RegularExpressions.Regex($"{fx.Newest.BackupId} .* CORRUPT +-\n"));
+
+        // Repaired (say, copied back from the replica): a verify that passes clears the record.
+        File.WriteAllBytes(fx.PathOf(dump.Key), original);
+        var again = await CliAsync(fx.Node, "verify", fx.Newest.BackupId);
+        Assert.AreEqual(0, again.ExitCode, again.Stdout);
+        StringAssert.Contains(again.Stdout, $"Backup {fx.Newest.BackupId} was recorded as corrupt; it passed now, and that record ({CorruptionRecord.Key(fx.Newest.BackupId)}) was removed.");
+        Assert.IsNull(await CorruptionRecord.ReadAsync(fx.Store, fx.Newest.BackupId, CancellationToken.None));
+        Assert.AreEqual(fx.Newest.BackupId, (await new RestorableSets(fx.Store).SelectNewestAsync(CancellationToken.None)).Newest!.BackupId);
+    }
+
+    [TestMethod]
+    public async Task ADrillThatFindsCorruptBytes_RecordsIt_AndOneThatCannotReachTheStore_DoesNot()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        var config = fx.Newest.Find(BackupLayout.ConfigArtifact)!;
+        var bytes = File.ReadAllBytes(fx.PathOf(config.Key));
+        bytes[bytes.Length / 2] ^= 0x01;
+        File.WriteAllBytes(fx.PathOf(config.Key), bytes);
+
+        var drill = await new DrillService(fx.Node.Options, fx.Store, NullLoggerFactory.Instance, TimeProvider.System).RunAsync(fx.Newest.BackupId);
+        Assert.IsFalse(drill.Succeeded);
+        var finding = await CorruptionRecord.ReadAsync(fx.Store, fx.Newest.BackupId, CancellationToken.None);
+        Assert.AreEqual("drill", finding!.By);
+        Assert.AreEqual(drill.Failure, finding.Problem);
+
+        // A store that cannot be read proves nothing about the set: no record.
+        var unreachable = new UnreadableStore(fx.Store);
+        var failed = await new DrillService(fx.Node.Options, unreachable, NullLoggerFactory.Instance, TimeProvider.System).RunAsync(fx.Older.BackupId);
+        Assert.IsFalse(failed.Succeeded);
+        Assert.IsNull(await CorruptionRecord.ReadAsync(fx.Store, fx.Older.BackupId, CancellationToken.None));
+    }
+
+    /// <summary>Lists and reads manifests, but every artifact download fails as an unreachable store's would.</summary>
+    private sealed class UnreadableStore(IBackupStore inner) : RegistryDR.Tests.Infrastructure.ForwardingStore(inner)
+    {
+        public override Task<Stream> OpenReadAsync(string key, CancellationToken cancellationToken) =>
+            key.EndsWith(BackupManifest.FileName, StringComparison.Ordinal) || key.EndsWith(CorruptionRecord.FileName, StringComparison.Ordinal)
+                ? Inner.OpenReadAsync(key, cancellationToken)
+                : throw new StoreUnavailableException($"{Inner.Description} could not be reached (test).");
+    }
 }

@@ -13,7 +13,9 @@ public sealed class DrillTests
         await using var c = new Npgsql.NpgsqlConnection(node.Cluster.ConnectionString());
         await c.OpenAsync();
         await using var cmd = c.CreateCommand();
-        cmd.CommandText = "SELECT count(*) FROM pg_database WHERE datname LIKE '%rdr_drill%'";
+        // This node's drill database only: other classes' drills run in parallel on the shared cluster.
+        cmd.CommandText = "SELECT count(*) FROM pg_database WHERE datname = $1";
+        cmd.Parameters.Add(new Npgsql.NpgsqlParameter { Value = DrillService.DrillDatabaseFor(node.Database) });
         return (int)(long)(await cmd.ExecuteScalarAsync())!;
     }
 
