@@ -48,18 +48,23 @@ public static class VerificationRecord
     /// complete sets). Presence is what counts: reading each record would cost a request per set
     /// and a forged one could only make retention keep more.
     /// </summary>
+    /// <remarks>A set that a later read-back found corrupt (<see cref="CorruptionRecord"/>) is not verified any more, whatever its older record says.</remarks>
     public static async Task<IReadOnlySet<string>> ReadVerifiedIdsAsync(IBackupStore store, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(store);
         var ids = new HashSet<string>(StringComparer.Ordinal);
+        var corrupt = new HashSet<string>(StringComparer.Ordinal);
         await foreach (var item in store.ListAsync(BackupLayout.Root, cancellationToken))
         {
             var rest = item.Key.AsSpan(BackupLayout.Root.Length);
             var slash = rest.IndexOf('/');
-            if (slash <= 0 || !rest[(slash + 1)..].SequenceEqual(FileName)) continue;
+            if (slash <= 0) continue;
+            var name = rest[(slash + 1)..];
+            var into = name.SequenceEqual(FileName) ? ids : name.SequenceEqual(CorruptionRecord.FileName) ? corrupt : null;
             var id = rest[..slash].ToString();
-            if (BackupLayout.IsValidBackupId(id)) ids.Add(id);
+            if (into is not null && BackupLayout.IsValidBackupId(id)) into.Add(id);
         }
+        ids.ExceptWith(corrupt);
         return ids;
     }
 

@@ -75,6 +75,21 @@ public sealed class VerificationRecordTests
     }
 
     [TestMethod]
+    public async Task ASetFoundCorruptAfterItWasVerified_IsNotVerifiedAnyMore()
+    {
+        // Rules out retention protecting a set as "newest verified" after a read-back found it rotten.
+        var a = await WriteSetAsync(_store, Now.AddHours(-2));
+        var b = await WriteSetAsync(_store, Now.AddHours(-1));
+        var time = new ManualTimeProvider(Now);
+        await VerificationRecord.WriteAsync(_store, a, "verify", time, CancellationToken.None);
+        await VerificationRecord.WriteAsync(_store, b, "verify", time, CancellationToken.None);
+        await CorruptionRecord.TryWriteAsync(_store, b, "drill", "artifact 'database' is corrupt: test", time,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, CancellationToken.None);
+
+        CollectionAssert.AreEqual(new[] { a }, (await VerificationRecord.ReadVerifiedIdsAsync(_store, CancellationToken.None)).ToList());
+    }
+
+    [TestMethod]
     public async Task Write_RefusesUnknownVerifiersAndIds()
     {
         var time = new ManualTimeProvider(Now);
