@@ -37,12 +37,16 @@ internal sealed class CliContext : IDisposable
         LoggerFactory.Dispose();
     }
 
-    internal static ILoggerFactory CreateLoggerFactory(LogLevel minimum) =>
-        Microsoft.Extensions.Logging.LoggerFactory.Create(b =>
+    /// <summary>The command line's loggers: below <see cref="LogLevel.Debug"/> (no <c>--verbose</c>), without exceptions' stack traces (<see cref="Rendering.ExceptionDetailFilter"/>).</summary>
+    internal static ILoggerFactory CreateLoggerFactory(LogLevel minimum)
+    {
+        var factory = Microsoft.Extensions.Logging.LoggerFactory.Create(b =>
         {
             b.SetMinimumLevel(minimum);
             ConfigureConsole(b);
         });
+        return minimum > LogLevel.Debug ? new Rendering.ExceptionDetailFilter(factory) : factory;
+    }
 
     /// <summary>Logs go to stderr, one line per event; under systemd (JOURNAL_STREAM set) in journald's format.</summary>
     internal static void ConfigureConsole(ILoggingBuilder builder)
