@@ -64,11 +64,20 @@ public sealed partial class BaseBackupService
             foreach (var root in roots)
                 if (!Directory.Exists(root.Path))
                     throw new BackupFailedException(backupId, phase, $"config directory '{root.Path}' does not exist (Config:Directories).");
-            ServerState server;
-            await using (var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken))
-                server = await ServerState.ReadAsync(connection, cancellationToken);
-            CheckServer(backupId, phase, server);
+            // First: on a file store the server's own user archives into continuous/wal/, which
+            // must exist and be its own before PostgreSQL's next attempt (on a new node, the first
+            // attempts fail until this ran; the wait below gives the archiver's retry its chance).
             await WalStoreAccess.EnsureAsync(_options, cancellationToken);
+            var server = await ReadServerStateAsync(cancellationToken);
+            // One failed attempt is not a broken archive: PostgreSQL retries it. Refused only when
+            // archiving is still failing after ArchiveFailureGrace, as during the backup itself.
+            var failingSince = _time.GetUtcNow();
+            while (server.Archiver.Failing && _time.GetUtcNow() - failingSince < ArchiveFailureGrace)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(5), _time, cancellationToken);
+                server = await ReadServerStateAsync(cancellationToken);
+            }
+            CheckServer(backupId, phase, server);
             var toolVersion = await PostgresTools.GetVersionAsync(_tools.PgBaseBackup, cancellationToken);
             if (PostgresTools.MajorVersion(toolVersion) < server.MajorVersion)
                 throw new BackupFailedException(backupId, phase,
@@ -163,6 +172,12 @@ public sealed partial class BaseBackupService
         }
     }
 
+    private async Task<ServerState> ReadServerStateAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await _postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken);
+        return await ServerState.ReadAsync(connection, cancellationToken);
+    }
+
     private void CheckServer(string backupId, string phase, ServerState server)
     {
         var problems = server.ArchivingProblems(_options.Continuous.ArchiveTimeout).ToList();
@@ -172,7 +187,7 @@ public sealed partial class BaseBackupService
         if (!string.Equals(Path.TrimEndingDirectorySeparator(server.DataDirectory), configured, StringComparison.Ordinal))
             problems.Add($"Continuous:DataDirectory is {configured} but the server's data_directory is {server.DataDirectory}");
         if (server.Archiver.Failing)
-            problems.Add($"WAL archiving is failing: {server.Archiver.LastFailedWal} failed at {server.Archiver.LastFailedTime:u} ({server.Archiver.FailedCount} failure(s) since the statistics were reset; " +
+            problems.Add($"WAL archiving is failing (still after {ArchiveFailureGrace.TotalSeconds:F0} s): {server.Archiver.LastFailedWal} failed at {server.Archiver.LastFailedTime:u} ({server.Archiver.FailedCount} failure(s) since the statistics were reset; " +
                          "the PostgreSQL log has registry-dr wal-push's reason), and a base backup waits for its WAL to be archived");
         if (problems.Count > 0)
             throw new BackupFailedException(backupId, phase, "the server is not ready for continuous protection: " + string.Join("; ", problems) + ".");
