@@ -17,7 +17,7 @@ public sealed partial class Pruner(IBackupStore store, RetentionOptions options,
     {
         var sets = await new BackupCatalog(store).ListAsync(cancellationToken);
         var verified = await VerificationRecord.ReadVerifiedIdsAsync(store, cancellationToken);
-        var plan = RetentionPlanner.Plan(sets, verified, time.GetUtcNow(), options);
+        var plan = RetentionPlanner.Plan(sets, verified, time.GetUtcNow(), options, await FencedIdsAsync(cancellationToken));
         // The continuous archive (base backups and WAL, Database:Mode Continuous) has its own plan under the same rules.
         plan = plan with { Continuous = await Continuous.ContinuousRetention.PruneAsync(store, options, time, logger, dryRun, cancellationToken) };
         if (dryRun)
@@ -44,6 +44,18 @@ public sealed partial class Pruner(IBackupStore store, RetentionOptions options,
         LogPruned(store.Description, plan.KeepCount, plan.DeleteCount - failures.Count, failures.Count);
         if (failures.Count > 0) throw new PruneFailedException(store.Description, plan, failures);
         return plan;
+    }
+
+    /// <summary>
+    /// The FENCED sets (another region's writes after a takeover), judged as <c>list</c> judges
+    /// them; without a takeover in the store (the usual case) only the generations are listed.
+    /// </summary>
+    private async Task<IReadOnlySet<string>> FencedIdsAsync(CancellationToken cancellationToken)
+    {
+        if ((await new Fencing.GenerationLedger(store, time).TakeoversAsync(cancellationToken)).Count == 0)
+            return new HashSet<string>(StringComparer.Ordinal);
+        return (await new RestorableSets(store).ListAsync(cancellationToken))
+            .Where(j => j.Condition == SetCondition.Fenced).Select(j => j.BackupId).ToHashSet(StringComparer.Ordinal);
     }
 
     /// <summary>

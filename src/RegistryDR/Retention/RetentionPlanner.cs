@@ -12,11 +12,19 @@ namespace RegistryDR.Retention;
 /// validator would refuse (KeepLast 0, a negative grace): the newest verified complete set, or
 /// the newest complete set when none is verified, is always kept, and an incomplete set is
 /// deleted only when it is past the grace and at least an hour old.
+/// <para>A FENCED set (<see cref="SetCondition.Fenced"/>: written by another region's node after a
+/// takeover, never restorable here) counts for no rule and is never the set always kept, so a
+/// run of them, however new, can neither take the newest sets' places nor push the restorable
+/// newest out. It is kept for <see cref="RetentionOptions.KeepDailyDays"/> days (at least one)
+/// from its start, for inspection (docs/runbook.md, "Fail back"), then deleted, saying so.</para>
 /// </remarks>
 public static class RetentionPlanner
 {
-    public static RetentionPlan Plan(IReadOnlyList<BackupSetInfo> sets, IReadOnlySet<string> verifiedIds, DateTimeOffset now, RetentionOptions options)
+    /// <param name="fencedIds">The sets <see cref="RestorableSets"/> judges <see cref="SetCondition.Fenced"/>; null or empty when the store has had no takeover.</param>
+    public static RetentionPlan Plan(IReadOnlyList<BackupSetInfo> sets, IReadOnlySet<string> verifiedIds, DateTimeOffset now, RetentionOptions options,
+        IReadOnlySet<string>? fencedIds = null)
     {
+        fencedIds ??= new HashSet<string>(StringComparer.Ordinal);
         ArgumentNullException.ThrowIfNull(sets);
         ArgumentNullException.ThrowIfNull(verifiedIds);
         ArgumentNullException.ThrowIfNull(options);
@@ -27,7 +35,7 @@ public static class RetentionPlanner
         foreach (var s in ordered)
             if (!reasons.TryAdd(s.BackupId, []))
                 throw new ArgumentException($"Backup set '{s.BackupId}' is listed twice.", nameof(sets));
-        var complete = ordered.Where(s => s.IsComplete).ToList();
+        var complete = ordered.Where(s => s.IsComplete && !fencedIds.Contains(s.BackupId)).ToList();
 
         for (var i = 0; i < complete.Count && i < options.KeepLast; i++)
             reasons[complete[i].BackupId].Add($"newest {options.KeepLast}");
@@ -78,7 +86,14 @@ public static class RetentionPlanner
         {
             var why = reasons[s.BackupId];
             bool delete;
-            if (s.IsComplete)
+            if (s.IsComplete && fencedIds.Contains(s.BackupId))
+            {
+                // Measured from the id's start time, as for incomplete sets.
+                var days = Math.Max(options.KeepDailyDays, 1);
+                delete = now - s.Time > TimeSpan.FromDays(days);
+                why.Add(delete ? $"FENCED, older than {days} day(s)" : $"FENCED, kept {days} day(s) for inspection");
+            }
+            else if (s.IsComplete)
             {
                 delete = why.Count == 0;
                 if (delete) why.Add("older than every rule");
