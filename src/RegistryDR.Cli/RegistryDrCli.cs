@@ -414,7 +414,11 @@ internal static class RegistryDrCli
             var plan = await service.PlanAsync(parse.GetValue(id) ?? parse.GetValue(backup), ct);
             var progress = TerminalProgress.For(ctx.Json || isDryRun);
             progress.Expect(plan.Bytes);
-            var result = await service.RestoreAsync(new RestoreRequest(plan.BackupId, isDryRun, TerminateSessions: parse.GetValue(terminate)), progress, ct);
+            // Agent:Region, as the agent's restore: over a store another region wrote last (a failback), the restore is a takeover.
+            var result = await service.RestoreAsync(new RestoreRequest(plan.BackupId, isDryRun, TerminateSessions: parse.GetValue(terminate))
+            {
+                InstanceId = ctx.Options.Agent.InstanceId, Region = ctx.Options.Agent.Region,
+            }, progress, ct);
             (progress as TerminalProgress)?.Done();
             var preflightPassed = result.Preflight?.Passed ?? true;
             if (ctx.Json)

@@ -129,7 +129,10 @@ public sealed class GenerationLedger(IBackupStore store, TimeProvider time)
     /// A takeover (a failover or failback to another region): open a new epoch, above every
     /// generation this store has and this node holds, so that nothing the previous region writes
     /// later in its own epoch (directly or through replication) is ever newer. Otherwise the next
-    /// number in the current epoch.
+    /// number in the current epoch — unless the store's newest generation was taken in another
+    /// region than <paramref name="region"/> (both known): a node that takes over a store another
+    /// region wrote last (a failback, after that region's sets were copied back) is a takeover too,
+    /// whatever its role (docs/runbook.md, "Fail back").
     /// </param>
     public async Task<Generation> TakeAndRecordAsync(string stateFile, string reason, string? instanceId, string? restoredFrom, CancellationToken cancellationToken,
         string? region = null, bool takeOver = false)
@@ -142,7 +145,9 @@ public sealed class GenerationLedger(IBackupStore store, TimeProvider time)
         for (var attempt = 0; attempt < 20; attempt++)
         {
             var current = await CurrentAsync(cancellationToken);
-            var next = new Generation(NextNumber(Math.Max(current?.Number ?? 0, held ?? 0), takeOver), Environment.MachineName, instanceId, reason, restoredFrom, time.GetUtcNow())
+            var fromAnotherRegion = !takeOver && IsFromAnotherRegion(current, region);
+            var next = new Generation(NextNumber(Math.Max(current?.Number ?? 0, held ?? 0), takeOver || fromAnotherRegion), Environment.MachineName, instanceId,
+                fromAnotherRegion ? $"takeover from region {current!.Region} ({reason})" : reason, restoredFrom, time.GetUtcNow())
             {
                 Claim = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)),
                 Region = region,
@@ -155,6 +160,10 @@ public sealed class GenerationLedger(IBackupStore store, TimeProvider time)
         }
         throw new InvalidOperationException($"Could not take a fencing generation in {store.Description}: other nodes kept taking the next number.");
     }
+
+    /// <summary>True when <paramref name="current"/> was taken in a region, and it is not <paramref name="region"/>.</summary>
+    public static bool IsFromAnotherRegion(Generation? current, string? region) =>
+        region is not null && current?.Region is { } theirs && !string.Equals(theirs, region, StringComparison.Ordinal);
 
     private long NextNumber(long highest, bool takeOver)
     {

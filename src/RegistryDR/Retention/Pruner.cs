@@ -17,7 +17,7 @@ public sealed partial class Pruner(IBackupStore store, RetentionOptions options,
     {
         var sets = await new BackupCatalog(store).ListAsync(cancellationToken);
         var verified = await VerificationRecord.ReadVerifiedIdsAsync(store, cancellationToken);
-        var plan = RetentionPlanner.Plan(sets, verified, time.GetUtcNow(), options);
+        var plan = RetentionPlanner.Plan(sets, verified, time.GetUtcNow(), options, await UnrestorableAsync(cancellationToken));
         // The continuous archive (base backups and WAL, Database:Mode Continuous) has its own plan under the same rules.
         plan = plan with { Continuous = await Continuous.ContinuousRetention.PruneAsync(store, options, time, logger, dryRun, cancellationToken) };
         if (dryRun)
@@ -44,6 +44,19 @@ public sealed partial class Pruner(IBackupStore store, RetentionOptions options,
         LogPruned(store.Description, plan.KeepCount, plan.DeleteCount - failures.Count, failures.Count);
         if (failures.Count > 0) throw new PruneFailedException(store.Description, plan, failures);
         return plan;
+    }
+
+    /// <summary>
+    /// The complete sets that are never restored, with their label: FENCED sets (another region's
+    /// writes after a takeover) and CORRUPT ones, judged as <c>list</c> judges them. Without a
+    /// takeover in the store (the usual case) no manifest is read: only the corruption records are.
+    /// </summary>
+    private async Task<IReadOnlyDictionary<string, string>> UnrestorableAsync(CancellationToken cancellationToken)
+    {
+        if ((await new Fencing.GenerationLedger(store, time).TakeoversAsync(cancellationToken)).Count == 0)
+            return (await CorruptionRecord.ReadIdsAsync(store, cancellationToken)).ToDictionary(id => id, _ => "CORRUPT", StringComparer.Ordinal);
+        return (await new RestorableSets(store).ListAsync(cancellationToken))
+            .Where(j => j.Condition is SetCondition.Fenced or SetCondition.Corrupt).ToDictionary(j => j.BackupId, j => j.Label, StringComparer.Ordinal);
     }
 
     /// <summary>

@@ -12,11 +12,24 @@ namespace RegistryDR.Retention;
 /// validator would refuse (KeepLast 0, a negative grace): the newest verified complete set, or
 /// the newest complete set when none is verified, is always kept, and an incomplete set is
 /// deleted only when it is past the grace and at least an hour old.
+/// <para>A FENCED set (<see cref="SetCondition.Fenced"/>: written by another region's node after a
+/// takeover, never restorable here) or a CORRUPT one (<see cref="SetCondition.Corrupt"/>: a read-back
+/// found its bytes wrong) counts for no rule and is never the set always kept, so a
+/// run of them, however new, can neither take the newest sets' places nor push the restorable
+/// newest out. It is kept for <see cref="RetentionOptions.KeepDailyDays"/> days (at least one)
+/// from its start, for inspection (docs/runbook.md, "Fail back"), then deleted, saying so.</para>
 /// </remarks>
 public static class RetentionPlanner
 {
-    public static RetentionPlan Plan(IReadOnlyList<BackupSetInfo> sets, IReadOnlySet<string> verifiedIds, DateTimeOffset now, RetentionOptions options)
+    /// <param name="unrestorable">
+    /// Complete sets that are never restored, by id, with the label <c>list</c> shows for them:
+    /// <c>FENCED</c> (<see cref="SetCondition.Fenced"/>) and <c>CORRUPT</c> (<see cref="SetCondition.Corrupt"/>);
+    /// null or empty when there are none.
+    /// </param>
+    public static RetentionPlan Plan(IReadOnlyList<BackupSetInfo> sets, IReadOnlySet<string> verifiedIds, DateTimeOffset now, RetentionOptions options,
+        IReadOnlyDictionary<string, string>? unrestorable = null)
     {
+        unrestorable ??= new Dictionary<string, string>(StringComparer.Ordinal);
         ArgumentNullException.ThrowIfNull(sets);
         ArgumentNullException.ThrowIfNull(verifiedIds);
         ArgumentNullException.ThrowIfNull(options);
@@ -27,7 +40,7 @@ public static class RetentionPlanner
         foreach (var s in ordered)
             if (!reasons.TryAdd(s.BackupId, []))
                 throw new ArgumentException($"Backup set '{s.BackupId}' is listed twice.", nameof(sets));
-        var complete = ordered.Where(s => s.IsComplete).ToList();
+        var complete = ordered.Where(s => s.IsComplete && !unrestorable.ContainsKey(s.BackupId)).ToList();
 
         for (var i = 0; i < complete.Count && i < options.KeepLast; i++)
             reasons[complete[i].BackupId].Add($"newest {options.KeepLast}");
@@ -78,7 +91,14 @@ public static class RetentionPlanner
         {
             var why = reasons[s.BackupId];
             bool delete;
-            if (s.IsComplete)
+            if (s.IsComplete && unrestorable.TryGetValue(s.BackupId, out var label))
+            {
+                // Measured from the id's start time, as for incomplete sets.
+                var days = Math.Max(options.KeepDailyDays, 1);
+                delete = now - s.Time > TimeSpan.FromDays(days);
+                why.Add(delete ? $"{label}, older than {days} day(s)" : $"{label}, kept {days} day(s) for inspection");
+            }
+            else if (s.IsComplete)
             {
                 delete = why.Count == 0;
                 if (delete) why.Add("older than every rule");

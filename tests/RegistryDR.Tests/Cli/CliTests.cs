@@ -127,6 +127,27 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public async Task RestoreByHand_OverAStoreAnotherRegionWroteLast_TakesOverWithANewEpoch()
+    {
+        using var storeDirScope = new TempDirectory("rdr-store-");
+        await using var node = await TestNode.CreateAsync("file://" + storeDirScope.Path, repositories: 5);
+        var config = await WriteConfigAsync(node, edit: c => c["Agent"] = new { node.Options.Agent.StateFile, Region = "us-east-1", InstanceId = "i-r1b" });
+        var backup = await RunCliAsync(null, "backup", "--config", config, "--json");
+        Assert.AreEqual(0, backup.ExitCode, backup.ToString());
+        var id = JsonDocument.Parse(backup.Stdout).RootElement.GetProperty("backupId").GetString()!;
+        // Region 2 took the store over (its records copied back for a failback).
+        var ledger = new RegistryDR.Fencing.GenerationLedger(node.CreateStore(), TimeProvider.System);
+        Assert.AreEqual(1_000_001, (await ledger.TakeAndRecordAsync(Path.Combine(node.Root, "region2-state.json"), "takeover", "i-r2", id, CancellationToken.None, "us-west-2", takeOver: true)).Number);
+
+        var restore = await RunCliAsync(null, "restore", "latest", "--terminate-sessions", "--config", config);
+
+        Assert.AreEqual(0, restore.ExitCode, restore.ToString());
+        var taken = await ledger.CurrentAsync(CancellationToken.None);
+        Assert.AreEqual((2_000_001L, "takeover from region us-west-2 (restore)", "us-east-1", "i-r1b", id),
+            (taken!.Number, taken.Reason, taken.Region, taken.InstanceId, taken.RestoredFrom));
+    }
+
+    [TestMethod]
     public async Task OneSet_IsDescribedWithTheSameTimeAndSize_Everywhere()
     {
         using var storeDirScope = new TempDirectory("rdr-store-");

@@ -107,6 +107,38 @@ public sealed class CrossRegionFencingTests
         Assert.IsNull(await ledger1.WhyWritingIsRefusedAsync(3, ct));
     }
 
+    [TestMethod]
+    public async Task AFailbackRestore_OverAStoreRegion2WroteLast_OpensANewEpoch_WithoutAFailoverRole()
+    {
+        var ct = TestContext.CancellationToken;
+        using var dir = new TempDirectory("rdr-failback-ledger-");
+        using var storeScope = new TempDirectory("rdr-failback-store-");
+        var store = new FileSystemStore(storeScope.Path);
+        var time = new ManualTimeProvider(Start);
+        var ledger = new GenerationLedger(store, time);
+        var (r1, r1b, r2, unknown) = (Path.Combine(dir.Path, "r1.json"), Path.Combine(dir.Path, "r1b.json"), Path.Combine(dir.Path, "r2.json"), Path.Combine(dir.Path, "unknown.json"));
+
+        // A restore in the region that wrote last stays in its epoch.
+        Assert.AreEqual(1, (await ledger.TakeAndRecordAsync(r1, "first-boot", "i-r1", null, ct, "us-east-1")).Number);
+        Assert.AreEqual(2, (await ledger.TakeAndRecordAsync(r1, "restore", "i-r1", "A", ct, "us-east-1")).Number);
+        // Region 2's takeover (its records copied back into this store for the failback).
+        Assert.AreEqual(1_000_001, (await ledger.TakeAndRecordAsync(r2, "takeover", "i-r2", "A", ct, "us-west-2", takeOver: true)).Number);
+        Assert.AreEqual(1_000_002, (await ledger.TakeAndRecordAsync(r2, "restore", "i-r2", "B", ct, "us-west-2")).Number);
+
+        // Region 1's node restores region 2's newest set as a plain restore (Agent:Role=primary): a new epoch.
+        var failback = await ledger.TakeAndRecordAsync(r1b, "restore", "i-r1b", "C", ct, "us-east-1");
+        Assert.AreEqual((2_000_001L, "takeover from region us-west-2 (restore)", "us-east-1", "C", true),
+            (failback.Number, failback.Reason, failback.Region, failback.RestoredFrom, failback.IsTakeover));
+        Assert.AreEqual(2_000_001, NodeStateFile.Read(r1b)!.Generation);
+        // Region 2's node, still holding 1000002, is fenced in this store; so is every later write of its epoch.
+        Assert.AreEqual($"a newer node took over this store (generation 2000001 was taken by {Environment.MachineName} (i-r1b) in region us-east-1 at 2026-11-30 12:00:00Z (takeover from region us-west-2 (restore))); this node holds generation 1000002 and stops writing backups",
+            await ledger.WhyWritingIsRefusedAsync(1_000_002, ct));
+        // The next restore in region 1 is in its own (new) epoch again; a node that knows no region never opens one by itself.
+        Assert.AreEqual(2_000_002, (await ledger.TakeAndRecordAsync(r1b, "restore", "i-r1b", "D", ct, "us-east-1")).Number);
+        Assert.AreEqual(2_000_003, (await ledger.TakeAndRecordAsync(unknown, "restore", null, "D", ct)).Number);
+        CollectionAssert.AreEqual(new long[] { 1_000_001, 2_000_001 }, (await ledger.TakeoversAsync(ct)).Select(t => t.Number).ToList());
+    }
+
     private static S3Store Open(CephS3Server s3, string bucket)
     {
         var options = new RegistryDR.Configuration.StoreOptions { Url = $"s3://{bucket}/site" };

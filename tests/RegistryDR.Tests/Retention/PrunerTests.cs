@@ -179,4 +179,69 @@ public sealed class PrunerTests
         CollectionAssert.AreEqual(new[] { newer, older }, left.Select(s => s.BackupId).ToList());
         Assert.IsTrue(left.All(s => s.IsComplete && s.Objects == 4));
     }
+    [TestMethod]
+    public async Task FencedSetsNewerThanTheRegionsOwn_NeitherTakeTheKeepRulesPlaces_NorPushTheRestorableNewestOut()
+    {
+        var ct = CancellationToken.None;
+        var time = new ManualTimeProvider(Now);
+        var ledger = new RegistryDR.Fencing.GenerationLedger(_store, time);
+        var (state1, state2) = (Path.Combine(_dir, "..", Path.GetFileName(_dir) + "-node1.json"), Path.Combine(_dir, "..", Path.GetFileName(_dir) + "-node2.json"));
+        try
+        {
+            // Region 1 backs up; region 2 takes over from that set and backs up once; region 1's
+            // node comes back (generation 2 in epoch 0) and writes two sets newer than region 2's.
+            Assert.AreEqual(1, (await ledger.TakeAndRecordAsync(state1, "first-boot", "i-r1", null, ct, "us-east-1")).Number);
+            var before = await Backup.SyntheticSets.WriteAsync(_store, Now.AddDays(-3), generation: 1);
+            Assert.AreEqual(1_000_001, (await ledger.TakeAndRecordAsync(state2, "takeover", "i-r2", before, ct, "us-west-2", takeOver: true)).Number);
+            var region2 = await Backup.SyntheticSets.WriteAsync(_store, Now.AddDays(-2), generation: 1_000_001);
+            var oldFenced = await Backup.SyntheticSets.WriteAsync(_store, Now.AddHours(-25), generation: 1);
+            var newFenced = await Backup.SyntheticSets.WriteAsync(_store, Now.AddHours(-1), generation: 1);
+
+            var plan = await Pruner(_store, new RetentionOptions { KeepLast = 1, KeepDailyDays = 0, KeepWeeklyWeeks = 0 }).PruneAsync(dryRun: false, ct);
+
+            CollectionAssert.AreEqual(
+                new[]
+                {
+                    (newFenced, RetentionAction.Keep, "FENCED, kept 1 day(s) for inspection"),
+                    (oldFenced, RetentionAction.Delete, "FENCED, older than 1 day(s)"),
+                    (region2, RetentionAction.Keep, "newest 1"),
+                    (before, RetentionAction.Delete, "older than every rule"),
+                },
+                plan.Sets.Select(d => (d.BackupId, d.Action, string.Join("; ", d.Reasons))).ToList());
+            var left = await new RestorableSets(_store).ListAsync(ct);
+            CollectionAssert.AreEqual(new[] { $"{newFenced} (FENCED)", $"{region2} (complete)" }, left.Select(j => $"{j.BackupId} ({j.Label})").ToList());
+            Assert.AreEqual(region2, (await new RestorableSets(_store).SelectNewestAsync(ct)).Newest!.BackupId);
+        }
+        finally
+        {
+            File.Delete(state1);
+            File.Delete(state2);
+        }
+    }
+
+    [TestMethod]
+    public async Task CorruptSets_NeitherTakeTheKeepRulesPlaces_NorPushTheRestorableNewestOut()
+    {
+        // Rules out retention that counts a set a read-back found rotten as one of the newest N:
+        // with KeepLast 1 it would keep the rotten newest and delete the only good set.
+        var ct = CancellationToken.None;
+        var time = new ManualTimeProvider(Now);
+        var good = await Backup.SyntheticSets.WriteAsync(_store, Now.AddDays(-2));
+        var oldRotten = await Backup.SyntheticSets.WriteAsync(_store, Now.AddHours(-25));
+        var newRotten = await Backup.SyntheticSets.WriteAsync(_store, Now.AddHours(-1));
+        foreach (var id in new[] { oldRotten, newRotten })
+            await CorruptionRecord.TryWriteAsync(_store, id, "verify", "artifact 'database' is corrupt: test", time, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, ct);
+
+        var plan = await Pruner(_store, new RetentionOptions { KeepLast = 1, KeepDailyDays = 0, KeepWeeklyWeeks = 0 }).PruneAsync(dryRun: false, ct);
+
+        CollectionAssert.AreEqual(
+            new[]
+            {
+                (newRotten, RetentionAction.Keep, "CORRUPT, kept 1 day(s) for inspection"),
+                (oldRotten, RetentionAction.Delete, "CORRUPT, older than 1 day(s)"),
+                (good, RetentionAction.Keep, "newest 1; only complete set"),
+            },
+            plan.Sets.Select(d => (d.BackupId, d.Action, string.Join("; ", d.Reasons))).ToList());
+        Assert.AreEqual(good, (await new RestorableSets(_store).SelectNewestAsync(ct)).Newest!.BackupId);
+    }
 }
