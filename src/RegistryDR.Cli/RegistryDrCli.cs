@@ -434,12 +434,13 @@ internal static class RegistryDrCli
                 }, JsonOutput));
             else
             {
+                // Before the plan: which newer sets were passed over is the first thing to know.
+                foreach (var j in result.Plan.Skipped) Console.WriteLine($"Passed over (not restorable): {j.Describe()}");
                 Console.WriteLine(result.DryRun
                     ? $"Plan for restoring backup {result.Plan.BackupId} (dry run: nothing was changed):"
                     : $"Restored backup {result.Plan.BackupId} in {result.Elapsed.TotalSeconds:F1} s:");
                 Console.WriteLine($"  Recovery point {SetFormat.Time(result.Plan.BackupTime)}, {SetFormat.Bytes(result.Plan.Bytes)}");
                 for (var i = 0; i < result.Plan.Steps.Count; i++) Console.WriteLine($"  {i + 1}. {result.Plan.Steps[i]}");
-                foreach (var j in result.Plan.Skipped) Console.WriteLine($"Passed over (not restorable): {j.Describe()}");
                 if (result.Preflight is { } preflight)
                 {
                     Console.WriteLine("Preflight:");
@@ -530,7 +531,7 @@ internal static class RegistryDrCli
                 Console.WriteLine($"Drill of backup {report.BackupId} passed in {report.Elapsed.TotalSeconds:F1} s: {report.Tables} tables and {report.Rows} rows match the fingerprint; {report.ConfigFiles} config files extracted. Scratch copies removed.");
             else
                 Console.Error.WriteLine($"Drill of backup {report.BackupId} FAILED: {report.Failure}");
-            return report.Succeeded ? ExitCodes.Success : ExitCodes.VerificationFailed;
+            return report.Succeeded ? ExitCodes.Success : report.SetIsBad ? ExitCodes.VerificationFailed : ExitCodes.Failed;
         }));
         return command;
     }

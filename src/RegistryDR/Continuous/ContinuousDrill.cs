@@ -50,7 +50,7 @@ public sealed partial class ContinuousDrill(RegistryDrOptions options, IBackupSt
             var elapsed = time.GetElapsedTime(started);
             LogFailed(ex, label, ex.Message);
             _events.DrillFinished(label, false, elapsed);
-            return new DrillReport(label, false, elapsed, 0, 0, 0, ex.Message);
+            return new DrillReport(label, false, elapsed, 0, 0, 0, ex.Message) { SetIsBad = ex is ArtifactCorruptException or CorruptWalException };
         }
     }
 

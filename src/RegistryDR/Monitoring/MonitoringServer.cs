@@ -92,6 +92,8 @@ public sealed partial class MonitoringServer : IHostedService, IAsyncDisposable
         builder.Services.AddSingleton<IHostLifetime, OwnerControlledLifetime>();
         builder.Logging.AddProvider(new ForwardingLoggerProvider(_loggers));
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        // "Hosting failed to start" with a stack trace would repeat LogListenFailed's line below.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
 
         var app = builder.Build();
         app.MapGet("/healthz", context => WriteJsonAsync(context, StatusCodes.Status200OK, ("status", "ok")));
@@ -103,7 +105,7 @@ public sealed partial class MonitoringServer : IHostedService, IAsyncDisposable
         }
         catch (Exception ex) when (ex is IOException or InvalidOperationException or System.Net.Sockets.SocketException)
         {
-            LogListenFailed(ex, string.Join(", ", urls));
+            LogListenFailed(string.Join(", ", urls), ex.GetBaseException().Message);
             await app.DisposeAsync();
             return;
         }
@@ -193,8 +195,8 @@ public sealed partial class MonitoringServer : IHostedService, IAsyncDisposable
     [LoggerMessage(6010, LogLevel.Information, "Monitoring endpoints (/load_balancer_status, /healthz, /metrics) listening on {Addresses}")]
     private partial void LogListening(string addresses);
 
-    [LoggerMessage(6011, LogLevel.Error, "Monitoring endpoints could not listen on {Urls}; backups continue, but the load balancer and Prometheus get no answer from this node")]
-    private partial void LogListenFailed(Exception ex, string urls);
+    [LoggerMessage(6011, LogLevel.Error, "Monitoring endpoints could not listen on {Urls} ({Reason}; Monitoring:Urls sets the address); backups continue, but the load balancer and Prometheus get no answer from this node")]
+    private partial void LogListenFailed(string urls, string reason);
 
     [LoggerMessage(6012, LogLevel.Information, "Monitoring endpoints are disabled (Monitoring:Enabled is false)")]
     private partial void LogDisabled();

@@ -17,7 +17,15 @@ public sealed record DrillReport(
     int Tables,
     long Rows,
     long ConfigFiles,
-    string? Failure);
+    string? Failure)
+{
+    /// <summary>
+    /// The failure is a verdict on the set (an artifact whose bytes are wrong, row counts that
+    /// differ), not a drill that could not run (PostgreSQL or the store unreachable, no space):
+    /// exit 4 against exit 1, so an alert on 4 means a bad backup.
+    /// </summary>
+    public bool SetIsBad { get; init; }
+}
 
 /// <summary>
 /// A rehearsed restore: the newest (or a named) set is downloaded and checked, its config
@@ -114,7 +122,7 @@ public sealed partial class DrillService
             LogFailed(ex, id, ex.Message);
             if (ex is ArtifactCorruptException) await CorruptionRecord.TryWriteAsync(_store, id, "drill", ex.Message, _time, _logger, CancellationToken.None);
             _events.DrillFinished(id, false, elapsed);
-            return new DrillReport(id, false, elapsed, 0, 0, 0, ex.Message);
+            return new DrillReport(id, false, elapsed, 0, 0, 0, ex.Message) { SetIsBad = ex is ArtifactCorruptException };
         }
         finally
         {

@@ -52,11 +52,28 @@ public sealed class ExceptionDetailFilterTests
         var quiet = await RunAsync("drill", manifest.BackupId, "--config", configPath);
         var verbose = await RunAsync("drill", manifest.BackupId, "--config", configPath, "-v");
 
-        Assert.AreNotEqual(0, quiet.ExitCode);
+        Assert.AreEqual(4, quiet.ExitCode, "a drill that found the set bad");
         StringAssert.Contains(quiet.Stderr, $"Backup {manifest.BackupId}: artifact 'config' is corrupt: ");
         Assert.IsFalse(quiet.Stderr.Contains(" at RegistryDR.", StringComparison.Ordinal), quiet.Stderr);
         Assert.IsFalse(quiet.Stderr.Contains("ArtifactCorruptException", StringComparison.Ordinal), quiet.Stderr);
         StringAssert.Contains(verbose.Stderr, " at RegistryDR.");
+    }
+
+    [TestMethod]
+    public async Task ADrillThatCannotReachPostgres_ExitsOne_NotTheBadSetCode()
+    {
+        // Rules out alerting on exit 4 for a healthy backup: nothing was learned about the set.
+        using var storeDir = new TempDirectory("rdr-store-");
+        await using var node = await TestNode.CreateAsync("file://" + storeDir.Path, repositories: 3);
+        var manifest = await new BackupService(node.Options, node.CreateStore(), TestNode.Logger<BackupService>(), TimeProvider.System).RunAsync();
+        node.Options.Database.Port = RegistryDR.Tests.Backup.BackupFailureTests.FreePort();
+        var configPath = RegistryDR.Tests.Faults.InterruptedRestoreTests.WriteConfig(node);
+
+        var drill = await RunAsync("drill", manifest.BackupId, "--config", configPath);
+
+        Assert.AreEqual(1, drill.ExitCode, drill.Stderr);
+        StringAssert.Contains(drill.Stderr, $"Drill of backup {manifest.BackupId} FAILED: ");
+        Assert.IsNull(await CorruptionRecord.ReadAsync(node.CreateStore(), manifest.BackupId, CancellationToken.None), "no verdict on the set");
     }
 
     private static async Task<(int ExitCode, string Stderr)> RunAsync(params string[] args)
