@@ -65,7 +65,7 @@ public sealed class GenerationLedgerTests
         Assert.IsNull(await Ledger.CurrentAsync(CancellationToken.None), "an empty store has no generation");
         await PutGenerationAsync(4);
         // Neither a non-.json object nor generation 0 nor a signed number is a generation, however high its digits.
-        await _store.PutAsync("generations/0000000009.tmp", new MemoryStream("{}"u8.ToArray()), CancellationToken.None);
+        await _store.PutAsync("generations/0000000009.yaml", new MemoryStream("{}"u8.ToArray()), CancellationToken.None);
         await _store.PutAsync("generations/0000000008.json.bak", new MemoryStream("{}"u8.ToArray()), CancellationToken.None);
         await _store.PutAsync("generations/+000000007.json", new MemoryStream("{}"u8.ToArray()), CancellationToken.None);
         await _store.PutAsync("generations/0000000000.json", new MemoryStream("{}"u8.ToArray()), CancellationToken.None);
