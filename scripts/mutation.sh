@@ -9,7 +9,9 @@
 #   ROOM: retention | archive-paths | fencing | catalog | restore
 #   e.g.  bash scripts/mutation.sh retention
 #         bash scripts/mutation.sh restore -- --mutate '**/Restore/RestoreService.cs{480..520}'
-#         (a narrower --mutate replaces the room's own, to try the mechanics on a few mutants)
+#         (a narrower --mutate replaces the room's own, to try the mechanics on a few mutants;
+#         Stryker.NET reads {a..b} as CHARACTER offsets into the file, not line numbers: a span
+#         given in lines silently selects 0 mutants. Compute offsets, e.g. with python3.)
 # Reports (html, json) go to .artifacts/mutation/ROOM/; the last line per room is its score.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -235,4 +235,108 @@ public sealed class RestorableSetsTests
                 ? Inner.OpenReadAsync(key, cancellationToken)
                 : throw new StoreUnavailableException($"{Inner.Description} could not be reached (test).");
     }
+
+    // Below: the judgement on a file store holding synthetic sets (no database), against the
+    // mutants Stryker left alive in Backup/RestorableSets.cs (docs/testing.md, "Mutation testing").
+
+    private static readonly DateTimeOffset T0 = new(2026, 11, 30, 10, 0, 0, TimeSpan.Zero);
+
+    private static async Task PutGenerationAsync(IBackupStore store, long number, string? restoredFrom, string host = "node-b", string? region = "us-west-2")
+    {
+        var g = new RegistryDR.Fencing.Generation(number, host, "i-" + number, "takeover", restoredFrom, T0) { Region = region };
+        Assert.IsTrue(await store.TryCreateAsync($"generations/{number:D10}.json",
+            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(g, new System.Text.Json.JsonSerializerOptions(System.Text.Json.JsonSerializerDefaults.Web)), CancellationToken.None));
+    }
+
+    [TestMethod]
+    public async Task NothingRestorable_SaysWhyForAnEmptyStore_OnlyIncompleteSets_AndBrokenSets()
+    {
+        using var dir = new TempDirectory("rdr-sets-");
+        var store = new FileSystemStore(dir.Path);
+        var sets = new RestorableSets(store);
+        var empty = await Assert.ThrowsExactlyAsync<BackupNotFoundException>(() => sets.ResolveLatestAsync(CancellationToken.None));
+        Assert.AreEqual($"There are no backups in {store.Description}.", empty.Message);
+
+        var a = await SyntheticSets.WriteAsync(store, T0, complete: false);
+        var b = await SyntheticSets.WriteAsync(store, T0.AddHours(1), complete: false);
+        var none = await Assert.ThrowsExactlyAsync<BackupNotFoundException>(() => sets.ResolveLatestAsync(CancellationToken.None));
+        Assert.AreEqual($"There is no complete backup in {store.Description} (2 incomplete set(s), which are never restored).", none.Message);
+
+        var c = await SyntheticSets.WriteAsync(store, T0.AddHours(2));
+        File.Delete(Path.Combine(dir.Path, BackupLayout.ArtifactKey(c, BackupLayout.GlobalsArtifact)));
+        var broken = await Assert.ThrowsExactlyAsync<BackupNotFoundException>(() => sets.ResolveLatestAsync(CancellationToken.None));
+        Assert.AreEqual($"There is no restorable backup in {store.Description}: {c} (MISSING 1 ARTIFACT: 1 of its 3 artifacts are missing or not whole yet: " +
+            $"{BackupLayout.ArtifactKey(c, BackupLayout.GlobalsArtifact)} is not in the store); {b} (INCOMPLETE: it has no manifest); {a} (INCOMPLETE: it has no manifest).", broken.Message);
+        var selection = await sets.SelectNewestAsync(CancellationToken.None);
+        Assert.IsNull(selection.Newest);
+        Assert.HasCount(3, selection.Sets);
+
+        var d = await SyntheticSets.WriteAsync(store, T0.AddHours(-1));
+        selection = await sets.ResolveLatestAsync(CancellationToken.None);
+        Assert.AreEqual(d, selection.Newest!.BackupId);
+        Assert.AreEqual($"{d} (complete)", selection.Newest.Describe());
+        Assert.AreEqual($"3 newer set(s) are not restorable and were passed over: {c} (MISSING 1 ARTIFACT: 1 of its 3 artifacts are missing or not whole yet: " +
+            $"{BackupLayout.ArtifactKey(c, BackupLayout.GlobalsArtifact)} is not in the store); {b} (INCOMPLETE: it has no manifest); {a} (INCOMPLETE: it has no manifest)", selection.SkippedSentence);
+        Assert.IsNull(new RestorableSelection(selection.Newest, [], selection.Sets).SkippedSentence);
+    }
+
+    [TestMethod]
+    public async Task ManyMissingArtifacts_AreCountedAll_AndTheFirstThreeNamed()
+    {
+        using var dir = new TempDirectory("rdr-sets-");
+        var store = new FileSystemStore(dir.Path);
+        var id = BackupLayout.NewBackupId(T0);
+        var artifacts = Enumerable.Range(1, 5).Select(i => new BackupManifest.Artifact
+        {
+            Name = i == 1 ? BackupLayout.DatabaseArtifact : i == 2 ? BackupLayout.GlobalsArtifact : i == 3 ? BackupLayout.ConfigArtifact : $"extra-{i}",
+            Key = BackupLayout.SetPrefix(id) + $"artifact-{i}", Size = 10, Sha256 = new string('0', 64),
+        }).ToList();
+        await store.PutAsync(BackupLayout.ManifestKey(id), new MemoryStream(SyntheticSets.Manifest(id, T0, artifacts).ToJson()), CancellationToken.None);
+        // The fourth is there but short: counted with the missing ones, not named among the first three.
+        await store.PutAsync(artifacts[3].Key, new MemoryStream(new byte[9]), CancellationToken.None);
+        await store.PutAsync(artifacts[4].Key, new MemoryStream(new byte[10]), CancellationToken.None);
+        var judged = (await new RestorableSets(store).ListAsync(CancellationToken.None)).Single();
+        Assert.AreEqual(SetCondition.ArtifactsMissing, judged.Condition);
+        Assert.IsFalse(judged.IsRestorable);
+        Assert.AreEqual("MISSING 4 ARTIFACTS", judged.Label);
+        Assert.AreEqual($"4 of its 5 artifacts are missing or not whole yet: {artifacts[0].Key} is not in the store, {artifacts[1].Key} is not in the store, {artifacts[2].Key} is not in the store and 1 more", judged.Problem);
+    }
+
+    [TestMethod]
+    public async Task FencedSets_AreOnlyThoseOfAnOlderEpoch_NewerThanTheSetTheTakeoverRestored()
+    {
+        using var dir = new TempDirectory("rdr-sets-");
+        var store = new FileSystemStore(dir.Path);
+        var restored = await SyntheticSets.WriteAsync(store, T0, generation: 1);
+        await PutGenerationAsync(store, 1, null, host: "node-a", region: null);
+        await PutGenerationAsync(store, 1_000_001, restored);
+        // Old epoch and newer than the restored set: fenced, whether its writer's record is in the store (1), is not (2), or it held none.
+        var byOne = await SyntheticSets.WriteAsync(store, T0.AddHours(1), generation: 1);
+        var byTwo = await SyntheticSets.WriteAsync(store, T0.AddHours(2), generation: 2);
+        var byNone = await SyntheticSets.WriteAsync(store, T0.AddHours(3));
+        // The taking region's own set is not, nor one from before the fork.
+        var own = await SyntheticSets.WriteAsync(store, T0.AddHours(4), generation: 1_000_001);
+        var beforeFork = await SyntheticSets.WriteAsync(store, T0.AddHours(-1), generation: 1);
+
+        var all = await new RestorableSets(store).ListAsync(CancellationToken.None);
+        var takeover = $"after node-b (i-1000001) in region us-west-2 took over at generation 1000001 from set {restored}";
+        CollectionAssert.AreEqual(new[]
+        {
+            $"{own} (complete)",
+            $"{byNone} (FENCED: written by synthetic holding no generation {takeover})",
+            $"{byTwo} (FENCED: written by synthetic holding generation 2 {takeover})",
+            $"{byOne} (FENCED: written by node-a (i-1) holding generation 1 {takeover})",
+            $"{restored} (complete)",
+            $"{beforeFork} (complete)",
+        }, all.Select(j => j.Describe()).ToArray());
+        Assert.AreEqual(SetCondition.Fenced, all[1].Condition);
+        Assert.AreEqual("FENCED", all[1].Label);
+        Assert.AreEqual(own, (await new RestorableSets(store).SelectNewestAsync(CancellationToken.None)).Newest!.BackupId);
+
+        // Without its own set, the newest restorable is the one the takeover restored, never a fenced one.
+        File.Delete(Path.Combine(dir.Path, BackupLayout.ManifestKey(own)));
+        var selection = await new RestorableSets(store).SelectNewestAsync(CancellationToken.None);
+        Assert.AreEqual(restored, selection.Newest!.BackupId);
+        CollectionAssert.AreEqual(new[] { own, byNone, byTwo, byOne }, selection.Skipped.Select(s => s.BackupId).ToArray());
+    }
 }

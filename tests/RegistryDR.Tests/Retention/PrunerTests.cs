@@ -244,4 +244,40 @@ public sealed class PrunerTests
             plan.Sets.Select(d => (d.BackupId, d.Action, string.Join("; ", d.Reasons))).ToList());
         Assert.AreEqual(good, (await new RestorableSets(_store).SelectNewestAsync(ct)).Newest!.BackupId);
     }
+
+    /// <summary>A store where, while one set is being deleted, another writer adds an object and a temporary to it.</summary>
+    private sealed class WrittenDuringDeleteStore(FileSystemStore inner, string root, string backupId) : ForwardingStore(inner)
+    {
+        public override async Task DeleteAsync(string key, CancellationToken cancellationToken)
+        {
+            await Inner.DeleteAsync(key, cancellationToken);
+            if (key == BackupLayout.ArtifactKey(backupId, BackupLayout.DatabaseArtifact))
+                await Inner.PutAsync(BackupLayout.SetPrefix(backupId) + "late.json", new MemoryStream("{}"u8.ToArray()), cancellationToken);
+        }
+
+        public override async Task DeleteTemporaryAsync(StoreTemporary temporary, CancellationToken cancellationToken)
+        {
+            await Inner.DeleteTemporaryAsync(temporary, cancellationToken);
+            File.WriteAllBytes(Path.Combine(root, "backups", backupId, "late2.json.partial-0123"), new byte[7]);
+        }
+    }
+
+    [TestMethod]
+    public async Task ASetWrittenToWhileItIsDeleted_IsReportedWithWhatWasLeft()
+    {
+        // Rules out a pruner that counts a set deleted without listing it again: two objects arrived during the delete.
+        var older = await WriteSetAsync(_store, Now.AddDays(-2));
+        var newer = await WriteSetAsync(_store, Now.AddDays(-1));
+        File.WriteAllBytes(Path.Combine(_dir, "backups", older, "config.tar.gz.partial-abcd"), new byte[3]);
+        var store = new WrittenDuringDeleteStore(_store, _dir, older);
+
+        var error = await Assert.ThrowsExactlyAsync<PruneFailedException>(() =>
+            Pruner(store, new RetentionOptions { KeepLast = 1, KeepDailyDays = 0, KeepWeeklyWeeks = 0 }).PruneAsync(dryRun: false, CancellationToken.None));
+
+        CollectionAssert.AreEqual(new[] { older }, error.FailedBackupIds.ToList());
+        var inner = (IOException)((AggregateException)error.InnerException!).InnerExceptions.Single();
+        Assert.AreEqual($"2 object(s) were still under backups/{older}/ after deleting it (written while it was being deleted?).", inner.Message);
+        CollectionAssert.AreEqual(new[] { $"backups/{older}/late.json", $"backups/{newer}/" },
+            (await KeysAsync(_store)).Select(k => k.StartsWith($"backups/{newer}/", StringComparison.Ordinal) ? $"backups/{newer}/" : k).Distinct().ToList());
+    }
 }
