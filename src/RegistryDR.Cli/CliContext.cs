@@ -130,6 +130,12 @@ internal sealed class CliContext : IDisposable
             if (verbose) logger.LogError(ex, "{Message}", ex.Message);
             return Fail(json, code, ex.Message);
         }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // Not a failure we know: still one line (and JSON with --json), the detail with --verbose.
+            if (verbose) logger.LogError(ex, "{Message}", ex.Message);
+            return Fail(json, ExitCodes.Failed, verbose ? ex.Message : ex.Message + " (unexpected; run again with --verbose for the detail)");
+        }
     }
 
     private static int? Classify(Exception ex) => ex switch
@@ -147,6 +153,9 @@ internal sealed class CliContext : IDisposable
         Continuous.RecoveryFailedException or Continuous.ForeignClusterException => ExitCodes.Failed,
         ArtifactCorruptException or InvalidManifestException => ExitCodes.VerificationFailed,
         RestoreFailedException r when r.InnerException is ArtifactCorruptException or InvalidManifestException => ExitCodes.VerificationFailed,
+        // An artifact the manifest lists is not in the store (not replicated yet, deleted): the set cannot be verified or restored.
+        Stores.StoreObjectNotFoundException => ExitCodes.VerificationFailed,
+        RestoreFailedException r when r.InnerException is Stores.StoreObjectNotFoundException => ExitCodes.VerificationFailed,
         RestoreFailedException => ExitCodes.RestoreFailed,
         RestorePreflightException => ExitCodes.Failed,
         Retention.PruneFailedException => ExitCodes.Failed,

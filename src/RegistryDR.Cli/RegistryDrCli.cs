@@ -241,7 +241,7 @@ internal static class RegistryDrCli
     {
         var json = JsonOption();
         var command = new Command("status",
-            "Is the registry protected? The newest backup's age against the schedule (OK, LATE, MISSING), whether the next backup can run (database reachable with the password, store writable; BLOCKED if not), and the recovery point a restore now would give. Exit 0 only when OK.") { json };
+            "Is the registry protected? The newest backup's age against the schedule (OK, LATE, MISSING), whether the next backup can run (database reachable with the password, store writable, config directories present; BLOCKED if not), and the recovery point a restore now would give. Exit 0 only when OK.") { json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store, async (ctx, ct) =>
         {
             var status = await ProtectionStatusReader.ReadAsync(ctx.Store, ctx.Options, ctx.Time, ctx.LoggerFactory.CreateLogger("RegistryDR.Postgres"), ct);
@@ -301,7 +301,7 @@ internal static class RegistryDrCli
                     : status.StoreWritable == false ? "reachable, NOT WRITABLE" : "reachable, writable";
                 Console.WriteLine($"Protection:      {status.State.ToString().ToUpperInvariant()}");
                 Console.WriteLine($"Store:           {status.Store} ({storeState})");
-                Console.WriteLine($"Database:        {db.Host}:{db.Port}/{db.Name} as {db.User} ({(status.DatabaseReachable == true ? "reachable" : "NOT REACHABLE")})");
+                Console.WriteLine($"Database:        {db.Host}:{db.Port}/{db.Name} as {db.User} ({(status.DatabaseReachable == true ? "reachable, password accepted" : "NOT USABLE, see below")})");
                 Console.WriteLine($"Schedule:        {ScheduleDescription.Words(status.Schedule, ctx.Time.GetUtcNow())} (\"{status.Schedule}\", UTC); LATE after {Age(status.Interval * ProtectionStatusReader.LateAfterIntervals)}");
                 foreach (var j in status.Skipped)
                     Console.WriteLine($"Passed over:     {j.Describe()}");

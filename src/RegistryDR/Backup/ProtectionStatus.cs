@@ -61,8 +61,9 @@ public static class ProtectionStatusReader
 {
     /// <summary>
     /// <see cref="ReadAsync(IBackupStore, string, TimeProvider, CancellationToken)"/>, plus whether
-    /// the next backup can run at all: the store takes a write (a probe object, removed) and the
-    /// database answers <c>SELECT 1</c> with the configured password. OK only when both hold;
+    /// the next backup can run at all: the store takes a write (a probe object, removed), the
+    /// database answers <c>SELECT 1</c> with the configured password, and every config directory
+    /// exists. OK only when all hold;
     /// otherwise an OK becomes <see cref="ProtectionState.Blocked"/>, and every state lists the problems.
     /// </summary>
     public static async Task<ProtectionStatus> ReadAsync(IBackupStore store, Configuration.RegistryDrOptions options, TimeProvider time,
@@ -93,6 +94,10 @@ public static class ProtectionStatusReader
         }
         var databaseProblem = await Postgres.PostgresConnectionFactory.ProbeAsync(options.Database, logger, cancellationToken);
         if (databaseProblem is not null) problems.Add("database: " + databaseProblem);
+        // The backup's preflight refuses a missing config directory: say so now, not at the next fire.
+        foreach (var directory in options.Config.EffectiveDirectories)
+            if (!Directory.Exists(directory))
+                problems.Add($"config: directory '{directory}' does not exist (Config:Directories); the next backup fails at its preflight");
         return status with
         {
             State = status.State == ProtectionState.Ok && problems.Count > 0 ? ProtectionState.Blocked : status.State,

@@ -190,7 +190,8 @@ public sealed class RestorableSets(IBackupStore store)
         // Known bad bytes: found once by reading the set back, never tried again as "latest".
         if (objects.ContainsKey(CorruptionRecord.Key(set.BackupId)) && await CorruptionRecord.ReadAsync(store, set.BackupId, cancellationToken) is { } finding)
             return new SetJudgement(set, SetCondition.Corrupt,
-                $"{finding.By} found at {SetFormat.Time(finding.FoundAt)}: {finding.Problem} (a `registry-dr verify {set.BackupId}` that passes clears this)");
+                (finding.FoundAt == default ? finding.Problem : $"{finding.By} found at {SetFormat.Time(finding.FoundAt)}: {finding.Problem}") +
+                $" (a `registry-dr verify {set.BackupId}` that passes clears this)");
         var missing = new List<string>();
         var wrongSize = new List<string>();
         foreach (var artifact in manifest.Artifacts)

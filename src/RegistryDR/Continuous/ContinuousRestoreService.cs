@@ -357,7 +357,13 @@ public sealed partial class ContinuousRestoreService
     {
         var notes = new List<string>();
         // It read the restored config and is connected to the restored server: stopped first, started again at the end.
-        if (state.RegistryRunsOnRestored) notes.Add(await _registry.StopRunningOnRestoredAsync(CancellationToken.None));
+        var stillRunning = false;
+        if (state.RegistryRunsOnRestored)
+        {
+            var (clause, running) = await _registry.StopRunningOnRestoredAsync(CancellationToken.None);
+            notes.Add(clause);
+            stillRunning = running;
+        }
         if (state.DataDirectory is { Applied: true } || swaps.Any(s => s.Applied))
         {
             // The restored server may be running on the swapped-in directory: stop it before moving it.
@@ -393,7 +399,7 @@ public sealed partial class ContinuousRestoreService
                 notes.Add($"PostgreSQL is STOPPED and could not be started again ({ex.Message})");
             }
         }
-        if (state.RegistryStopped || state.RegistryRunsOnRestored)
+        if ((state.RegistryStopped || state.RegistryRunsOnRestored) && !stillRunning)
         {
             notes.Add((await _registry.StartAgainAsync(CancellationToken.None)).Clause);
         }

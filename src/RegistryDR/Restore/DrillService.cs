@@ -122,7 +122,7 @@ public sealed partial class DrillService
             LogFailed(ex, id, ex.Message);
             if (ex is ArtifactCorruptException) await CorruptionRecord.TryWriteAsync(_store, id, "drill", ex.Message, _time, _logger, CancellationToken.None);
             _events.DrillFinished(id, false, elapsed);
-            return new DrillReport(id, false, elapsed, 0, 0, 0, ex.Message) { SetIsBad = ex is ArtifactCorruptException };
+            return new DrillReport(id, false, elapsed, 0, 0, 0, ex.Message) { SetIsBad = ex is ArtifactCorruptException or StoreObjectNotFoundException };
         }
         finally
         {

@@ -32,18 +32,19 @@ public sealed class RegistryController(RegistryProcessOptions options, ILogger l
     /// and holds sessions on the restored database). Returns the rollback's clause; never throws
     /// for the registry's own failures ("could NOT" in the clause marks the rollback incomplete).
     /// </summary>
-    internal async Task<string> StopRunningOnRestoredAsync(CancellationToken cancellationToken)
+    /// <returns>The clause, and whether the registry may still be running on the restored data (its stop command failed): then it is not started again.</returns>
+    internal async Task<(string Clause, bool StillRunning)> StopRunningOnRestoredAsync(CancellationToken cancellationToken)
     {
         if (options.StopCommand.Count == 0)
-            return "the registry, started on the restored data, was not stopped (no Registry:StopCommand configured)";
+            return ("the registry, started on the restored data, was not stopped (no Registry:StopCommand configured)", false);
         try
         {
             await StopAsync(cancellationToken);
-            return "the registry, started on the restored data, was stopped";
+            return ("the registry, started on the restored data, was stopped", false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            return $"the registry, started on the restored data, could NOT be stopped ({ex.Message})";
+            return ($"the registry, started on the restored data, could NOT be stopped ({ex.Message}) and may still serve the restored data; it was not started again", true);
         }
     }
 

@@ -216,6 +216,6 @@ public sealed partial class RestoreLeftovers(RegistryDrOptions options, ILogger 
     [LoggerMessage(8030, LogLevel.Warning, "Removed the {What}")]
     private partial void LogRemoved(string what);
 
-    [LoggerMessage(8031, LogLevel.Warning, "Could not remove {What}: {Reason}; `registry-dr status` lists it")]
+    [LoggerMessage(8031, LogLevel.Warning, "Could not remove {What} ({Reason}); it is listed as a leftover, and removed by a later `registry-dr status`, restore or worker start that can reach it")]
     private partial void LogCannotClean(string what, string reason);
 }

@@ -196,7 +196,15 @@ public sealed partial class RestoreService
             progress.Phase("stop registry");
             journal.Enter(RestoreJournal.Phases.StopRegistry);
             state.RegistryStopped = true;
-            await _registry.StopAsync(cancellationToken);
+            try
+            {
+                await _registry.StopAsync(cancellationToken);
+            }
+            catch (Exception) when (!cancellationToken.IsCancellationRequested)
+            {
+                state.StopFailed = true;
+                throw;
+            }
 
             progress.Phase("swap");
             // The node changes hands here: the generation is taken and recorded in the node state
@@ -483,7 +491,13 @@ public sealed partial class RestoreService
         var notes = new List<string>();
         // It read the restored config and holds sessions on the restored database: stopped before
         // either is put back, started again on the node's own data at the end.
-        if (state.RegistryRunsOnRestored) notes.Add(await _registry.StopRunningOnRestoredAsync(CancellationToken.None));
+        var stillRunning = false;
+        if (state.RegistryRunsOnRestored)
+        {
+            var (clause, running) = await _registry.StopRunningOnRestoredAsync(CancellationToken.None);
+            notes.Add(clause);
+            stillRunning = running;
+        }
         foreach (var swap in swaps.Where(s => s.Applied).Reverse())
         {
             try { swap.Undo(); notes.Add($"{swap.TargetPath} was put back as it was"); }
@@ -517,7 +531,14 @@ public sealed partial class RestoreService
         }
         try { await DropDatabaseAsync(ScratchDatabase, CancellationToken.None); } catch (Exception) { notes.Add($"scratch database '{ScratchDatabase}' may remain"); }
         if (state.RolesRestored) notes.Add("roles from the backup were added (existing roles were kept)");
-        if (state.RegistryStopped || state.RegistryRunsOnRestored)
+        if (state.StopFailed)
+        {
+            // Before the swap: nothing of the node was changed, and the registry may never have
+            // stopped; the start command runs anyway (a registry the failed stop did stop must serve again).
+            notes.Add("the registry's stop command failed, so it may not have stopped; its start command was run again: " +
+                (await _registry.StartAgainAsync(CancellationToken.None)).Clause);
+        }
+        else if ((state.RegistryStopped || state.RegistryRunsOnRestored) && !stillRunning)
         {
             notes.Add((await _registry.StartAgainAsync(CancellationToken.None)).Clause);
         }
@@ -540,6 +561,8 @@ public sealed partial class RestoreService
         public bool RegistryStopped;
         /// <summary>The start command ran after the swap: the registry read the restored data.</summary>
         public bool RegistryRunsOnRestored;
+        /// <summary>The stop command failed (before the swap): whether the registry stopped is not known.</summary>
+        public bool StopFailed;
         public bool DatabaseSwapped;
         public string? PreviousDatabase;
     }

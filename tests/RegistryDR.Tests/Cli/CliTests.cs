@@ -495,6 +495,8 @@ public sealed class CliTests
                 $"database: password authentication failed for user \"postgres\" on 127.0.0.1:{node.Cluster.Port} (Database:PasswordFile {wrongPassword}): the password is wrong for that user."),
             (Env(("REGISTRYDR__Database__PasswordFile", ""), ("REGISTRYDR_DB_PASSWORD", null)),
                 $"database: 127.0.0.1:{node.Cluster.Port} asks for a password for user \"postgres\" and none was given: set Database:PasswordFile (a file whose first line is the password, chmod 600) or the $REGISTRYDR_DB_PASSWORD environment variable."),
+            (Env(("REGISTRYDR__Config__Directories__0", Path.Combine(node.Root, "not-mounted"))),
+                $"config: directory '{Path.Combine(node.Root, "not-mounted")}' does not exist (Config:Directories); the next backup fails at its preflight"),
         })
         {
             var blocked = await RunCliAsync(env, "status", "--config", config);

@@ -99,6 +99,45 @@ public sealed class RollbackTests
         await fx.AssertNodeIsAsItWasAsync(before);
     }
 
+    [TestMethod]
+    public async Task A_stop_command_that_fails_before_the_swap_is_said_as_such_and_the_start_command_runs_again()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        var commands = Path.Combine(fx.Node.Root, "commands");
+        fx.Node.Options.Registry.StopCommand = ["/bin/sh", "-c", $"echo stop >> '{commands}'; echo 'cannot stop' >&2; exit 1"];
+        fx.Node.Options.Registry.StartCommand = ["/bin/sh", "-c", $"echo start >> '{commands}'"];
+        var before = await fx.SnapshotAsync();
+
+        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId)));
+
+        // Rules out "started again" for a registry that may never have stopped.
+        StringAssert.Contains(failure.NodeState, $"database '{fx.Node.Database}' was not touched");
+        StringAssert.Contains(failure.NodeState, "the registry's stop command failed, so it may not have stopped; its start command was run again: the registry was started again on its previous data (no Registry:HealthUrl to check that it serves)");
+        CollectionAssert.AreEqual(new[] { "stop", "start" }, File.ReadAllLines(commands));
+        await fx.AssertNodeIsAsItWasAsync(before);
+    }
+
+    [TestMethod]
+    public async Task A_registry_on_the_restored_data_that_cannot_be_stopped_is_not_started_again_and_the_rollback_says_so()
+    {
+        await using var fx = await Fixture.CreateAsync();
+        await using var health = RegistryDR.Tests.Infrastructure.AwsStandIns.LoopbackHttpServer.Start(context =>
+            RegistryDR.Tests.Infrastructure.AwsStandIns.LoopbackHttpServer.WriteAsync(context.Response, 503, "text/plain", "x"));
+        var commands = Path.Combine(fx.Node.Root, "commands");
+        // Stops once (before the swap), then fails (the rollback's stop).
+        fx.Node.Options.Registry.StopCommand = ["/bin/sh", "-c", $"if grep -q stop '{commands}' 2>/dev/null; then echo stop >> '{commands}'; exit 1; fi; echo stop >> '{commands}'"];
+        fx.Node.Options.Registry.StartCommand = ["/bin/sh", "-c", $"echo start >> '{commands}'"];
+        fx.Node.Options.Registry.HealthUrl = health.Endpoint + "/";
+        fx.Node.Options.Registry.HealthTimeout = TimeSpan.FromSeconds(2);
+
+        var failure = await Assert.ThrowsExactlyAsync<RestoreFailedException>(() => fx.Restorer().RestoreAsync(new RestoreRequest(fx.Manifest.BackupId, TerminateSessions: true)));
+
+        StringAssert.StartsWith(failure.NodeState, "Node state: the registry, started on the restored data, could NOT be stopped (");
+        StringAssert.Contains(failure.NodeState, ") and may still serve the restored data; it was not started again; ");
+        CollectionAssert.AreEqual(new[] { "stop", "start", "stop" }, File.ReadAllLines(commands));
+        Assert.IsFalse(failure.NodeState.Contains("started again on its previous data", StringComparison.Ordinal), failure.NodeState);
+    }
+
     private sealed record NodeSnapshot(DatabaseSnapshot Database, IReadOnlyList<DirectorySnapshot> Directories);
 
     private sealed class Fixture : IAsyncDisposable

@@ -187,7 +187,9 @@ public sealed class VerifyAndRestoreSafetyTests
         await using var admin = new Npgsql.NpgsqlConnection(fx.Node.Cluster.ConnectionString());
         await admin.OpenAsync();
         await using var list = admin.CreateCommand();
-        list.CommandText = "SELECT coalesce(string_agg(datname, ', '), '') FROM pg_database WHERE datname LIKE '%\\_rdr\\_%'";
+        // This node's only: other classes' restores run in parallel on the shared cluster.
+        list.CommandText = "SELECT coalesce(string_agg(datname, ', '), '') FROM pg_database WHERE starts_with(datname, $1)";
+        list.Parameters.Add(new Npgsql.NpgsqlParameter { Value = fx.Node.Database + "_rdr_" });
         Assert.AreEqual("", (string)(await list.ExecuteScalarAsync())!, "scratch and previous databases are dropped");
     }
 
