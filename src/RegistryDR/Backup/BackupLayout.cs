@@ -68,6 +68,24 @@ public static class BackupLayout
         return ok;
     }
 
+    /// <summary>
+    /// For each of <paramref name="fileNames"/> (records such as <c>verified.json</c>), the ids of
+    /// the sets that hold one directly under their prefix: one listing, no record read.
+    /// </summary>
+    public static async Task<Dictionary<string, HashSet<string>>> ReadRecordIdsAsync(Stores.IBackupStore store, IReadOnlyList<string> fileNames, CancellationToken cancellationToken)
+    {
+        var ids = fileNames.ToDictionary(f => f, _ => new HashSet<string>(StringComparer.Ordinal), StringComparer.Ordinal);
+        await foreach (var item in store.ListAsync(Root, cancellationToken))
+        {
+            var rest = item.Key.AsSpan(Root.Length);
+            var slash = rest.IndexOf('/');
+            if (slash <= 0 || !ids.TryGetValue(rest[(slash + 1)..].ToString(), out var into)) continue;
+            var id = rest[..slash].ToString();
+            if (IsValidBackupId(id)) into.Add(id);
+        }
+        return ids;
+    }
+
     public static bool IsValidBackupId(string id) =>
         id.Length is > 17 and < 64 && TryParseTime(id, out _) && id.IndexOf('-') is var dash and > 0 &&
         id.AsSpan(dash).IndexOfAnyExcept(IdSuffixCharacters) < 0;

@@ -80,19 +80,8 @@ public static class CorruptionRecord
     }
 
     /// <summary>The ids of every set that has a record (one listing; the records are not read).</summary>
-    public static async Task<IReadOnlySet<string>> ReadIdsAsync(IBackupStore store, CancellationToken cancellationToken)
-    {
-        var ids = new HashSet<string>(StringComparer.Ordinal);
-        await foreach (var item in store.ListAsync(BackupLayout.Root, cancellationToken))
-        {
-            var rest = item.Key.AsSpan(BackupLayout.Root.Length);
-            var slash = rest.IndexOf('/');
-            if (slash <= 0 || !rest[(slash + 1)..].SequenceEqual(FileName)) continue;
-            var id = rest[..slash].ToString();
-            if (BackupLayout.IsValidBackupId(id)) ids.Add(id);
-        }
-        return ids;
-    }
+    public static async Task<IReadOnlySet<string>> ReadIdsAsync(IBackupStore store, CancellationToken cancellationToken) =>
+        (await BackupLayout.ReadRecordIdsAsync(store, [FileName], cancellationToken))[FileName];
 
     private static Finding Unreadable(string backupId) => new(backupId, default, "?", $"{Key(backupId)} says so but cannot be read");
 }

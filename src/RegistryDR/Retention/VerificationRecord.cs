@@ -52,19 +52,9 @@ public static class VerificationRecord
     public static async Task<IReadOnlySet<string>> ReadVerifiedIdsAsync(IBackupStore store, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(store);
-        var ids = new HashSet<string>(StringComparer.Ordinal);
-        var corrupt = new HashSet<string>(StringComparer.Ordinal);
-        await foreach (var item in store.ListAsync(BackupLayout.Root, cancellationToken))
-        {
-            var rest = item.Key.AsSpan(BackupLayout.Root.Length);
-            var slash = rest.IndexOf('/');
-            if (slash <= 0) continue;
-            var name = rest[(slash + 1)..];
-            var into = name.SequenceEqual(FileName) ? ids : name.SequenceEqual(CorruptionRecord.FileName) ? corrupt : null;
-            var id = rest[..slash].ToString();
-            if (into is not null && BackupLayout.IsValidBackupId(id)) into.Add(id);
-        }
-        ids.ExceptWith(corrupt);
+        var records = await BackupLayout.ReadRecordIdsAsync(store, [FileName, CorruptionRecord.FileName], cancellationToken);
+        var ids = records[FileName];
+        ids.ExceptWith(records[CorruptionRecord.FileName]);
         return ids;
     }
 
