@@ -5,7 +5,13 @@
 # recorded in docs/testing.md.
 #
 # Usage: bash scripts/mutation.sh ROOM... [-- EXTRA STRYKER ARGS]
+#        bash scripts/mutation.sh --together ROOM... [-- EXTRA STRYKER ARGS]
 #        bash scripts/mutation.sh --list
+#   --together: one Stryker run for all the ROOMs (their globs together, their test filters
+#   or-ed), scored per room from the json report. Each Stryker run pays a fixed cost (build,
+#   initial test run, compiling the project's mutants) of 15-25 minutes on a 2-core machine, so
+#   several small rooms are much cheaper together; the per-room scores are the same numbers
+#   (each mutant is still tested against the filtered tests that cover it).
 #   ROOM: retention | archive-paths | fencing | catalog | restore
 #   e.g.  bash scripts/mutation.sh retention
 #         bash scripts/mutation.sh restore -- --mutate '**/Restore/RestoreService.cs{480..520}'
@@ -39,6 +45,8 @@ if [[ ${1:-} == --list || $# -eq 0 ]]; then
   exit 0
 fi
 
+together=0
+if [[ ${1:-} == --together ]]; then together=1; shift; fi
 rooms=()
 while [[ $# -gt 0 && $1 != -- ]]; do
   [[ -n ${MUTATE[$1]:-} ]] || { echo "unknown room '$1' (bash scripts/mutation.sh --list)" >&2; exit 2; }
@@ -53,27 +61,71 @@ dotnet tool restore >/dev/null
 copy=$(mktemp -d /tmp/rdr-mutation.XXXXXX)
 trap 'rm -rf -- "$copy"' EXIT
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$copy"
-for room in "${rooms[@]}"; do
-  out=$PWD/.artifacts/mutation/$room
+# run_stryker NAME FILTER MUTATE-GLOBS(;-separated): one Stryker run into .artifacts/mutation/NAME.
+run_stryker() {
+  local name=$1 filter=$2 globs=$3 out=$PWD/.artifacts/mutation/$1 mutate=() glob
   rm -rf "$out"; mkdir -p "$out"
-  mutate=()
   if [[ ! " ${extra[*]} " == *" --mutate "* && ! " ${extra[*]} " == *" -m "* ]]; then
-    IFS=';' read -r -a globs <<<"${MUTATE[$room]}"
-    for glob in "${globs[@]}"; do mutate+=(--mutate "$glob"); done
+    IFS=';' read -r -a list <<<"$globs"
+    for glob in "${list[@]}"; do mutate+=(--mutate "$glob"); done
   fi
-  echo "== $room"
+  echo "== $name"
   # One test process at a time: tests that start PostgreSQL or Ceph must not race each other,
   # and the machine has two cores.
   (cd "$copy/tests/RegistryDR.Tests" && timeout 6h dotnet stryker \
       --project RegistryDR.csproj \
       --configuration Release \
       --concurrency 1 \
-      --test-case-filter "${FILTER[$room]}" \
+      --test-case-filter "$filter" \
       "${mutate[@]}" \
       --reporter html --reporter json --reporter progress --reporter cleartext \
       --output "$out" \
       --skip-version-check \
       "${extra[@]}") 2>&1 | tee "$out/stryker.log"
+}
+
+# room_score ROOM REPORT: the room's score from a Stryker json report, counted over the files its
+# globs select (Stryker's definition: (killed + timeout) / (killed + timeout + survived + no coverage);
+# ignored and compile-error mutants are not counted).
+room_score() {
+  python3 - "$2" "${MUTATE[$1]}" "$1" <<'PY'
+import json, re, sys
+report, globs, room = sys.argv[1], sys.argv[2].split(';'), sys.argv[3]
+def rx(glob):
+    # The rooms' globs all start with **/ (any directory): match the rest at a path boundary,
+    # * within one path segment, as Stryker does.
+    assert glob.startswith('**/'), glob
+    return re.compile('(?:^|/)' + '[^/]*'.join(re.escape(part) for part in glob[3:].split('*')) + '$')
+pats = [rx(g) for g in globs]
+counts = {}
+for path, f in json.load(open(report))['files'].items():
+    if not any(p.search(path.replace('\\', '/')) for p in pats): continue
+    for m in f['mutants']: counts[m['status']] = counts.get(m['status'], 0) + 1
+det = counts.get('Killed', 0) + counts.get('Timeout', 0)
+und = counts.get('Survived', 0) + counts.get('NoCoverage', 0)
+detail = ', '.join(f'{k} {v}' for k, v in sorted(counts.items()))
+print(f"{room}: {100 * det / (det + und):.2f} % ({detail})" if det + und else f"{room}: no score ({detail or 'no mutants'})")
+PY
+}
+
+if [[ $together == 1 ]]; then
+  name=$(IFS=+; echo "${rooms[*]}")
+  filter='' globs=''
+  for room in "${rooms[@]}"; do
+    filter+="${filter:+|}(${FILTER[$room]})"
+    globs+="${globs:+;}${MUTATE[$room]}"
+  done
+  run_stryker "$name" "$filter" "$globs"
+  report=$(find "$PWD/.artifacts/mutation/$name" -name 'mutation-report.json' | head -n 1)
+  for room in "${rooms[@]}"; do
+    if [[ -n $report ]]; then room_score "$room" "$report"; else echo "$room: no report (see .artifacts/mutation/$name/stryker.log)"; fi
+  done
+  exit 0
+fi
+
+for room in "${rooms[@]}"; do
+  run_stryker "$room" "${FILTER[$room]}" "${MUTATE[$room]}"
+  out=$PWD/.artifacts/mutation/$room
   score=$(grep -aoE 'The final mutation score is [0-9.]+ ?%' "$out/stryker.log" | tail -n 1 || true)
   echo "$room: ${score:-no score (see $out/stryker.log)}"
 done
