@@ -314,7 +314,10 @@ internal static class RegistryDrCli
                 {
                     Console.WriteLine("Newest backup:   none restorable: a restore now has nothing to return");
                 }
-                Console.WriteLine($"Sets:            {status.CompleteSets} complete, {status.IncompleteSets} incomplete");
+                // "complete" is structural (a manifest, every artifact listed): say how many of those a
+                // restore passes over (FENCED, CORRUPT, artifacts missing), so "0 restorable" is never read as "5 complete".
+                var passedOver = status.Skipped.Count(j => j.Set.IsComplete);
+                Console.WriteLine($"Sets:            {status.CompleteSets} complete{(passedOver > 0 ? $" ({passedOver} of them passed over by a restore, listed above)" : "")}, {status.IncompleteSets} incomplete");
                 if (status.Problems.Count > 0)
                 {
                     Console.WriteLine(status.State == ProtectionState.Blocked ? "The next backup cannot run:" : "Problems:");

@@ -193,6 +193,8 @@ public sealed class RestorableSetsTests
         var status = await CliAsync(fx.Node, "status");
         StringAssert.Contains(status.Stdout, $"Passed over:     {fx.Newest.BackupId} (CORRUPT: verify found at ");
         StringAssert.Contains(status.Stdout, $"Newest backup:   {fx.Older.BackupId}, ");
+        // Rules out a count that reads "complete" as "restorable": the corrupt set is complete, and passed over.
+        StringAssert.Contains(status.Stdout, "Sets:            3 complete (1 of them passed over by a restore, listed above), 0 incomplete\n");
         var list = await CliAsync(fx.Node, "list");
         StringAssert.Matches(list.Stdout, new System.Text.RegularExpressions.Regex($"{fx.Newest.BackupId} .* CORRUPT +-\n"));
 
