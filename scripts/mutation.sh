@@ -36,9 +36,10 @@ FILTER[fencing]='FullyQualifiedName~RegistryDR.Tests.Fencing'
 # The selection itself lives in RestorableSets (one definition of "restorable").
 MUTATE[catalog]='**/Backup/BackupCatalog.cs;**/Backup/RestorableSets.cs'
 FILTER[catalog]='FullyQualifiedName~BackupCatalog|FullyQualifiedName~RestorableSetsTests|FullyQualifiedName~ProtectionStatusTests|FullyQualifiedName~VerifyAndRestoreSafetyTests|FullyQualifiedName~RegistryDR.Tests.Retention&FullyQualifiedName!~PrunerS3Tests'
-# Restore and its rollback (needs PostgreSQL: slow, one mutant is a restore).
+# Restore and its rollback (needs PostgreSQL: slow, one mutant is a restore), with the kill -9 tests
+# whose recovery (InterruptedRestore) runs the same rollback from the journal.
 MUTATE[restore]='**/Restore/RestoreService.cs'
-FILTER[restore]='FullyQualifiedName~RollbackTests|FullyQualifiedName~VerifyAndRestoreSafetyTests|FullyQualifiedName~Backup.RoundTripTests|FullyQualifiedName~RolesScriptTests'
+FILTER[restore]='FullyQualifiedName~RollbackTests|FullyQualifiedName~InterruptedRestoreTests|FullyQualifiedName~VerifyAndRestoreSafetyTests|FullyQualifiedName~Backup.RoundTripTests|FullyQualifiedName~RolesScriptTests'
 
 if [[ ${1:-} == --list || $# -eq 0 ]]; then
   for room in "${!MUTATE[@]}"; do printf '%-14s mutate %s\n%-14s tests  %s\n' "$room" "${MUTATE[$room]}" '' "${FILTER[$room]}"; done
