@@ -229,6 +229,8 @@ public sealed class UserDataTests
         var values = StackValues(root, allowFirstBoot: "false");
         values["RDR_DATABASE_MODE"] = "continuous";
         values["RDR_ARCHIVE_TIMEOUT_SECONDS"] = "45";
+        // A file store: wal-push below gets as far as the store without any credentials.
+        values["RDR_STORE_URL"] = "file://" + Path.Combine(root, "store");
 
         var run = await UserDataAsync(values);
 
@@ -253,10 +255,11 @@ public sealed class UserDataTests
         Assert.AreEqual("700 root:root", await StatAsync(Path.Combine(stateDir, "staging")));
         Assert.AreEqual("600 root:root", await StatAsync(passwordFile));
         var stateFile = Path.Combine(stateDir, "node-state.json");
-        File.WriteAllText(stateFile, "{\"status\": \"Restored\"}\n");
+        const string state = "{\"status\": \"Restored\", \"at\": \"2026-12-01T05:00:00+00:00\"}";
+        File.WriteAllText(stateFile, state + "\n");
         File.SetUnixFileMode(stateFile, (UnixFileMode)0b110_100_100);
         var readState = await AsPostgresAsync("cat", stateFile);
-        Assert.AreEqual((0, "{\"status\": \"Restored\"}"), (readState.ExitCode, readState.Output.Trim()), readState.ToString());
+        Assert.AreEqual((0, state), (readState.ExitCode, readState.Output.Trim()), readState.ToString());
         var readPassword = await AsPostgresAsync("cat", passwordFile);
         Assert.AreEqual(1, readPassword.ExitCode, readPassword.ToString());
         StringAssert.Contains(readPassword.Output, "Permission denied");
@@ -264,6 +267,22 @@ public sealed class UserDataTests
         Assert.AreNotEqual(0, list.ExitCode, list.ToString());
         // The boot script installs the configuration itself readable by that group (BootScriptTests).
         StringAssert.Contains(File.ReadAllText(Path.Combine(configDir, "boot.env")), "\nREGISTRYDR_CONFIG_GROUP=postgres\n");
+
+        // The real registry-dr wal-push, as postgres, with the configuration installed as the boot script
+        // installs it (0640 root:postgres): it reads the configuration and the node state, passes the
+        // fencing check, and stops only at the WAL file, which does not exist here.
+        var config = Path.Combine(configDir, "registry-dr.json");
+        var install = await DeploymentTestSupport.RunAsync("install", ["-g", "postgres", "-m", "0640", generated, config], null, TimeSpan.FromSeconds(30), TestContext.CancellationToken);
+        Assert.AreEqual(0, install.ExitCode, install.ToString());
+        var wal = Path.Combine(root, "000000010000000000000001");
+        var dll = Path.Combine(AppContext.BaseDirectory, "registry-dr.dll");
+        var push = await AsPostgresAsync("dotnet", dll, "wal-push", "--config", config, wal);
+        Assert.AreEqual((1, $"registry-dr wal-push: Could not find file '{wal}'."), (push.ExitCode, push.Output.Trim()), push.ToString());
+        // The same with the directories root-only, as in logical mode: refused for the node state it cannot read.
+        File.SetUnixFileMode(stateDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var unreadable = await AsPostgresAsync("dotnet", dll, "wal-push", "--config", config, wal);
+        Assert.AreEqual(1, unreadable.ExitCode, unreadable.ToString());
+        StringAssert.Contains(unreadable.Output, $"the node state file {stateFile} is missing or unreadable");
         Assert.DoesNotContain("s3cret", File.ReadAllText(generated));
     }
 
