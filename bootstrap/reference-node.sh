@@ -29,6 +29,13 @@
 #   RDR_RELEASE_DIR      the extracted release (registry/docker-registry in it)
 #   RDR_REGISTRY_HOSTNAMES optional: extra DNS names for the self-signed certificate (comma-separated,
 #                        e.g. the load balancer's DNS name)
+#   RDR_DATABASE_MODE    optional: logical (default) or continuous. Continuous also sets the server
+#                        up for WAL archiving (docs/configuration.md, "Continuous mode: what the
+#                        PostgreSQL server needs"): wal_level replica, archive_mode on, archive_command
+#                        '/opt/registry-dr/bin/registry-dr wal-push %p' (the launcher registry-dr-boot.sh
+#                        writes), archive_timeout, and a pg_hba.conf line for pg_basebackup's replication
+#                        connection. Logical mode leaves archiving off.
+#   RDR_ARCHIVE_TIMEOUT_SECONDS  continuous: archive_timeout in seconds (default 60, 1-3600)
 #   RDR_ROOT             optional prefix for every file written (tests); the configuration itself
 #                        names the real paths
 # Needs: dnf, systemctl, runuser, postgresql-setup (from postgresql15-server), openssl.
@@ -47,6 +54,13 @@ done
 [[ "$RDR_DB_PORT" =~ ^[0-9]+$ ]] || die "RDR_DB_PORT '$RDR_DB_PORT' is not a port number"
 [[ "$RDR_DB_NAME" =~ ^[A-Za-z0-9_-]+$ ]] || die "RDR_DB_NAME '$RDR_DB_NAME' is not a plain database name"
 [[ -s "$RDR_PASSWORD_FILE" ]] || die "no database password in $RDR_PASSWORD_FILE (DatabasePasswordSecretArn or DatabasePassword)"
+database_mode=${RDR_DATABASE_MODE:-logical}
+[[ "$database_mode" == logical || "$database_mode" == continuous ]] ||
+  die "RDR_DATABASE_MODE must be logical or continuous, not '$database_mode'"
+archive_timeout_seconds=${RDR_ARCHIVE_TIMEOUT_SECONDS:-60}
+if [[ ! "$archive_timeout_seconds" =~ ^[1-9][0-9]*$ ]] || ((archive_timeout_seconds > 3600)); then
+  die "RDR_ARCHIVE_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 3600, not '$archive_timeout_seconds'"
+fi
 registry_source=$RDR_RELEASE_DIR/registry/docker-registry
 [[ -x "$registry_source" ]] || die "the release has no registry/docker-registry: build it with bootstrap/package-release.sh"
 
@@ -74,6 +88,19 @@ listen_addresses = '127.0.0.1'
 port = $RDR_DB_PORT
 password_encryption = 'scram-sha-256'
 EOF
+if [[ "$database_mode" == continuous ]]; then
+  # archive_mode and wal_level take effect at the restart below; the restart runs on every run, so a
+  # node switched from logical to continuous (or back) picks the change up. The archive_command is
+  # registry-dr's launcher: until registry-dr-boot.sh has written it, and until the node restored
+  # (wal-push refuses WAL of a node that did not), PostgreSQL keeps the WAL and retries.
+  cat >>"$conf.new" <<EOF
+# Continuous protection (DatabaseMode=continuous): every WAL file goes to the backup store.
+wal_level = replica
+archive_mode = on
+archive_command = '/opt/registry-dr/bin/registry-dr wal-push %p'
+archive_timeout = ${archive_timeout_seconds}s
+EOF
+fi
 hba=$root$pgdata/pg_hba.conf
 cat >"$hba.new" <<'EOF'
 # Written by RegistryDR's reference-node.sh: the postgres OS user on the local socket; everyone
@@ -82,6 +109,10 @@ local   all   postgres                 peer
 local   all   all                      reject
 host    all   all        127.0.0.1/32  scram-sha-256
 EOF
+if [[ "$database_mode" == continuous ]]; then
+  # pg_basebackup (each base backup) connects for replication, which 'all' does not cover.
+  printf '%s\n' "host    replication   postgres   127.0.0.1/32  scram-sha-256" >>"$hba.new"
+fi
 for file in "$conf" "$hba"; do
   chown postgres:postgres "$file.new"
   chmod 0600 "$file.new"
@@ -117,6 +148,9 @@ SELECT 'CREATE DATABASE "$RDR_DB_NAME"' WHERE NOT EXISTS (SELECT FROM pg_databas
 EOF
 rm -rf -- "$scratch"
 log "PostgreSQL 15 serves 127.0.0.1:$RDR_DB_PORT; role postgres has the stack's password; database $RDR_DB_NAME exists"
+if [[ "$database_mode" == continuous ]]; then
+  log "continuous mode: wal_level replica, archive_mode on, archive_command registry-dr wal-push, archive_timeout ${archive_timeout_seconds}s; replication over 127.0.0.1 for postgres"
+fi
 
 # --- the registry -------------------------------------------------------------------------------
 install -d -m 0755 "$root/usr/local/bin"

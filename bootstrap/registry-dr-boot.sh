@@ -21,6 +21,10 @@
 #   REGISTRYDR_CONFIG_SOURCE    optional. A JSON file installed as the configuration (mode 0600).
 #                               Default: leave $REGISTRYDR_CONFIG_PATH as it is (it must exist).
 #   REGISTRYDR_CONFIG_PATH      default /etc/registry-dr/registry-dr.json.
+#   REGISTRYDR_CONFIG_GROUP     optional. Continuous mode: the PostgreSQL server's group (postgres). The
+#                               configuration is then installed 0640 root:<group> and its directory made
+#                               0710 root:<group>, so that archive_command (registry-dr wal-push, run by
+#                               the server) can read it; it holds no secret. Empty: 0600, root only.
 #   REGISTRYDR_LOG              default /var/log/registry-dr-boot.log. Every step is logged there and
 #                               on stdout, with a UTC timestamp.
 #   REGISTRYDR_SYSTEMD          1: start the worker with `systemctl enable --now registry-dr-worker.service`;
@@ -66,6 +70,7 @@ artifact_sha=${REGISTRYDR_ARTIFACT_SHA256:-}
 install_root=${REGISTRYDR_INSTALL_ROOT:-/opt/registry-dr}
 config_source=${REGISTRYDR_CONFIG_SOURCE:-}
 config_path=${REGISTRYDR_CONFIG_PATH:-/etc/registry-dr/registry-dr.json}
+config_group=${REGISTRYDR_CONFIG_GROUP:-}
 log_file=${REGISTRYDR_LOG:-/var/log/registry-dr-boot.log}
 run_dir=${REGISTRYDR_RUN_DIR:-/run/registry-dr}
 state_dir=${REGISTRYDR_STATE_DIR:-/var/lib/registry-dr}
@@ -123,6 +128,9 @@ esac
 [[ "$install_root" == /* ]] || usage_error "REGISTRYDR_INSTALL_ROOT must be absolute: '$install_root'"
 if [[ -n "$config_source" && ! -f "$config_source" ]]; then
   usage_error "REGISTRYDR_CONFIG_SOURCE $config_source does not exist"
+fi
+if [[ -n "$config_group" ]] && ! getent group "$config_group" >/dev/null; then
+  usage_error "REGISTRYDR_CONFIG_GROUP '$config_group' is not a group on this node (the PostgreSQL server's group, for continuous mode)"
 fi
 
 # One run at a time.
@@ -210,13 +218,22 @@ if [[ -n "$config_source" ]]; then
     mkdir -p "$config_dir"
     chmod 0700 "$config_dir"
   fi
+  config_mode=0600
+  config_owner=()
+  if [[ -n "$config_group" ]]; then
+    config_mode=0640
+    config_owner=(-g "$config_group")
+    chgrp "$config_group" "$config_dir"
+    chmod 0710 "$config_dir"
+  fi
   if [[ -f "$config_path" ]] && cmp -s "$config_source" "$config_path"; then
-    chmod 0600 "$config_path"
-    log "step 2: $config_path is already up to date"
+    if [[ -n "$config_group" ]]; then chgrp "$config_group" "$config_path"; fi
+    chmod "$config_mode" "$config_path"
+    log "step 2: $config_path is already up to date (mode $config_mode)"
   else
-    install -m 0600 "$config_source" "$config_path.new"
+    install "${config_owner[@]}" -m "$config_mode" "$config_source" "$config_path.new"
     mv -f "$config_path.new" "$config_path"
-    log "step 2: installed $config_source as $config_path (mode 0600)"
+    log "step 2: installed $config_source as $config_path (mode $config_mode${config_group:+, group $config_group})"
   fi
 else
   [[ -f "$config_path" ]] || die "no configuration: $config_path does not exist and REGISTRYDR_CONFIG_SOURCE is not set"

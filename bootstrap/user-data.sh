@@ -53,6 +53,18 @@
 #   RDR_LAUNCH_HOOK_NAME, RDR_TERMINATION_HOOK_NAME   Agent:LifecycleHookName, Agent:TerminationHookName
 #                                                 (defaults registry-dr-launch, registry-dr-terminate)
 #   RDR_HEARTBEAT_INTERVAL_SECONDS                Agent:HeartbeatInterval, in seconds (default 300)
+#   RDR_DATABASE_MODE                             optional: Database:Mode, "logical" (default) or
+#                                                 "continuous" (base backups + WAL archiving)
+#   RDR_ARCHIVE_TIMEOUT_SECONDS                   continuous: Continuous:ArchiveTimeout and the server's
+#                                                 archive_timeout, in seconds (default 60, 1-3600)
+#   RDR_PG_DATA_DIRECTORY, RDR_PG_SERVICE         continuous: Continuous:DataDirectory and the systemd
+#                                                 unit of Continuous:ServerStop/StartCommand (defaults
+#                                                 /var/lib/pgsql/data and postgresql.service: AL2023's,
+#                                                 the reference node's)
+#   RDR_PG_OS_USER                                continuous: the PostgreSQL server's OS user (default
+#                                                 postgres), which runs archive_command (registry-dr
+#                                                 wal-push): its group may read the configuration and
+#                                                 the node state file
 #   RDR_SKIP_PACKAGES=1                           do not run dnf (an image that has everything)
 #   RDR_ROOT, RDR_NO_SYSTEMD=1                    for a dry run (the tests): write every file under
 #                                                 RDR_ROOT and stop before systemctl
@@ -84,6 +96,16 @@ case "$RDR_NODE_SETUP" in
 esac
 heartbeat_seconds=${RDR_HEARTBEAT_INTERVAL_SECONDS:-300}
 [[ "$heartbeat_seconds" =~ ^[1-9][0-9]*$ ]] || die "RDR_HEARTBEAT_INTERVAL_SECONDS must be a whole number of seconds, not '$heartbeat_seconds'"
+database_mode=${RDR_DATABASE_MODE:-logical}
+case "$database_mode" in
+  logical | continuous) ;;
+  *) die "RDR_DATABASE_MODE must be logical or continuous (the template's DatabaseMode), not '$database_mode'" ;;
+esac
+archive_timeout_seconds=${RDR_ARCHIVE_TIMEOUT_SECONDS:-60}
+if [[ ! "$archive_timeout_seconds" =~ ^[1-9][0-9]*$ ]] || ((archive_timeout_seconds > 3600)); then
+  die "RDR_ARCHIVE_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 3600 (the template's ArchiveTimeoutSeconds), not '$archive_timeout_seconds'"
+fi
+pg_os_user=${RDR_PG_OS_USER:-postgres}
 export AWS_REGION=$RDR_REGION AWS_DEFAULT_REGION=$RDR_REGION
 
 umask 077
@@ -156,7 +178,8 @@ fi
 if [[ "$RDR_NODE_SETUP" == reference ]]; then
   [[ -f "$password_file" ]] || die "a reference node needs the database password (DatabasePasswordSecretArn or DatabasePassword)"
   log "setting up the reference node (PostgreSQL 15 and the registry): reference-node.sh"
-  RDR_PASSWORD_FILE=$password_file RDR_RELEASE_DIR=$release_dir bash "$here/reference-node.sh" ||
+  RDR_PASSWORD_FILE=$password_file RDR_RELEASE_DIR=$release_dir RDR_DATABASE_MODE=$database_mode \
+    RDR_ARCHIVE_TIMEOUT_SECONDS=$archive_timeout_seconds bash "$here/reference-node.sh" ||
     die "reference-node.sh failed"
 fi
 
@@ -167,6 +190,8 @@ if [[ -f "$password_file" ]]; then config_password_file=$password_file; fi
 RDR_PASSWORD_FILE=$config_password_file \
 RDR_STAGING=$state_dir/staging RDR_STATE_FILE=$state_dir/node-state.json \
 RDR_MONITORING_URL=${RDR_MONITORING_URL:-} RDR_HEARTBEAT_SECONDS=$heartbeat_seconds \
+RDR_DATABASE_MODE=$database_mode RDR_ARCHIVE_TIMEOUT_SECONDS=$archive_timeout_seconds \
+RDR_PG_DATA_DIRECTORY=${RDR_PG_DATA_DIRECTORY:-/var/lib/pgsql/data} RDR_PG_SERVICE=${RDR_PG_SERVICE:-postgresql.service} \
   python3 - "$generated" <<'PYTHON'
 import json, os, sys
 
@@ -182,6 +207,13 @@ if e.get("RDR_DB_BIN_DIRECTORY"):
 store = {"Url": e["RDR_STORE_URL"], "Region": e["RDR_REGION"], "ServerSideEncryption": e["RDR_SSE"]}
 if e["RDR_SSE"] == "Kms" and e.get("RDR_KMS_KEY_ID"):
     store["KmsKeyId"] = e["RDR_KMS_KEY_ID"]
+def timespan(seconds):
+    # A TimeSpan, hh:mm:ss.
+    seconds = int(seconds)
+    return "%02d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+if e["RDR_DATABASE_MODE"] == "continuous":
+    database["Mode"] = "Continuous"
 service = e["RDR_REGISTRY_SERVICE"]
 config = {
     "Database": database,
@@ -202,12 +234,19 @@ config = {
         "SignalResource": "RegistryGroup",
         "AllowFirstBoot": e["RDR_ALLOW_FIRST_BOOT"] == "true",
         "StateFile": e["RDR_STATE_FILE"],
-        # A TimeSpan, hh:mm:ss: how often the agent records a lifecycle heartbeat.
-        "HeartbeatInterval": "%02d:%02d:%02d" % (int(e["RDR_HEARTBEAT_SECONDS"]) // 3600,
-                                                 int(e["RDR_HEARTBEAT_SECONDS"]) // 60 % 60,
-                                                 int(e["RDR_HEARTBEAT_SECONDS"]) % 60),
+        # How often the agent records a lifecycle heartbeat.
+        "HeartbeatInterval": timespan(e["RDR_HEARTBEAT_SECONDS"]),
     },
 }
+if e["RDR_DATABASE_MODE"] == "continuous":
+    # Restore stops the server, swaps the data directory and starts it again.
+    pg_service = e["RDR_PG_SERVICE"]
+    config["Continuous"] = {
+        "DataDirectory": e["RDR_PG_DATA_DIRECTORY"],
+        "ArchiveTimeout": timespan(e["RDR_ARCHIVE_TIMEOUT_SECONDS"]),
+        "ServerStopCommand": ["systemctl", "stop", pg_service],
+        "ServerStartCommand": ["systemctl", "start", pg_service],
+    }
 if e.get("RDR_ROLE") == "failover":
     config["Agent"]["Role"] = "failover"
 if e.get("RDR_CHECK_REGISTRY_URL"):
@@ -225,6 +264,21 @@ os.chmod(sys.argv[1] + ".new", 0o600)
 os.replace(sys.argv[1] + ".new", sys.argv[1])
 PYTHON
 log "wrote $generated (installed as $config_dir/registry-dr.json by registry-dr-boot.sh)"
+
+# --- continuous mode: what archive_command (registry-dr wal-push, as the server's user) reads ------
+# It reads the configuration (no secret in it: the password stays in the root-only db-password) and
+# the node state file (its fencing generation), so their directories are traversable (0710) and the
+# configuration readable (0640, installed so by registry-dr-boot.sh: REGISTRYDR_CONFIG_GROUP) by the
+# server's group; nothing else in them is. docs/configuration.md lists these permissions.
+config_group=""
+if [[ "$database_mode" == continuous ]]; then
+  getent group "$pg_os_user" >/dev/null ||
+    die "continuous mode: there is no group '$pg_os_user' (RDR_PG_OS_USER, the PostgreSQL server's user, which runs archive_command): install the server first"
+  config_group=$pg_os_user
+  chgrp "$config_group" "$config_dir" "$state_dir"
+  chmod 0710 "$config_dir" "$state_dir"
+  log "continuous mode: $config_dir and $state_dir are traversable by group $config_group (registry-dr wal-push runs as $pg_os_user)"
+fi
 
 # --- boot script and units --------------------------------------------------------------------
 umask 022
@@ -253,6 +307,7 @@ REGISTRYDR_STACK_NAME=$RDR_STACK_NAME
 REGISTRYDR_AUTOSCALING_GROUP_NAME=$RDR_GROUP_NAME
 REGISTRYDR_LIFECYCLE_HOOK_NAME=${RDR_LAUNCH_HOOK_NAME:-registry-dr-launch}
 REGISTRYDR_SIGNAL_RESOURCE=RegistryGroup
+REGISTRYDR_CONFIG_GROUP=$config_group
 AWS_REGION=$RDR_REGION
 EOF
 mv -f "$config_dir/boot.env.new" "$config_dir/boot.env"

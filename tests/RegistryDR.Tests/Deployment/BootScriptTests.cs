@@ -475,6 +475,76 @@ public sealed class BootScriptTests
         Assert.IsEmpty(scene.Calls());
     }
 
+    private async Task<string> StatAsync(string path)
+    {
+        var run = await DeploymentTestSupport.RunAsync("stat", ["-c", "%a %U:%G", path], null, TimeSpan.FromSeconds(30), TestContext.CancellationToken);
+        Assert.AreEqual(0, run.ExitCode, run.ToString());
+        return run.Output.Trim();
+    }
+
+    /// <summary>
+    /// Continuous mode (REGISTRYDR_CONFIG_GROUP=postgres, from user-data.sh): PostgreSQL's
+    /// archive_command, registry-dr wal-push as postgres, must read the configuration; nothing else
+    /// in its directory becomes readable, and a second boot keeps it so.
+    /// </summary>
+    [TestMethod]
+    [Timeout(300_000, CooperativeCancellation = true)]
+    public async Task AContinuousNodesConfigurationIsReadableByTheServersGroup_AndStaysSo()
+    {
+        using var scene = new Scene();
+        File.SetUnixFileMode(scene.Root, (UnixFileMode)0b111_101_101);
+        var configDir = Path.GetDirectoryName(scene.ConfigPath)!;
+        Directory.CreateDirectory(configDir);
+        var password = Path.Combine(configDir, "db-password");
+        File.WriteAllText(password, "s3cret\n");
+        File.SetUnixFileMode(password, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        var environment = scene.Environment();
+        environment["REGISTRYDR_CONFIG_GROUP"] = "postgres";
+
+        foreach (var attempt in new[] { "first boot", "second boot" })
+        {
+            var run = await BootAsync(environment);
+
+            Assert.AreEqual(0, run.ExitCode, run.ToString());
+            StringAssert.Contains(run.Output, attempt == "first boot"
+                ? $"step 2: installed {scene.ConfigSource} as {scene.ConfigPath} (mode 0640, group postgres)"
+                : $"step 2: {scene.ConfigPath} is already up to date (mode 0640)");
+            Assert.AreEqual("640 root:postgres", await StatAsync(scene.ConfigPath), attempt);
+            Assert.AreEqual("710 root:postgres", await StatAsync(configDir), attempt);
+            var read = await DeploymentTestSupport.RunAsync("runuser", ["-u", "postgres", "--", "cat", scene.ConfigPath], null, TimeSpan.FromSeconds(30), TestContext.CancellationToken);
+            Assert.AreEqual((0, File.ReadAllText(scene.ConfigSource)), (read.ExitCode, read.Output), attempt);
+            var secret = await DeploymentTestSupport.RunAsync("runuser", ["-u", "postgres", "--", "cat", password], null, TimeSpan.FromSeconds(30), TestContext.CancellationToken);
+            Assert.AreEqual(1, secret.ExitCode, secret.ToString());
+            StringAssert.Contains(secret.Output, "Permission denied");
+            // A boot that finds the file group-less again (a hand edit, a restore) puts the group back.
+            File.SetUnixFileMode(scene.ConfigPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+
+        // A logical node (no group): root only, as before.
+        using var logical = new Scene();
+        var plain = await BootAsync(logical.Environment());
+        Assert.AreEqual(0, plain.ExitCode, plain.ToString());
+        Assert.AreEqual("600 root:root", await StatAsync(logical.ConfigPath));
+        Assert.AreEqual("700 root:root", await StatAsync(Path.GetDirectoryName(logical.ConfigPath)!));
+    }
+
+    [TestMethod]
+    [Timeout(300_000, CooperativeCancellation = true)]
+    public async Task AConfigGroupThatDoesNotExistIsRefusedBeforeAnythingHappens()
+    {
+        using var scene = new Scene();
+        var environment = scene.Environment();
+        environment["REGISTRYDR_CONFIG_GROUP"] = "no-such-server-group";
+
+        var run = await BootAsync(environment);
+
+        Assert.AreEqual(2, run.ExitCode, run.ToString());
+        StringAssert.Contains(run.Output, "ERROR: REGISTRYDR_CONFIG_GROUP 'no-such-server-group' is not a group on this node (the PostgreSQL server's group, for continuous mode)");
+        Assert.IsFalse(Directory.Exists(scene.InstallRoot));
+        Assert.IsFalse(File.Exists(scene.ConfigPath));
+        Assert.IsEmpty(scene.Calls());
+    }
+
     [TestMethod]
     [Timeout(300_000, CooperativeCancellation = true)]
     public async Task TheSystemdUnitsVerify()

@@ -250,6 +250,106 @@ public sealed class ReferenceNodeTests
         CollectionAssert.AreEqual(certificateBytes, File.ReadAllBytes(Path.Combine(node.RegistryDirectory, "tls", "registry.crt")));
     }
 
+    private Task<ScriptRun> SetUpAsync(Node node, string? mode, string? archiveTimeoutSeconds = null)
+    {
+        var environment = node.Environment();
+        if (mode is not null) environment["RDR_DATABASE_MODE"] = mode;
+        if (archiveTimeoutSeconds is not null) environment["RDR_ARCHIVE_TIMEOUT_SECONDS"] = archiveTimeoutSeconds;
+        return DeploymentTestSupport.RunAsync("bash", [Path.Combine(DeploymentTestSupport.BootstrapDirectory, "reference-node.sh")], environment,
+            TimeSpan.FromMinutes(3), TestContext.CancellationToken);
+    }
+
+    /// <summary>SHOW of each archiving setting, and the rules the server loaded from pg_hba.conf.</summary>
+    private async Task<(string Settings, string[] HbaRules)> ServerStateAsync(Node node)
+    {
+        var builder = new NpgsqlConnectionStringBuilder { Host = "127.0.0.1", Port = node.Port, Username = "postgres", Password = Password, Database = "registry", Pooling = false };
+        await using var connection = new NpgsqlConnection(builder.ConnectionString);
+        await connection.OpenAsync(TestContext.CancellationToken);
+        await using var settings = new NpgsqlCommand(
+            "SELECT current_setting('wal_level') || '|' || current_setting('archive_mode') || '|' || current_setting('archive_command') || '|' || current_setting('archive_timeout')", connection);
+        var shown = (string)(await settings.ExecuteScalarAsync(TestContext.CancellationToken))!;
+        await using var hba = new NpgsqlCommand(
+            "SELECT type || ' ' || array_to_string(database, ',') || ' ' || array_to_string(user_name, ',') || ' ' || coalesce(address, '-') || ' ' || auth_method FROM pg_hba_file_rules ORDER BY line_number", connection);
+        var rules = new List<string>();
+        await using (var reader = await hba.ExecuteReaderAsync(TestContext.CancellationToken))
+            while (await reader.ReadAsync(TestContext.CancellationToken)) rules.Add(reader.GetString(0));
+        return (shown, [.. rules]);
+    }
+
+    [TestMethod]
+    [Timeout(600_000, CooperativeCancellation = true)]
+    public async Task AContinuousNodeArchivesThroughRegistryDr_AndTakesReplicationConnections_ALogicalOneDoesNeither()
+    {
+        Assert.IsTrue(File.Exists($"{PgBin}/initdb"), "PostgreSQL 15 is not installed: run scripts/install-prerequisites.sh");
+        using var node = new Node();
+        string[] logicalRules = ["local all postgres - peer", "local all all - reject", "host all all 127.0.0.1 scram-sha-256"];
+
+        // Logical (the default): archiving stays off, no replication line, the server as before.
+        var logical = await SetUpAsync(node, mode: null);
+        Assert.AreEqual(0, logical.ExitCode, logical.ToString());
+        var before = await ServerStateAsync(node);
+        Assert.AreEqual("replica|off|(disabled)|0", before.Settings);
+        CollectionAssert.AreEqual(logicalRules, before.HbaRules);
+        Assert.AreEqual($"# Written by RegistryDR's reference-node.sh.\nlisten_addresses = '127.0.0.1'\nport = {node.Port}\npassword_encryption = 'scram-sha-256'\n",
+            File.ReadAllText(Path.Combine(node.PgData, "registry-dr.conf")));
+
+        // The same node switched to continuous mode: the settings docs/configuration.md requires, live after the restart.
+        var continuous = await SetUpAsync(node, "continuous", "45");
+        Assert.AreEqual(0, continuous.ExitCode, continuous.ToString());
+        StringAssert.Contains(continuous.Output, "continuous mode: wal_level replica, archive_mode on, archive_command registry-dr wal-push, archive_timeout 45s");
+        var after = await ServerStateAsync(node);
+        Assert.AreEqual("replica|on|/opt/registry-dr/bin/registry-dr wal-push %p|45s", after.Settings);
+        CollectionAssert.AreEqual(logicalRules.Append("host replication postgres 127.0.0.1 scram-sha-256").ToArray(), after.HbaRules);
+        CollectionAssert.AreEqual(new[] { "install -y -q postgresql15-server postgresql15 openssl", "install -y -q postgresql15-server postgresql15 openssl" }, File.ReadAllLines(node.DnfLog));
+        Assert.AreEqual(2, File.ReadAllLines(node.SystemctlLog).Count(l => l == "restart postgresql.service"), "archive_mode needs the restart");
+
+        // pg_basebackup's kind of connection, with the stack's password over loopback: the server's own system identifier answers.
+        var builder = new NpgsqlConnectionStringBuilder { Host = "127.0.0.1", Port = node.Port, Username = "postgres", Password = Password, Pooling = false };
+        await using (var replication = new Npgsql.Replication.PhysicalReplicationConnection(builder.ConnectionString))
+        {
+            await replication.Open(TestContext.CancellationToken);
+            var system = await replication.IdentifySystem(TestContext.CancellationToken);
+            builder.Database = "registry";
+            await using var connection = new NpgsqlConnection(builder.ConnectionString);
+            await connection.OpenAsync(TestContext.CancellationToken);
+            await using var command = new NpgsqlCommand("SELECT system_identifier::text FROM pg_control_system()", connection);
+            Assert.AreEqual((string)(await command.ExecuteScalarAsync(TestContext.CancellationToken))!, system.SystemId);
+        }
+
+        // Again (a re-run of the user data): the same files, the same settings.
+        var conf = File.ReadAllText(Path.Combine(node.PgData, "registry-dr.conf"));
+        var hbaText = File.ReadAllText(Path.Combine(node.PgData, "pg_hba.conf"));
+        var again = await SetUpAsync(node, "continuous", "45");
+        Assert.AreEqual(0, again.ExitCode, again.ToString());
+        Assert.AreEqual((conf, hbaText), (File.ReadAllText(Path.Combine(node.PgData, "registry-dr.conf")), File.ReadAllText(Path.Combine(node.PgData, "pg_hba.conf"))));
+        var third = await ServerStateAsync(node);
+        Assert.AreEqual(after.Settings, third.Settings);
+        CollectionAssert.AreEqual(after.HbaRules, third.HbaRules);
+        Assert.AreEqual(1, File.ReadAllLines(Path.Combine(node.PgData, "postgresql.conf")).Count(l => l == "include_if_exists = 'registry-dr.conf'"));
+
+        // And back to logical: archiving off again.
+        var back = await SetUpAsync(node, "logical");
+        Assert.AreEqual(0, back.ExitCode, back.ToString());
+        var reverted = await ServerStateAsync(node);
+        Assert.AreEqual("replica|off|(disabled)|0", reverted.Settings);
+        CollectionAssert.AreEqual(logicalRules, reverted.HbaRules);
+    }
+
+    [TestMethod]
+    [Timeout(300_000, CooperativeCancellation = true)]
+    public async Task ABadModeOrArchiveTimeoutIsRefusedBeforeInstallingAnything()
+    {
+        using var node = new Node();
+        var badMode = await SetUpAsync(node, "wal");
+        var badTimeout = await SetUpAsync(node, "continuous", "60s");
+
+        Assert.AreEqual(1, badMode.ExitCode, badMode.ToString());
+        StringAssert.Contains(badMode.Output, "ERROR: RDR_DATABASE_MODE must be logical or continuous, not 'wal'");
+        Assert.AreEqual(1, badTimeout.ExitCode, badTimeout.ToString());
+        StringAssert.Contains(badTimeout.Output, "ERROR: RDR_ARCHIVE_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 3600, not '60s'");
+        Assert.IsFalse(File.Exists(node.DnfLog), "nothing may be installed");
+    }
+
     [TestMethod]
     [Timeout(300_000, CooperativeCancellation = true)]
     public async Task ANodeWithoutAPasswordOrWithAnotherUserIsRefusedBeforeInstallingAnything()

@@ -142,6 +142,8 @@ public sealed partial class RegistryTemplateTests
             ["BackupReplicationLatencyAlarm"] = "AWS/S3/ReplicationLatency",
             ["ImageReplicationFailedAlarm"] = "AWS/S3/OperationsFailedReplication",
             ["ImageReplicationLatencyAlarm"] = "AWS/S3/ReplicationLatency",
+            ["WalArchiveLagAlarm"] = "RegistryDR/WalArchiveLagSeconds",
+            ["WalArchiveFailingAlarm"] = "RegistryDR/WalArchiveFailing",
         }, metrics);
         foreach (var alarm in alarms)
         {

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using RegistryDR.Tests.Infrastructure;
 using RegistryDR.Configuration;
+using RegistryDR.Continuous;
 
 namespace RegistryDR.Tests.Deployment;
 
@@ -197,5 +198,137 @@ public sealed class UserDataTests
         var alarmDimensions = alarm["Dimensions"]!.AsArray().Select(d => (string)d!["Name"]!).ToList();
         Assert.IsTrue(JsonNode.DeepEquals(new JsonArray(new JsonArray([.. alarmDimensions.Select(d => (JsonNode)JsonValue.Create(d))])), metrics["aggregation_dimensions"]),
             metrics["aggregation_dimensions"]!.ToJsonString());
+    }
+
+    private async Task<string> StatAsync(string path)
+    {
+        var run = await DeploymentTestSupport.RunAsync("stat", ["-c", "%a %U:%G", path], null, TimeSpan.FromSeconds(30), TestContext.CancellationToken);
+        Assert.AreEqual(0, run.ExitCode, run.ToString());
+        return run.Output.Trim();
+    }
+
+    private Task<ScriptRun> AsPostgresAsync(params string[] command) =>
+        DeploymentTestSupport.RunAsync("runuser", ["-u", "postgres", "--", .. command], null, TimeSpan.FromSeconds(30), TestContext.CancellationToken);
+
+    [TestMethod]
+    [Timeout(300_000, CooperativeCancellation = true)]
+    public async Task ContinuousMode_WritesTheModeAndTheServer_AndLetsWalPushReadWhatItNeeds()
+    {
+        using var rootScope = new TempDirectory("rdr-userdata-continuous-");
+        var root = rootScope.Path;
+        // The postgres user must reach the node's directories below the temp root, as below / on a node.
+        File.SetUnixFileMode(root, (UnixFileMode)0b111_101_101);
+        var configDir = Path.Combine(root, "etc", "registry-dr");
+        var stateDir = Path.Combine(root, "var", "lib", "registry-dr");
+        var passwordFile = Path.Combine(configDir, "db-password");
+        // /etc and /var/lib of a node (0755); the script makes the directories below them.
+        Directory.CreateDirectory(configDir);
+        Directory.CreateDirectory(Path.GetDirectoryName(stateDir)!);
+        File.WriteAllText(passwordFile, "s3cret\n");
+        File.SetUnixFileMode(passwordFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        var values = StackValues(root, allowFirstBoot: "false");
+        values["RDR_DATABASE_MODE"] = "continuous";
+        values["RDR_ARCHIVE_TIMEOUT_SECONDS"] = "45";
+        // A file store: wal-push below gets as far as the store without any credentials.
+        values["RDR_STORE_URL"] = "file://" + Path.Combine(root, "store");
+
+        var run = await UserDataAsync(values);
+
+        Assert.AreEqual(0, run.ExitCode, run.ToString());
+        var generated = Path.Combine(configDir, "registry-dr.json.generated");
+        var json = JsonNode.Parse(File.ReadAllText(generated))!;
+        Assert.AreEqual("Continuous", (string?)json["Database"]!["Mode"]);
+        Assert.IsTrue(JsonNode.DeepEquals(JsonNode.Parse("""
+            {"DataDirectory": "/var/lib/pgsql/data", "ArchiveTimeout": "00:00:45",
+             "ServerStopCommand": ["systemctl", "stop", "postgresql.service"], "ServerStartCommand": ["systemctl", "start", "postgresql.service"]}
+            """), json["Continuous"]), json["Continuous"]!.ToJsonString());
+        // The real registry-dr accepts it, continuous mode's checks included.
+        var options = LoadNodeConfiguration(generated);
+        Assert.AreEqual(DatabaseMode.Continuous, options.Database.Mode);
+        Assert.AreEqual(TimeSpan.FromSeconds(45), options.Continuous.ArchiveTimeout);
+        Assert.AreEqual("/var/lib/pgsql/data", options.Continuous.DataDirectory);
+
+        // registry-dr wal-push runs as postgres: it can pass through both directories and read the node
+        // state file (written 0644 by the agent), but list neither and read no secret.
+        Assert.AreEqual("710 root:postgres", await StatAsync(configDir));
+        Assert.AreEqual("710 root:postgres", await StatAsync(stateDir));
+        Assert.AreEqual("700 root:root", await StatAsync(Path.Combine(stateDir, "staging")));
+        Assert.AreEqual("600 root:root", await StatAsync(passwordFile));
+        var stateFile = Path.Combine(stateDir, "node-state.json");
+        const string state = "{\"status\": \"Restored\", \"at\": \"2026-12-01T05:00:00+00:00\"}";
+        File.WriteAllText(stateFile, state + "\n");
+        File.SetUnixFileMode(stateFile, (UnixFileMode)0b110_100_100);
+        var readState = await AsPostgresAsync("cat", stateFile);
+        Assert.AreEqual((0, state), (readState.ExitCode, readState.Output.Trim()), readState.ToString());
+        var readPassword = await AsPostgresAsync("cat", passwordFile);
+        Assert.AreEqual(1, readPassword.ExitCode, readPassword.ToString());
+        StringAssert.Contains(readPassword.Output, "Permission denied");
+        var list = await AsPostgresAsync("ls", configDir);
+        Assert.AreNotEqual(0, list.ExitCode, list.ToString());
+        // The boot script installs the configuration itself readable by that group (BootScriptTests).
+        StringAssert.Contains(File.ReadAllText(Path.Combine(configDir, "boot.env")), "\nREGISTRYDR_CONFIG_GROUP=postgres\n");
+
+        // The real registry-dr wal-push, as postgres, with the configuration installed as the boot script
+        // installs it (0640 root:postgres): it reads the configuration and the node state, passes the
+        // fencing check, and stops only at the WAL file, which does not exist here.
+        var config = Path.Combine(configDir, "registry-dr.json");
+        var install = await DeploymentTestSupport.RunAsync("install", ["-g", "postgres", "-m", "0640", generated, config], null, TimeSpan.FromSeconds(30), TestContext.CancellationToken);
+        Assert.AreEqual(0, install.ExitCode, install.ToString());
+        var wal = Path.Combine(root, "000000010000000000000001");
+        var dll = Path.Combine(AppContext.BaseDirectory, "registry-dr.dll");
+        var push = await AsPostgresAsync("dotnet", dll, "wal-push", "--config", config, wal);
+        Assert.AreEqual((1, $"registry-dr wal-push: Could not find file '{wal}'."), (push.ExitCode, push.Output.Trim()), push.ToString());
+        // The same with the directories root-only, as in logical mode: refused for the node state it cannot read.
+        File.SetUnixFileMode(stateDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var unreadable = await AsPostgresAsync("dotnet", dll, "wal-push", "--config", config, wal);
+        Assert.AreEqual(1, unreadable.ExitCode, unreadable.ToString());
+        StringAssert.Contains(unreadable.Output, $"the node state file {stateFile} is missing or unreadable");
+        Assert.DoesNotContain("s3cret", File.ReadAllText(generated));
+    }
+
+    [TestMethod]
+    [Timeout(300_000, CooperativeCancellation = true)]
+    public async Task LogicalMode_WritesNoModeAndKeepsTheDirectoriesRootOnly()
+    {
+        foreach (var mode in new string?[] { null, "logical" })
+        {
+            using var rootScope = new TempDirectory("rdr-userdata-logical-");
+            var values = StackValues(rootScope.Path, allowFirstBoot: "false");
+            if (mode is not null) values["RDR_DATABASE_MODE"] = mode;
+            values["RDR_ARCHIVE_TIMEOUT_SECONDS"] = "45";
+
+            var run = await UserDataAsync(values);
+
+            Assert.AreEqual(0, run.ExitCode, run.ToString());
+            var configDir = Path.Combine(rootScope.Path, "etc", "registry-dr");
+            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(configDir, "registry-dr.json.generated")))!.AsObject();
+            CollectionAssert.AreEqual(new[] { "Database", "Registry", "Store", "Schedule", "Restore", "Agent" }, json.Select(p => p.Key).ToList(), mode ?? "no mode");
+            CollectionAssert.AreEqual(new[] { "Host", "Port", "Name", "User", "BinDirectory" }, json["Database"]!.AsObject().Select(p => p.Key).ToList(), mode ?? "no mode");
+            Assert.AreEqual("700 root:root", await StatAsync(configDir));
+            Assert.AreEqual("700 root:root", await StatAsync(Path.Combine(rootScope.Path, "var", "lib", "registry-dr")));
+            StringAssert.Contains(File.ReadAllText(Path.Combine(configDir, "boot.env")), "\nREGISTRYDR_CONFIG_GROUP=\n");
+        }
+    }
+
+    [TestMethod]
+    [Timeout(300_000, CooperativeCancellation = true)]
+    public async Task ABadModeTimeoutOrServerUserIsRefused()
+    {
+        foreach (var (key, value, message) in new[]
+                 {
+                     ("RDR_DATABASE_MODE", "wal", "RDR_DATABASE_MODE must be logical or continuous (the template's DatabaseMode), not 'wal'"),
+                     ("RDR_ARCHIVE_TIMEOUT_SECONDS", "0", "RDR_ARCHIVE_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 3600 (the template's ArchiveTimeoutSeconds), not '0'"),
+                     ("RDR_ARCHIVE_TIMEOUT_SECONDS", "3601", "RDR_ARCHIVE_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 3600 (the template's ArchiveTimeoutSeconds), not '3601'"),
+                     ("RDR_PG_OS_USER", "no-such-server-user", "continuous mode: there is no group 'no-such-server-user' (RDR_PG_OS_USER, the PostgreSQL server's user, which runs archive_command): install the server first"),
+                 })
+        {
+            using var rootScope = new TempDirectory("rdr-userdata-bad-");
+            var values = StackValues(rootScope.Path, allowFirstBoot: "false");
+            values["RDR_DATABASE_MODE"] = "continuous";
+            values[key] = value;
+            var run = await UserDataAsync(values);
+            Assert.AreEqual(1, run.ExitCode, run.ToString());
+            StringAssert.Contains(run.Output, "ERROR: " + message, key);
+        }
     }
 }
