@@ -75,17 +75,21 @@ public static partial class RegistryDrConfiguration
         Environment.GetEnvironmentVariables().Keys.Cast<string>().Any(k => k.StartsWith(EnvironmentPrefix, StringComparison.OrdinalIgnoreCase));
 
     /// <summary>
-    /// The configuration file says where the database password lives and how to reach the store;
-    /// others reading it is worth a warning (returned, for the caller to log), not a refusal.
+    /// The configuration file says where the database password lives and how to reach the store
+    /// (it holds no secret itself: the password is in <c>Database:PasswordFile</c>); anyone but its
+    /// owner writing it, or users outside its group reading it, is worth a warning (returned, for
+    /// the caller to log), not a refusal. Its group reading it is not: in continuous mode the
+    /// PostgreSQL server's user runs <c>wal-push</c> and reads it through its group (0640, docs/configuration.md).
     /// </summary>
     public static string? PermissionWarning(string? configPath)
     {
         var path = string.IsNullOrEmpty(configPath) ? RegistryDrOptions.DefaultConfigPath : Path.GetFullPath(configPath);
         if (OperatingSystem.IsWindows() || !File.Exists(path)) return null;
         var mode = File.GetUnixFileMode(path);
-        const UnixFileMode others = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
+        const UnixFileMode others = UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
         return (mode & others) == 0 ? null
-            : $"Configuration file {path} can be read or written by users other than its owner (mode {Convert.ToString((int)mode, 8)}); chmod 600 it.";
+            : $"Configuration file {path} can be read or written by users other than its owner and its group (mode {Convert.ToString((int)mode, 8)}); " +
+              "chmod 600 it (640 when its group must read it: the PostgreSQL server's group in continuous mode).";
     }
 
     /// <summary>Reads and validates an already built configuration (see <see cref="Load"/> for the messages).</summary>

@@ -65,14 +65,21 @@ public sealed class SecretsTests
     }
 
     [TestMethod]
-    public void AConfigFileOthersCanRead_IsWarnedAbout_APrivateOneIsNot()
+    public void AConfigFileOthersCanReadOrItsGroupCanWrite_IsWarnedAbout_APrivateOrGroupReadableOneIsNot()
     {
         var file = Path.GetTempFileName();
         try
         {
             File.SetUnixFileMode(file, (UnixFileMode)0b110_100_100);
-            StringAssert.Contains(RegistryDrConfiguration.PermissionWarning(file), "mode 644");
+            Assert.AreEqual($"Configuration file {file} can be read or written by users other than its owner and its group (mode 644); " +
+                "chmod 600 it (640 when its group must read it: the PostgreSQL server's group in continuous mode).", RegistryDrConfiguration.PermissionWarning(file));
+            File.SetUnixFileMode(file, (UnixFileMode)0b110_110_000);
+            StringAssert.Contains(RegistryDrConfiguration.PermissionWarning(file), "(mode 660)", "its group writing it is warned about");
             File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            Assert.IsNull(RegistryDrConfiguration.PermissionWarning(file));
+            // A continuous node's configuration (0640 root:postgres): wal-push reads it through its group; no warning
+            // that would lead an operator to chmod 600 it and stop WAL archiving.
+            File.SetUnixFileMode(file, (UnixFileMode)0b110_100_000);
             Assert.IsNull(RegistryDrConfiguration.PermissionWarning(file));
         }
         finally
