@@ -134,7 +134,7 @@ public sealed partial class BootstrapAgent
     private async Task<(NodeStatus, string?, Fencing.Generation)> RestoreNewestValidAsync(InstanceIdentity identity, List<string> skipped, CancellationToken cancellationToken)
     {
         if (_options.Database.Mode == Continuous.DatabaseMode.Continuous)
-            return await Continuous.ContinuousBootstrap.RestoreAsync(_options, _store, _logger, _time, _http, _events, identity.InstanceId, skipped, cancellationToken);
+            return await Continuous.ContinuousBootstrap.RestoreAsync(_options, _store, _logger, _time, _http, _events, identity.InstanceId, skipped, cancellationToken, identity.Region);
         // The same judgement as status and restore latest (RestorableSets): a set whose manifest is
         // invalid, or whose artifacts have not all replicated yet, is passed over, saying why.
         var judged = await new RestorableSets(_store).ListAsync(cancellationToken);

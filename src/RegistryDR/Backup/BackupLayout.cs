@@ -72,12 +72,13 @@ public static class BackupLayout
     /// For each of <paramref name="fileNames"/> (records such as <c>verified.json</c>), the ids of
     /// the sets that hold one directly under their prefix: one listing, no record read.
     /// </summary>
-    public static async Task<Dictionary<string, HashSet<string>>> ReadRecordIdsAsync(Stores.IBackupStore store, IReadOnlyList<string> fileNames, CancellationToken cancellationToken)
+    /// <param name="root">Where the sets are: <see cref="Root"/> (logical sets) or <c>continuous/base/</c> (base backups, <see cref="Continuous.ContinuousLayout.BaseRoot"/>).</param>
+    public static async Task<Dictionary<string, HashSet<string>>> ReadRecordIdsAsync(Stores.IBackupStore store, IReadOnlyList<string> fileNames, CancellationToken cancellationToken, string root = Root)
     {
         var ids = fileNames.ToDictionary(f => f, _ => new HashSet<string>(StringComparer.Ordinal), StringComparer.Ordinal);
-        await foreach (var item in store.ListAsync(Root, cancellationToken))
+        await foreach (var item in store.ListAsync(root, cancellationToken))
         {
-            var rest = item.Key.AsSpan(Root.Length);
+            var rest = item.Key.AsSpan(root.Length);
             var slash = rest.IndexOf('/');
             if (slash <= 0 || !ids.TryGetValue(rest[(slash + 1)..].ToString(), out var into)) continue;
             var id = rest[..slash].ToString();

@@ -80,8 +80,9 @@ public static class CorruptionRecord
     }
 
     /// <summary>The ids of every set that has a record (one listing; the records are not read).</summary>
-    public static async Task<IReadOnlySet<string>> ReadIdsAsync(IBackupStore store, CancellationToken cancellationToken) =>
-        (await BackupLayout.ReadRecordIdsAsync(store, [FileName], cancellationToken))[FileName];
+    /// <param name="root">Logical sets (<see cref="BackupLayout.Root"/>, the default) or continuous base backups (<see cref="Continuous.ContinuousLayout.BaseRoot"/>: <c>continuous/base/&lt;id&gt;/corrupt.json</c>).</param>
+    public static async Task<IReadOnlySet<string>> ReadIdsAsync(IBackupStore store, CancellationToken cancellationToken, string root = BackupLayout.Root) =>
+        (await BackupLayout.ReadRecordIdsAsync(store, [FileName], cancellationToken, root))[FileName];
 
     private static Finding Unreadable(string backupId) => new(backupId, default, "?", $"{Key(backupId)} says so but cannot be read");
 }

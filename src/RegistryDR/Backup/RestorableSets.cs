@@ -123,10 +123,9 @@ public sealed class RestorableSets(IBackupStore store)
         return new RestorableSelection(null, skipped, sets);
     }
 
-    private async Task<(IReadOnlyList<BackupSetInfo> Sets, Dictionary<string, long> Objects, Takeovers Takeovers)> ListObjectsAsync(CancellationToken cancellationToken)
+    private async Task<(IReadOnlyList<BackupSetInfo> Sets, Dictionary<string, long> Objects, Fencing.TakeoverHistory Takeovers)> ListObjectsAsync(CancellationToken cancellationToken)
     {
-        var ledger = new Fencing.GenerationLedger(store, TimeProvider.System);
-        var takeovers = new Takeovers(ledger, await ledger.TakeoversAsync(cancellationToken));
+        var takeovers = await Fencing.TakeoverHistory.ReadAsync(store, cancellationToken);
         var items = new List<StoreItem>();
         await foreach (var item in store.ListAsync(BackupLayout.Root, cancellationToken)) items.Add(item);
         var objects = new Dictionary<string, long>(StringComparer.Ordinal);
@@ -134,15 +133,13 @@ public sealed class RestorableSets(IBackupStore store)
         return (BackupCatalog.Group(items), objects, takeovers);
     }
 
-    /// <summary>The store's takeovers, and the writers' generation records read for the FENCED sentence.</summary>
-    private sealed class Takeovers(Fencing.GenerationLedger ledger, IReadOnlyList<Fencing.Generation> all)
-    {
-        /// <summary>The first takeover that fences a set with this id written in <paramref name="generation"/>'s epoch, or null.</summary>
-        public Fencing.Generation? FencedBy(string backupId, long? generation) => all.FirstOrDefault(t =>
-            Fencing.Generation.EpochOf(generation ?? 0) < t.Epoch && t.RestoredFrom is { } from && string.CompareOrdinal(backupId, from) > 0);
-
-        public Task<Fencing.Generation?> WriterAsync(long number, CancellationToken cancellationToken) => ledger.ReadAsync(number, cancellationToken);
-    }
+    /// <summary>
+    /// The complete sets among <paramref name="judgements"/> that are never restored, by id, with the
+    /// label <c>list</c> shows (FENCED, CORRUPT): what <see cref="Retention.RetentionPlanner.Plan"/>
+    /// takes as its unrestorable sets, for logical sets and continuous base backups alike.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> Unrestorable(IEnumerable<SetJudgement> judgements) =>
+        judgements.Where(j => j.Condition is SetCondition.Fenced or SetCondition.Corrupt).ToDictionary(j => j.BackupId, j => j.Label, StringComparer.Ordinal);
 
     /// <summary>
     /// The id "latest" (or null) stands for: the newest restorable set, with the newer ones passed
@@ -162,7 +159,7 @@ public sealed class RestorableSets(IBackupStore store)
         return selection;
     }
 
-    private static async Task<SetJudgement> JudgeAsync(BackupCatalog catalog, BackupSetInfo set, Dictionary<string, long> objects, Takeovers takeovers, IBackupStore store, CancellationToken cancellationToken)
+    private static async Task<SetJudgement> JudgeAsync(BackupCatalog catalog, BackupSetInfo set, Dictionary<string, long> objects, Fencing.TakeoverHistory takeovers, IBackupStore store, CancellationToken cancellationToken)
     {
         if (!set.IsComplete) return new SetJudgement(set, SetCondition.Incomplete, "it has no manifest");
         BackupManifest manifest;
@@ -179,14 +176,7 @@ public sealed class RestorableSets(IBackupStore store)
             return new SetJudgement(set, SetCondition.ManifestInvalid, ex.Message);
         }
         if (takeovers.FencedBy(set.BackupId, manifest.Generation) is { } takeover)
-        {
-            var writer = manifest.Generation is { } g ? await takeovers.WriterAsync(g, cancellationToken) : null;
-            var by = writer is null
-                ? $"{manifest.Host}{(manifest.Generation is { } n ? $" holding generation {n}" : " holding no generation")}"
-                : $"{writer.Who} holding generation {writer.Number}";
-            return new SetJudgement(set, SetCondition.Fenced,
-                $"written by {by} after {takeover.Who} took over at generation {takeover.Number} from set {takeover.RestoredFrom}");
-        }
+            return new SetJudgement(set, SetCondition.Fenced, await takeovers.DescribeAsync(takeover, manifest.Host, manifest.Generation, cancellationToken));
         // Known bad bytes: found once by reading the set back, never tried again as "latest".
         if (objects.ContainsKey(CorruptionRecord.Key(set.BackupId)) && await CorruptionRecord.ReadAsync(store, set.BackupId, cancellationToken) is { } finding)
             return new SetJudgement(set, SetCondition.Corrupt,

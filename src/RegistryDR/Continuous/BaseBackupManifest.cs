@@ -25,6 +25,14 @@ public sealed record BaseBackupManifest
     public required IReadOnlyList<BackupManifest.ConfigDirectory> ConfigDirectories { get; init; }
     public required IReadOnlyList<BackupManifest.Artifact> Artifacts { get; init; }
 
+    /// <summary>
+    /// The fencing generation the writing node held (<see cref="Fencing.GenerationLedger"/>), as in a
+    /// logical set's <see cref="BackupManifest.Generation"/>; null when fencing was not in use or the
+    /// base backup predates this field. Retention uses it to tell a base backup written in an older
+    /// epoch after a takeover (FENCED, <see cref="Fencing.TakeoverHistory"/>) from a restorable one.
+    /// </summary>
+    public long? Generation { get; init; }
+
     /// <summary>The PostgreSQL cluster and the WAL range the backup needs (from pg_basebackup's own backup_manifest and backup_label).</summary>
     public sealed record ServerInfo
     {

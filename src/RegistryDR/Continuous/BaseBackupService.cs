@@ -148,7 +148,8 @@ public sealed partial class BaseBackupService
             };
             // Checked again just before the set becomes complete: a node that lost its generation
             // while copying must not publish a set the next restore would start from.
-            await CheckFencingAsync(backupId, phase, cancellationToken);
+            // The generation checked last is the one recorded: retention tells FENCED base backups by it.
+            manifest = manifest with { Generation = await CheckFencingAsync(backupId, phase, cancellationToken) };
             cancellationToken.ThrowIfCancellationRequested();
             await _store.PutAsync(ContinuousLayout.ManifestKey(backupId), new MemoryStream(manifest.ToJson()), CancellationToken.None);
             await DeleteQuietlyAsync([ContinuousLayout.InProgressKey(backupId)]);
@@ -333,14 +334,17 @@ public sealed partial class BaseBackupService
         return new BackupManifest.Artifact { Name = ContinuousLayout.ConfigArtifact, Key = key, Size = result.Size, Sha256 = result.Sha256 };
     }
 
-    private async Task CheckFencingAsync(string backupId, string phase, CancellationToken cancellationToken)
+    /// <returns>The generation this node holds (null when fencing is not in use), recorded in the manifest.</returns>
+    private async Task<long?> CheckFencingAsync(string backupId, string phase, CancellationToken cancellationToken)
     {
-        var held = Agent.NodeStateFile.Read(_options.Agent.StateFile)?.Generation;
-        if (await new Fencing.GenerationLedger(_store, _time).WhyWritingIsRefusedAsync(held, cancellationToken) is { } refusal)
+        var ledger = new Fencing.GenerationLedger(_store, _time);
+        var held = await ledger.HeldAsync(Agent.NodeStateFile.Read(_options.Agent.StateFile), cancellationToken);
+        if (await ledger.WhyWritingIsRefusedAsync(held, cancellationToken) is { } refusal)
         {
             LogFenced(backupId, refusal);
             throw new BackupFailedException(backupId, phase, "refused: " + refusal + ".");
         }
+        return held;
     }
 
     /// <summary>

@@ -14,21 +14,39 @@ namespace RegistryDR.Continuous;
 /// corrupt: the WAL carries them to the same end). With no base backup at all it refuses, unless
 /// <c>Agent:AllowFirstBoot</c> makes this node's own cluster the original.
 /// </summary>
+/// <remarks>
+/// The generation is taken and recorded in the node state as one step
+/// (<see cref="Fencing.GenerationLedger.TakeAndRecordAsync"/>), as in logical mode: a failover node
+/// (<c>Agent:Role=failover</c>) opens a new epoch, and a node taking over a store another region wrote
+/// last does too, so nothing the previous region archives or backs up later (directly or through
+/// replication) is ever newer. It records the base backup the restore plans to start from
+/// (<c>RestoredFrom</c>): base backups of an older epoch newer than it are FENCED (retention,
+/// <see cref="Fencing.TakeoverHistory"/>).
+/// </remarks>
 public static partial class ContinuousBootstrap
 {
+    /// <param name="region">This node's AWS region (instance metadata), recorded in the generation; null when unknown.</param>
     public static async Task<(NodeStatus, string?, Fencing.Generation)> RestoreAsync(RegistryDrOptions options, IBackupStore store, ILogger logger, TimeProvider time,
-        HttpClient? http, IOperationEvents? events, string instanceId, List<string> skipped, CancellationToken cancellationToken)
+        HttpClient? http, IOperationEvents? events, string instanceId, List<string> skipped, CancellationToken cancellationToken, string? region = null)
     {
         var complete = (await new ContinuousCatalog(store).ListBaseBackupsAsync(cancellationToken)).Where(s => s.IsComplete).ToList();
         if (complete.Count == 0 && !options.Agent.AllowFirstBoot)
             throw new BackupNotFoundException(
                 $"The store {store.Description} holds no complete base backup. Refusing to start an empty registry: " +
                 "if this is the very first deploy, set Agent:AllowFirstBoot=true (the template's AllowFirstBoot parameter); otherwise check Store:Url and Database:Mode.");
+        var service = new ContinuousRestoreService(options, store, logger, time, http, events);
+        string? restoredFrom = null;
+        if (complete.Count > 0)
+        {
+            // Read-only: the restore plans again after fencing, from the archive as it is then.
+            try { restoredFrom = (await service.PlanAsync(new PointInTimeRequest(RecoveryTarget.Latest, TakeGeneration: false), cancellationToken)).Plan.Base.BackupId; }
+            catch (RecoveryPlanException) { restoredFrom = complete[0].BackupId; /* the restore below says why it cannot */ }
+        }
         // Fence first: the node being replaced archives nothing more from here on, so the end of
         // the archive read below is the end of its history.
-        var generation = await new Fencing.GenerationLedger(store, time).TakeNextAsync(complete.Count == 0 ? "first-boot" : "restore", instanceId, complete.FirstOrDefault()?.BackupId, cancellationToken);
-        var state = NodeStateFile.Read(options.Agent.StateFile) ?? new NodeState(NodeStatus.Restoring, time.GetUtcNow(), null, instanceId, null);
-        NodeStateFile.Write(options.Agent.StateFile, state with { Generation = generation.Number });
+        var takeOver = options.Agent.Role == Configuration.AgentRole.Failover;
+        var generation = await new Fencing.GenerationLedger(store, time).TakeAndRecordAsync(options.Agent.StateFile,
+            complete.Count == 0 ? "first-boot" : takeOver ? "takeover" : "restore", instanceId, restoredFrom, cancellationToken, region, takeOver);
         LogGeneration(logger, generation.Number);
         if (complete.Count == 0)
         {
@@ -38,8 +56,7 @@ public static partial class ContinuousBootstrap
             await registry.WaitUntilHealthyAsync(cancellationToken);
             return (NodeStatus.FirstBoot, null, generation);
         }
-        var result = await new ContinuousRestoreService(options, store, logger, time, http, events)
-            .RestoreAsync(new PointInTimeRequest(RecoveryTarget.Latest, TakeGeneration: false), cancellationToken: cancellationToken);
+        var result = await service.RestoreAsync(new PointInTimeRequest(RecoveryTarget.Latest, TakeGeneration: false), cancellationToken: cancellationToken);
         skipped.AddRange(result.Plan.SkippedBases);
         return (NodeStatus.Restored, result.Plan.Base.BackupId, generation);
     }

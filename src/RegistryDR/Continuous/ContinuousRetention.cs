@@ -19,18 +19,31 @@ public sealed record ContinuousRetentionPlan(RetentionPlan BaseBackups, WalReten
 /// Retention for the continuous archive. Base backups follow <see cref="RetentionPlanner"/> exactly
 /// as logical sets do (keep the newest N, dailies, weeklies; always the newest verified one — a
 /// verify or drill proved it and its WAL restorable — or the newest complete one when none is
-/// verified). WAL is deleted only below the start of the oldest base backup kept: every kept base
-/// backup keeps the WAL from its start onwards, to the end of the archive, so it can still be
-/// restored to any point after it; timeline history files are never deleted.
+/// verified), with the same unrestorable sets: a base backup FENCED (written in an older epoch after
+/// a takeover, judged by <see cref="Fencing.TakeoverHistory"/> from the generation its manifest
+/// records) or CORRUPT (<c>continuous/base/&lt;id&gt;/corrupt.json</c>, <see cref="CorruptionRecord"/>)
+/// counts for no rule, is never the set always kept, and is kept KeepDailyDays for inspection.
+/// WAL is deleted only below the start of the oldest <em>restorable</em> base backup kept: every
+/// kept restorable base backup keeps the WAL from its start onwards, to the end of the archive, so
+/// it can still be restored to any point after it; a fenced or corrupt base backup kept for
+/// inspection keeps no WAL; timeline history files are never deleted.
 /// </summary>
 public static partial class ContinuousRetention
 {
     /// <summary>Pure: the plan for these sets, manifests (of the complete sets) and WAL.</summary>
+    /// <param name="unrestorable">
+    /// Complete base backups that are never restored, by id, with their label (FENCED, CORRUPT), as
+    /// <see cref="RetentionPlanner.Plan"/> takes them; null or empty when there are none.
+    /// </param>
     public static ContinuousRetentionPlan Plan(IReadOnlyList<BackupSetInfo> sets, IReadOnlyDictionary<string, BaseBackupManifest> manifests,
-        IReadOnlySet<string> verified, IReadOnlyList<WalObject> wal, DateTimeOffset now, RetentionOptions options)
+        IReadOnlySet<string> verified, IReadOnlyList<WalObject> wal, DateTimeOffset now, RetentionOptions options,
+        IReadOnlyDictionary<string, string>? unrestorable = null)
     {
-        var basePlan = RetentionPlanner.Plan(sets, verified, now, options);
-        var kept = basePlan.Sets.Where(s => s.Action == RetentionAction.Keep && s.State == BackupSetState.Complete).Select(s => s.BackupId).ToList();
+        unrestorable ??= new Dictionary<string, string>(StringComparer.Ordinal);
+        var basePlan = RetentionPlanner.Plan(sets, verified, now, options, unrestorable);
+        // Only a kept restorable base backup needs WAL: one kept for inspection is never replayed.
+        var kept = basePlan.Sets.Where(s => s.Action == RetentionAction.Keep && s.State == BackupSetState.Complete && !unrestorable.ContainsKey(s.BackupId))
+            .Select(s => s.BackupId).ToList();
         // A kept set whose manifest cannot be read is one whose WAL needs are unknown: keep all WAL.
         if (kept.Count == 0 || kept.Any(id => !manifests.ContainsKey(id)))
             return new ContinuousRetentionPlan(basePlan, new WalRetention(null, kept.FirstOrDefault(id => !manifests.ContainsKey(id)), [], wal.Count));
@@ -52,15 +65,33 @@ public static partial class ContinuousRetention
             try { manifests[set.BackupId] = await catalog.ReadManifestAsync(set.BackupId, cancellationToken); }
             catch (InvalidManifestException) { /* its WAL needs are unknown: Plan keeps all WAL while it is kept */ }
         }
-        var verified = new HashSet<string>(StringComparer.Ordinal);
-        await foreach (var item in store.ListAsync(ContinuousLayout.BaseRoot, cancellationToken))
-        {
-            var rest = item.Key[ContinuousLayout.BaseRoot.Length..];
-            var slash = rest.IndexOf('/');
-            if (slash > 0 && rest[(slash + 1)..] == VerificationRecord.FileName) verified.Add(rest[..slash]);
-        }
+        var verified = await VerificationRecord.ReadVerifiedIdsAsync(store, cancellationToken, ContinuousLayout.BaseRoot);
         var wal = await catalog.ListWalAsync(cancellationToken);
-        return Plan(sets, manifests, verified, wal, time.GetUtcNow(), options);
+        return Plan(sets, manifests, verified, wal, time.GetUtcNow(), options, await UnrestorableAsync(store, sets, manifests, cancellationToken));
+    }
+
+    /// <summary>
+    /// The complete base backups that are never restored, judged as logical sets are: FENCED by the
+    /// store's takeovers (<see cref="Fencing.TakeoverHistory.FencedBy"/>, from the generation the
+    /// manifest records), else CORRUPT when a read-back recorded bad bytes; labelled by
+    /// <see cref="RestorableSets.Unrestorable"/>. One listing of <c>generations/</c> and one of
+    /// <c>continuous/base/</c>, plus one GET per takeover.
+    /// </summary>
+    private static async Task<IReadOnlyDictionary<string, string>> UnrestorableAsync(IBackupStore store, IReadOnlyList<BackupSetInfo> sets,
+        IReadOnlyDictionary<string, BaseBackupManifest> manifests, CancellationToken cancellationToken)
+    {
+        var takeovers = await Fencing.TakeoverHistory.ReadAsync(store, cancellationToken);
+        var corrupt = await CorruptionRecord.ReadIdsAsync(store, cancellationToken, ContinuousLayout.BaseRoot);
+        var judgements = new List<SetJudgement>();
+        foreach (var set in sets.Where(s => s.IsComplete && manifests.ContainsKey(s.BackupId)))
+        {
+            var manifest = manifests[set.BackupId];
+            if (takeovers.FencedBy(set.BackupId, manifest.Generation) is { } takeover)
+                judgements.Add(new SetJudgement(set, SetCondition.Fenced, await takeovers.DescribeAsync(takeover, manifest.Host, manifest.Generation, cancellationToken)));
+            else if (corrupt.Contains(set.BackupId))
+                judgements.Add(new SetJudgement(set, SetCondition.Corrupt, $"{ContinuousLayout.BasePrefix(set.BackupId)}{CorruptionRecord.FileName} records bad bytes"));
+        }
+        return RestorableSets.Unrestorable(judgements);
     }
 
     /// <summary>Plans and, unless <paramref name="dryRun"/>, deletes: doomed base sets first (manifest first), then WAL below the oldest kept base backup.</summary>

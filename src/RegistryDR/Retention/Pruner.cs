@@ -55,8 +55,7 @@ public sealed partial class Pruner(IBackupStore store, RetentionOptions options,
     {
         if ((await new Fencing.GenerationLedger(store, time).TakeoversAsync(cancellationToken)).Count == 0)
             return (await CorruptionRecord.ReadIdsAsync(store, cancellationToken)).ToDictionary(id => id, _ => "CORRUPT", StringComparer.Ordinal);
-        return (await new RestorableSets(store).ListAsync(cancellationToken))
-            .Where(j => j.Condition is SetCondition.Fenced or SetCondition.Corrupt).ToDictionary(j => j.BackupId, j => j.Label, StringComparer.Ordinal);
+        return RestorableSets.Unrestorable(await new RestorableSets(store).ListAsync(cancellationToken));
     }
 
     /// <summary>

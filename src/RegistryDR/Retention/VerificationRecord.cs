@@ -49,10 +49,11 @@ public static class VerificationRecord
     /// and a forged one could only make retention keep more.
     /// </summary>
     /// <remarks>A set that a later read-back found corrupt (<see cref="CorruptionRecord"/>) is not verified any more, whatever its older record says.</remarks>
-    public static async Task<IReadOnlySet<string>> ReadVerifiedIdsAsync(IBackupStore store, CancellationToken cancellationToken)
+    /// <param name="root">Logical sets (<see cref="BackupLayout.Root"/>, the default) or continuous base backups (<see cref="Continuous.ContinuousLayout.BaseRoot"/>).</param>
+    public static async Task<IReadOnlySet<string>> ReadVerifiedIdsAsync(IBackupStore store, CancellationToken cancellationToken, string root = BackupLayout.Root)
     {
         ArgumentNullException.ThrowIfNull(store);
-        var records = await BackupLayout.ReadRecordIdsAsync(store, [FileName, CorruptionRecord.FileName], cancellationToken);
+        var records = await BackupLayout.ReadRecordIdsAsync(store, [FileName, CorruptionRecord.FileName], cancellationToken, root);
         var ids = records[FileName];
         ids.ExceptWith(records[CorruptionRecord.FileName]);
         return ids;

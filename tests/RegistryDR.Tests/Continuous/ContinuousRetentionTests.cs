@@ -118,6 +118,134 @@ public sealed class ContinuousRetentionTests
         Assert.AreEqual(21, plan.Wal.Keep);
     }
 
+    private static BackupSetInfo Info(BaseBackupManifest m) => new(m.BackupId, m.StartedAt, 100, 3, BackupSetState.Complete);
+
+    private static IReadOnlyList<(string, RetentionAction, string)> Decisions(ContinuousRetentionPlan plan) =>
+        plan.BaseBackups.Sets.Select(d => (d.BackupId, d.Action, string.Join("; ", d.Reasons))).ToList();
+
+    /// <summary>
+    /// Region 2 took over from <c>before</c> (timeline 1) and backs up on timeline 2; region 1's old
+    /// node came back and wrote two base backups after the takeover, the newest of all. They count
+    /// for no keep rule and keep no WAL: both restorable base backups of region 2 stay, and so does
+    /// the WAL from the older one's start.
+    /// </summary>
+    [TestMethod]
+    public void FencedBaseBackups_TakeNoKeepRulesPlace_AndKeepNoWal()
+    {
+        var before = Manifest(Id(Now.AddDays(-3)), 2, 2);
+        var r1 = Manifest(Id(Now.AddDays(-2)), 10, 10, timeline: 2);
+        var oldFenced = Manifest(Id(Now.AddHours(-25)), 15, 15);
+        var r2 = Manifest(Id(Now.AddHours(-20)), 20, 21, timeline: 2);
+        // Region 1's WAL positions are its own: this one starts below region 2's oldest kept base backup.
+        var newFenced = Manifest(Id(Now.AddHours(-1)), 8, 8);
+        var all = new[] { before, r1, oldFenced, r2, newFenced };
+        var wal = Enumerable.Range(0, 31).Select(s => Segment(1, (ulong)s)).Concat(Enumerable.Range(9, 20).Select(s => Segment(2, (ulong)s))).ToList();
+        var unrestorable = new Dictionary<string, string> { [oldFenced.BackupId] = "FENCED", [newFenced.BackupId] = "FENCED" };
+
+        var plan = ContinuousRetention.Plan(all.Select(Info).ToList(), all.ToDictionary(m => m.BackupId), new HashSet<string>(), wal, Now,
+            new RetentionOptions { KeepLast = 2, KeepDailyDays = 0, KeepWeeklyWeeks = 0 }, unrestorable);
+
+        CollectionAssert.AreEqual(new[]
+        {
+            (newFenced.BackupId, RetentionAction.Keep, "FENCED, kept 1 day(s) for inspection"),
+            (r2.BackupId, RetentionAction.Keep, "newest 2"),
+            (oldFenced.BackupId, RetentionAction.Delete, "FENCED, older than 1 day(s)"),
+            (r1.BackupId, RetentionAction.Keep, "newest 2"),
+            (before.BackupId, RetentionAction.Delete, "older than every rule"),
+        }, Decisions(plan).ToList());
+        Assert.AreEqual(WalFileName.SegmentName(2, 10, SegmentSize), plan.Wal.KeepFrom);
+        Assert.AreEqual(r1.BackupId, plan.Wal.KeptBecauseOf);
+        CollectionAssert.AreEqual(
+            Enumerable.Range(0, 10).Select(s => WalFileName.SegmentName(1, (ulong)s, SegmentSize)).Append(WalFileName.SegmentName(2, 9, SegmentSize)).Order(StringComparer.Ordinal).ToList(),
+            plan.Wal.Delete.Select(w => w.File.Name).Order(StringComparer.Ordinal).ToList());
+        Assert.AreEqual(wal.Count - 11, plan.Wal.Keep);
+    }
+
+    /// <summary>
+    /// The newest base backup is corrupt and the only verified one; the fenced one before it is
+    /// newer than the one restorable base backup. Neither is "the newest verified" nor "the newest
+    /// complete": the restorable one is kept, and the WAL from its start, though KeepLast is 1.
+    /// </summary>
+    [TestMethod]
+    public void ACorruptVerifiedNewest_AndAFencedOne_AreNeverTheSetAlwaysKept()
+    {
+        var good = Manifest(Id(Now.AddDays(-4)), 5, 5, timeline: 2);
+        var fenced = Manifest(Id(Now.AddDays(-3)), 8, 8);
+        var corrupt = Manifest(Id(Now.AddDays(-2)), 12, 12, timeline: 2);
+        var all = new[] { good, fenced, corrupt };
+        var wal = Enumerable.Range(0, 9).Select(s => Segment(1, (ulong)s)).Concat(Enumerable.Range(4, 10).Select(s => Segment(2, (ulong)s))).ToList();
+
+        var plan = ContinuousRetention.Plan(all.Select(Info).ToList(), all.ToDictionary(m => m.BackupId), new HashSet<string> { corrupt.BackupId, fenced.BackupId }, wal, Now,
+            new RetentionOptions { KeepLast = 1, KeepDailyDays = 0, KeepWeeklyWeeks = 0 },
+            new Dictionary<string, string> { [fenced.BackupId] = "FENCED", [corrupt.BackupId] = "CORRUPT" });
+
+        CollectionAssert.AreEqual(new[]
+        {
+            (corrupt.BackupId, RetentionAction.Delete, "CORRUPT, older than 1 day(s)"),
+            (fenced.BackupId, RetentionAction.Delete, "FENCED, older than 1 day(s)"),
+            (good.BackupId, RetentionAction.Keep, "newest 1; only complete set"),
+        }, Decisions(plan).ToList());
+        Assert.AreEqual(WalFileName.SegmentName(2, 5, SegmentSize), plan.Wal.KeepFrom);
+        CollectionAssert.AreEqual(new[] { 0, 1, 2, 3, 4 }.Select(s => WalFileName.SegmentName(1, (ulong)s, SegmentSize)).Append(WalFileName.SegmentName(2, 4, SegmentSize)).ToList(),
+            plan.Wal.Delete.Select(w => w.File.Name).ToList());
+    }
+
+    /// <summary>
+    /// The prune judges base backups from the store as it judges logical sets: the takeover in the
+    /// ledger and the generation each manifest records make region 1's late base backup FENCED,
+    /// <c>continuous/base/&lt;id&gt;/corrupt.json</c> makes one CORRUPT; the restorable one and its WAL stay.
+    /// </summary>
+    [TestMethod]
+    public async Task Prune_JudgesFencedAndCorruptBaseBackupsFromTheStore_AndKeepsTheRestorableChain()
+    {
+        var ct = CancellationToken.None;
+        var dir = Directory.CreateTempSubdirectory("rdr-cont-retention-").FullName;
+        var (state1, state2) = (dir + "-node1.json", dir + "-node2.json");
+        try
+        {
+            var store = new RegistryDR.Stores.FileSystemStore(dir);
+            var time = new ManualTimeProvider(Now);
+            var ledger = new RegistryDR.Fencing.GenerationLedger(store, time);
+            Assert.AreEqual(1, (await ledger.TakeAndRecordAsync(state1, "first-boot", "i-r1", null, ct, "us-east-1")).Number);
+            var before = Manifest(Id(Now.AddDays(-3)), 2, 2) with { Generation = 1 };
+            Assert.AreEqual(1_000_001, (await ledger.TakeAndRecordAsync(state2, "takeover", "i-r2", before.BackupId, ct, "us-west-2", takeOver: true)).Number);
+            var region2 = Manifest(Id(Now.AddDays(-2)), 10, 10, timeline: 2) with { Generation = 1_000_001 };
+            var corrupt = Manifest(Id(Now.AddDays(-1).AddHours(-1)), 14, 14, timeline: 2) with { Generation = 1_000_001 };
+            var fenced = Manifest(Id(Now.AddHours(-2)), 20, 20) with { Generation = 1 };
+            foreach (var m in new[] { before, region2, corrupt, fenced })
+            {
+                await store.PutAsync(ContinuousLayout.BaseKey(m.BackupId), new MemoryStream(new byte[100]), ct);
+                await store.PutAsync(ContinuousLayout.ManifestKey(m.BackupId), new MemoryStream(m.ToJson()), ct);
+            }
+            await store.PutAsync(ContinuousLayout.VerifiedKey(fenced.BackupId), new MemoryStream("{}"u8.ToArray()), ct);
+            await store.PutAsync(ContinuousLayout.BasePrefix(corrupt.BackupId) + CorruptionRecord.FileName, new MemoryStream("{}"u8.ToArray()), ct);
+            var wal = Enumerable.Range(0, 21).Select(s => Segment(1, (ulong)s)).Concat(Enumerable.Range(9, 8).Select(s => Segment(2, (ulong)s))).ToList();
+            foreach (var w in wal) await store.PutAsync(w.Key, new MemoryStream([1]), ct);
+
+            var plan = (await new Pruner(store, new RetentionOptions { KeepLast = 1, KeepDailyDays = 0, KeepWeeklyWeeks = 0 }, time, TestNode.Logger<Pruner>())
+                .PruneAsync(dryRun: false, ct)).Continuous!;
+
+            CollectionAssert.AreEqual(new[]
+            {
+                (fenced.BackupId, RetentionAction.Keep, "FENCED, kept 1 day(s) for inspection"),
+                (corrupt.BackupId, RetentionAction.Delete, "CORRUPT, older than 1 day(s)"),
+                (region2.BackupId, RetentionAction.Keep, "newest 1"),
+                (before.BackupId, RetentionAction.Delete, "older than every rule"),
+            }, Decisions(plan).ToList());
+            var catalog = new ContinuousCatalog(store);
+            CollectionAssert.AreEqual(new[] { fenced.BackupId, region2.BackupId }, (await catalog.ListBaseBackupsAsync(ct)).Select(s => s.BackupId).ToList());
+            CollectionAssert.AreEqual(wal.Where(w => w.File.SegmentNumber(SegmentSize) >= 10).Select(w => w.File.Name).Order(StringComparer.Ordinal).ToList(),
+                (await catalog.ListWalAsync(ct)).Select(w => w.File.Name).Order(StringComparer.Ordinal).ToList(),
+                "the WAL from the start of region 2's base backup, on both timelines, and nothing older");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+            File.Delete(state1);
+            File.Delete(state2);
+        }
+    }
+
     [TestMethod]
     [DataRow(false, DisplayName = "file store")]
     [DataRow(true, DisplayName = "Ceph S3")]

@@ -25,12 +25,12 @@ internal sealed class ContinuousSite : IAsyncDisposable
     private readonly string? _storeDirectory;
     private readonly List<ContinuousNode> _nodes = [];
 
-    private ContinuousSite(string url, CephS3Server? s3, string? storeDirectory)
+    private ContinuousSite(string url, CephS3Server? s3, string? storeDirectory, string? password)
     {
         StoreUrl = url;
         S3 = s3;
         _storeDirectory = storeDirectory;
-        Password = RandomNumberGenerator.GetHexString(32, lowercase: true);
+        Password = password ?? RandomNumberGenerator.GetHexString(32, lowercase: true);
     }
 
     public string StoreUrl { get; }
@@ -38,19 +38,20 @@ internal sealed class ContinuousSite : IAsyncDisposable
     public string Password { get; }
     public string? StoreDirectory => _storeDirectory;
 
-    public static async Task<ContinuousSite> CreateAsync(bool s3)
+    /// <param name="password">The database password of the site's nodes; another site's for a second region whose nodes restore that site's clusters (one secret, replicated).</param>
+    public static async Task<ContinuousSite> CreateAsync(bool s3, string? password = null)
     {
         if (!s3)
         {
             var dir = Directory.CreateTempSubdirectory("rdr-cont-store-").FullName;
             // The server's own user (archive_command) must reach the store's continuous/ directory.
             File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
-            return await InitializedAsync(new ContinuousSite("file://" + dir, null, dir));
+            return await InitializedAsync(new ContinuousSite("file://" + dir, null, dir, password));
         }
         var server = await TestEnvironment.S3Async();
         var bucket = "rdr-cont-" + Guid.NewGuid().ToString("N")[..10];
         await server.CreateBucketAsync(bucket);
-        return await InitializedAsync(new ContinuousSite($"s3://{bucket}/registry", server, null));
+        return await InitializedAsync(new ContinuousSite($"s3://{bucket}/registry", server, null, password));
     }
 
     /// <summary>What `registry-dr init-store` does: every command (wal-push included) refuses a store without its marker.</summary>
