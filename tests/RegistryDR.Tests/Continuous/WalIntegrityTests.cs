@@ -56,8 +56,15 @@ public sealed class WalIntegrityTests
             $"{victim.File.Name} is not in the chain {before.FirstSegment} to {before.LastSegment}");
 
         // Now the stored copy of that segment is damaged (bit rot, a bad copy, a tool that rewrote it).
-        await CorruptAsync(site, victim);
-        await Assert.ThrowsExactlyAsync<CorruptWalException>(() => WalCodec.ReadVerifiedAsync(store, victim, default), "the damage reached the store");
+        var (stored, damaged) = await CorruptAsync(site, victim);
+        try
+        {
+            var read = await WalCodec.ReadVerifiedAsync(store, victim, default);
+            var now = await ReadStoredAsync(site, victim);
+            Assert.Fail($"the damage did not reach the store's reader: {victim.Key} ({stored.Length} B stored, byte {stored.Length / 2} flipped) read back as {read.Length} B with the archived SHA-256; " +
+                $"the object now {(damaged.AsSpan().SequenceEqual(now) ? "holds the damaged bytes" : "does NOT hold the damaged bytes")}");
+        }
+        catch (CorruptWalException) { /* the damage reached the store, and the reader refuses it */ }
 
         var verify = await a.RunCliAsync("verify");
         if (verify.ExitCode != 4)
@@ -85,24 +92,31 @@ public sealed class WalIntegrityTests
         CollectionAssert.AreEqual(new[] { "data" }, Directory.GetDirectories(Path.GetDirectoryName(b.Cluster.DataDirectory)!).Select(Path.GetFileName).ToList());
     }
 
-    private static async Task CorruptAsync(ContinuousSite site, WalObject wal)
+    /// <summary>Flips every bit of the stored object's middle byte, behind the store's back; returns the bytes before and after.</summary>
+    private static async Task<(byte[] Stored, byte[] Damaged)> CorruptAsync(ContinuousSite site, WalObject wal)
     {
+        var stored = await ReadStoredAsync(site, wal);
+        var damaged = (byte[])stored.Clone();
+        damaged[damaged.Length / 2] ^= 0xFF;
         if (site.S3 is null)
         {
-            var path = Path.Combine(site.StoreDirectory!, wal.Key);
-            var bytes = await File.ReadAllBytesAsync(path);
-            bytes[bytes.Length / 2] ^= 0xFF;
-            await File.WriteAllBytesAsync(path, bytes);
-            return;
+            await File.WriteAllBytesAsync(Path.Combine(site.StoreDirectory!, wal.Key), damaged);
+            return (stored, damaged);
         }
         using var client = site.S3.CreateClient();
         var location = RegistryDR.Stores.StoreLocation.Parse(site.StoreUrl);
-        var key = location.Prefix + "/" + wal.Key;
-        using var get = await client.GetObjectAsync(location.Bucket, key);
+        await client.PutObjectAsync(new PutObjectRequest { BucketName = location.Bucket, Key = location.Prefix + "/" + wal.Key, InputStream = new MemoryStream(damaged) });
+        return (stored, damaged);
+    }
+
+    private static async Task<byte[]> ReadStoredAsync(ContinuousSite site, WalObject wal)
+    {
+        if (site.S3 is null) return await File.ReadAllBytesAsync(Path.Combine(site.StoreDirectory!, wal.Key));
+        using var client = site.S3.CreateClient();
+        var location = RegistryDR.Stores.StoreLocation.Parse(site.StoreUrl);
+        using var get = await client.GetObjectAsync(location.Bucket, location.Prefix + "/" + wal.Key);
         using var buffer = new MemoryStream();
         await get.ResponseStream.CopyToAsync(buffer);
-        var data = buffer.ToArray();
-        data[data.Length / 2] ^= 0xFF;
-        await client.PutObjectAsync(new PutObjectRequest { BucketName = location.Bucket, Key = key, InputStream = new MemoryStream(data) });
+        return buffer.ToArray();
     }
 }
