@@ -31,16 +31,20 @@ public sealed record PointInTimeResult(RecoveryPlan Plan, IReadOnlyList<string> 
 /// newest complete by then). As with a logical restore, everything that can fail harmlessly happens
 /// before the node changes:
 /// <list type="number">
+/// <item>take the restore lock and journal (<see cref="RestoreJournal"/>, the logical restore's), after recovering an interrupted restore of either kind;</item>
 /// <item>fence (take the next generation, so the node being replaced can archive nothing more), then plan: a base backup and the WAL chain (<see cref="RecoveryPlanner"/>);</item>
 /// <item>stream the base backup into a staged data directory beside the live one, checking SHA-256; a base that fails is skipped for the next older one;</item>
 /// <item><c>pg_verifybackup</c> the staged directory against pg_basebackup's own manifest;</item>
 /// <item>download the WAL chain, each file checked against its SHA-256 (a corrupt one is refused, naming it);</item>
 /// <item>download and extract the config archive beside its targets;</item>
 /// <item>replay in a rehearsal server nothing else can reach (<see cref="RehearsalServer"/>) until PostgreSQL has promoted it at the target, then shut it down;</item>
-/// <item>stop the registry and the server, swap the data directory and config directories, start the server, then the registry, and wait for health;</item>
+/// <item>stop the registry and the server, swap the data directory and config directories (<see cref="DirectorySwap"/>, the logical restore's), start the server, then the registry, and wait for health;</item>
 /// <item>remove the previous ones.</item>
 /// </list>
-/// Any failure puts back what was changed and ends its message with <c>Node state: …</c>.
+/// Any failure puts back what was changed and ends its message with <c>Node state: …</c>. Each
+/// phase is journalled before it is taken, so a restore killed anywhere (SIGKILL, a power cut) is
+/// rolled back, or finished once the registry was healthy, by <see cref="InterruptedRestore"/> at
+/// the next <c>restore</c>, <c>status</c> or worker start.
 /// </summary>
 public sealed partial class ContinuousRestoreService
 {

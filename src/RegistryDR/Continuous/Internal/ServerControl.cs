@@ -20,6 +20,7 @@ internal sealed class ServerControl(RegistryDrOptions options, ILogger logger, T
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         var c = options.Continuous;
+        Require(c.ServerStopCommand, "Continuous:ServerStopCommand");
         var result = await ProcessRunner.RunAsync(new ProcessSpec(c.ServerStopCommand[0], c.ServerStopCommand.Skip(1).ToList())
         { Timeout = c.ServerTimeout, DisplayName = $"PostgreSQL stop command ({c.ServerStopCommand[0]})" }, cancellationToken: cancellationToken);
         if (result.ExitCode != 0 && PostmasterAlive(DataDirectory))
@@ -31,6 +32,7 @@ internal sealed class ServerControl(RegistryDrOptions options, ILogger logger, T
     public async Task StartAsync(Action? started, CancellationToken cancellationToken)
     {
         var c = options.Continuous;
+        Require(c.ServerStartCommand, "Continuous:ServerStartCommand");
         await ProcessRunner.RunCheckedAsync(new ProcessSpec(c.ServerStartCommand[0], c.ServerStartCommand.Skip(1).ToList())
         { Timeout = c.ServerTimeout, DisplayName = $"PostgreSQL start command ({c.ServerStartCommand[0]})" }, cancellationToken: cancellationToken);
         started?.Invoke();
@@ -60,6 +62,16 @@ internal sealed class ServerControl(RegistryDrOptions options, ILogger logger, T
                 throw new TimeoutException($"PostgreSQL did not accept connections within Continuous:ServerTimeout ({options.Continuous.ServerTimeout}) after the start command (last: {last}).");
             await Task.Delay(TimeSpan.FromMilliseconds(500), time, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// Validated at start-up in continuous mode; recovering a point-in-time restore's journal under a
+    /// configuration that no longer sets it gets here.
+    /// </summary>
+    private static void Require(List<string> command, string key)
+    {
+        if (command.Count == 0 || command.Any(string.IsNullOrEmpty))
+            throw new Configuration.ConfigurationException($"{key} is not set: PostgreSQL must be stopped and started with it around its data directory's swap (a point-in-time restore's, recorded in the restore journal). Set it as for Database:Mode Continuous.");
     }
 
     internal static bool PostmasterAlive(string dataDirectory)
