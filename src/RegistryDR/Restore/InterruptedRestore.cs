@@ -102,6 +102,8 @@ public sealed partial class InterruptedRestore(RegistryDrOptions options, ILogge
                     await Step($"put database '{entry.Database}' back", () => UndoDatabaseAsync(entry, cancellationToken));
                 else
                     notes.Add($"database '{entry.Database}' was not touched");
+                if (entry.DataDirectory is { } staged)
+                    await Step($"stop the rehearsal server on {staged.StagingTree}", () => _server.StopOrphanAsync(staged.StagingTree, cancellationToken));
                 if (entry.ScratchDatabase is { } scratch)
                     await Step($"drop the scratch database '{scratch}'", () => DropIfExistsAsync(scratch, cancellationToken));
                 foreach (var dir in Swapped(entry))

@@ -122,7 +122,8 @@ public sealed class ContinuousRollbackTests
             if (phase != "swap") return;
             var parent = Path.GetDirectoryName(fx.ConfigDirectory)!;
             var staged = Directory.GetDirectories(parent, $".{Path.GetFileName(fx.ConfigDirectory)}.registry-dr-restore-*").Single();
-            Directory.Delete(Path.Combine(staged, "tree"), recursive: true);
+            var tree = Path.Combine(staged, "tree");
+            Directory.Delete(Directory.Exists(tree) ? tree : staged, recursive: true);
         });
         var failure = await FailingRestoreAsync(fx, hook);
 
@@ -145,10 +146,44 @@ public sealed class ContinuousRollbackTests
     }
 
     /// <summary>
+    /// The rollback itself cannot finish: the restore fails after both swaps, and PostgreSQL's start
+    /// command fails once, so the rollback leaves the node's own directories in place but its
+    /// server stopped. The journal is kept; the next start (<see cref="InterruptedRestore.TidyAsync"/>)
+    /// starts PostgreSQL on the node's own data.
+    /// </summary>
+    [TestMethod]
+    public async Task ARollbackThatCannotStartPostgreSQL_KeepsTheJournal_AndTheNextStartFinishesIt()
+    {
+        await using var fx = await CreateAsync();
+        var refuse = Path.Combine(fx.Node.Root, "refuse-start");
+        var wrapper = Path.Combine(fx.Node.Root, "start-unless-refused.sh");
+        File.WriteAllText(wrapper, $"#!/bin/bash\nif [ -e '{refuse}' ]; then echo 'start refused (test)' >&2; exit 1; fi\nexec \"$@\"\n");
+        fx.Node.Options.Continuous.ServerStartCommand = ["bash", wrapper, .. fx.Node.Options.Continuous.ServerStartCommand];
+        var hook = new PhaseHook(phase =>
+        {
+            if (phase != "start") return;
+            File.WriteAllText(refuse, "");
+            throw new IOException("injected: the start failed");
+        });
+        var failure = await FailingRestoreAsync(fx, hook);
+        StringAssert.Contains(failure.NodeState, "PostgreSQL is STOPPED and could not be started again");
+        Assert.IsTrue(File.Exists(RestoreJournal.PathFor(fx.Node.Options)), "the journal is kept for the next run");
+
+        File.Delete(refuse);
+        var tidied = await InterruptedRestore.TidyAsync(fx.Node.Options, TestNode.Logger<InterruptedRestore>(), TimeProvider.System, CancellationToken.None);
+        Assert.IsNotNull(tidied.Recovered, "the next start finds the unfinished rollback");
+        Assert.IsTrue(tidied.Recovered.Complete, tidied.Recovered.Description);
+        StringAssert.Contains(tidied.Recovered.Description, "PostgreSQL was started again on its previous data");
+        await AssertOwnAndNothingLeftAsync(fx);
+    }
+
+    /// <summary>
     /// The real executable, paused at each phase through the test-only REGISTRYDR_TEST_PAUSE_AT
     /// hook and killed there with SIGKILL; what the worker and <c>status</c> run at start
     /// (<see cref="InterruptedRestore.TidyAsync"/>) then makes the node whole again. One node for
     /// every phase (each kill is recovered before the next restore), the restored-wins case last.
+    /// Killed while replaying, the restore leaves its rehearsal postmaster running (pg_ctl started
+    /// it detached): recovery stops it before removing its directory.
     /// </summary>
     [TestMethod]
     public async Task RestoreKilledAtEachPhase_IsRolledBackOrFinished_NeverAMix()
@@ -158,6 +193,7 @@ public sealed class ContinuousRollbackTests
         {
             ("download", "download", false),
             ("extract", "extract config", false),
+            ("replay", "restore database", false),
             ("scratch-load", "restore database", false),
             ("after-db-swap", "swap database", false),
             ("after-dir-swap", "swap directories", false),
@@ -171,12 +207,31 @@ public sealed class ContinuousRollbackTests
             Assert.IsNotEmpty(Leftovers(fx), $"{point}: the killed restore left something to recover");
             Assert.AreEqual(phase, RestoreJournal.Peek(fx.Node.Options)?.Phase, $"{point}: the journal's phase");
 
+            var staged = RestoreJournal.Peek(fx.Node.Options)!.DataDirectory!.StagingTree;
             var tidied = await InterruptedRestore.TidyAsync(fx.Node.Options, TestNode.Logger<InterruptedRestore>(), TimeProvider.System, CancellationToken.None);
             Assert.IsNotNull(tidied.Recovered, $"{point}: the interrupted restore was found");
             Assert.IsTrue(tidied.Recovered.Complete, $"{point}: {tidied.Recovered.Description}");
-            seen.Add($"{point}: {(await DifferenceAsync(fx.Node, restoredWins ? fx.Restored : fx.Own) ?? "whole")}; leftovers [{string.Join(", ", Leftovers(fx))}]");
+            seen.Add($"{point}: {(await DifferenceAsync(fx.Node, restoredWins ? fx.Restored : fx.Own) ?? "whole")}; leftovers [{string.Join(", ", Leftovers(fx))}]; " +
+                     $"servers on the staged directory {ServersOn(staged)}");
         }
-        CollectionAssert.AreEqual(points.Select(p => $"{p.Point}: whole; leftovers []").ToArray(), seen.ToArray());
+        CollectionAssert.AreEqual(points.Select(p => $"{p.Point}: whole; leftovers []; servers on the staged directory 0").ToArray(), seen.ToArray());
+    }
+
+    /// <summary>Processes whose command line names <paramref name="dataDirectory"/> (a postmaster started with -D on it).</summary>
+    private static int ServersOn(string dataDirectory)
+    {
+        var count = 0;
+        foreach (var proc in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(proc), out _)) continue;
+            try
+            {
+                if (File.ReadAllText(Path.Combine(proc, "cmdline")).Replace('\0', ' ').Contains(dataDirectory, StringComparison.Ordinal)) count++;
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        return count;
     }
 
     private static Task KillRestoreAtAsync(Fixture fx, string point)

@@ -65,6 +65,21 @@ internal sealed class ServerControl(RegistryDrOptions options, ILogger logger, T
     }
 
     /// <summary>
+    /// Stops, immediately, a postmaster that still runs on <paramref name="dataDirectory"/> (the
+    /// rehearsal server of a restore killed while it replayed: pg_ctl started it detached, so it
+    /// outlives registry-dr), so that the directory can be removed. Null when none ran.
+    /// </summary>
+    public async Task<string?> StopOrphanAsync(string dataDirectory, CancellationToken cancellationToken)
+    {
+        if (!PostmasterAlive(dataDirectory)) return null;
+        var owner = await FileOwner.OfAsync(dataDirectory, cancellationToken);
+        var tools = new ServerTools(options.Database);
+        await ProcessRunner.RunCheckedAsync(ServerTools.AsOwner(new ProcessSpec(tools.PgCtl, ["-D", dataDirectory, "-m", "immediate", "-w", "-t", "60", "stop"])
+        { DisplayName = "pg_ctl stop (a killed restore's rehearsal server)", Timeout = TimeSpan.FromMinutes(2) }, owner), cancellationToken: cancellationToken);
+        return $"the rehearsal server still replaying on {dataDirectory} was stopped";
+    }
+
+    /// <summary>
     /// Validated at start-up in continuous mode; recovering a point-in-time restore's journal under a
     /// configuration that no longer sets it gets here.
     /// </summary>

@@ -12,6 +12,8 @@ internal static class PausePoints
 {
     public const string Download = "download";
     public const string Extract = "extract";
+    /// <summary>A point-in-time restore's rehearsal server has started replaying on the staged data directory.</summary>
+    public const string Replay = "replay";
     public const string ScratchLoad = "scratch-load";
     public const string AfterDatabaseSwap = "after-db-swap";
     public const string AfterDirectorySwap = "after-dir-swap";
