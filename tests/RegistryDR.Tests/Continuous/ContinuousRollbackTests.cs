@@ -122,6 +122,8 @@ public sealed class ContinuousRollbackTests
             if (phase != "swap") return;
             var parent = Path.GetDirectoryName(fx.ConfigDirectory)!;
             var staged = Directory.GetDirectories(parent, $".{Path.GetFileName(fx.ConfigDirectory)}.registry-dr-restore-*").Single();
+            // The extracted tree is "tree" inside the private staging directory; before the shared
+            // DirectorySwap it was the staging directory itself (kept so the test ran on that code too).
             var tree = Path.Combine(staged, "tree");
             Directory.Delete(Directory.Exists(tree) ? tree : staged, recursive: true);
         });
