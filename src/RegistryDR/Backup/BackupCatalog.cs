@@ -28,26 +28,37 @@ public sealed class BackupCatalog(IBackupStore store)
     public IBackupStore Store => store;
 
     /// <summary>Every set, newest first.</summary>
-    public async Task<IReadOnlyList<BackupSetInfo>> ListAsync(CancellationToken cancellationToken)
+    public Task<IReadOnlyList<BackupSetInfo>> ListAsync(CancellationToken cancellationToken) =>
+        ListAsync(store, BackupLayout.Root, BackupManifest.FileName, cancellationToken);
+
+    /// <summary>
+    /// Every set under <paramref name="root"/> (<c>&lt;root&gt;&lt;id&gt;/…</c>), newest first, complete when
+    /// it holds <paramref name="manifestFileName"/>: the logical sets under <see cref="BackupLayout.Root"/>
+    /// and continuous mode's base backups are listed and grouped the same way.
+    /// </summary>
+    internal static async Task<IReadOnlyList<BackupSetInfo>> ListAsync(IBackupStore store, string root, string manifestFileName, CancellationToken cancellationToken)
     {
         var items = new List<StoreItem>();
-        await foreach (var item in store.ListAsync(BackupLayout.Root, cancellationToken)) items.Add(item);
-        return Group(items);
+        await foreach (var item in store.ListAsync(root, cancellationToken)) items.Add(item);
+        return Group(items, root, manifestFileName);
     }
 
     /// <summary>The sets that a listing of <see cref="BackupLayout.Root"/> shows, newest first.</summary>
-    internal static IReadOnlyList<BackupSetInfo> Group(IEnumerable<StoreItem> items)
+    internal static IReadOnlyList<BackupSetInfo> Group(IEnumerable<StoreItem> items) => Group(items, BackupLayout.Root, BackupManifest.FileName);
+
+    /// <summary>The sets that a listing of <paramref name="root"/> shows, newest first; keys that are not <c>&lt;root&gt;&lt;valid id&gt;/…</c> are ignored.</summary>
+    internal static IReadOnlyList<BackupSetInfo> Group(IEnumerable<StoreItem> items, string root, string manifestFileName)
     {
         var sets = new Dictionary<string, (long size, int count, bool manifest)>(StringComparer.Ordinal);
         foreach (var item in items)
         {
-            var rest = item.Key[BackupLayout.Root.Length..];
+            var rest = item.Key[root.Length..];
             var slash = rest.IndexOf('/');
             if (slash <= 0) continue;
             var id = rest[..slash];
             if (!BackupLayout.IsValidBackupId(id)) continue;
             sets.TryGetValue(id, out var s);
-            var isManifest = rest[(slash + 1)..] == BackupManifest.FileName;
+            var isManifest = rest[(slash + 1)..] == manifestFileName;
             sets[id] = (s.size + item.Size, s.count + 1, s.manifest || isManifest);
         }
         return sets
@@ -83,11 +94,15 @@ public sealed class BackupCatalog(IBackupStore store)
         return (named.BackupId, null);
     }
 
-    public async Task<BackupManifest> ReadManifestAsync(string backupId, CancellationToken cancellationToken)
+    public async Task<BackupManifest> ReadManifestAsync(string backupId, CancellationToken cancellationToken) =>
+        BackupManifest.Parse(await ReadManifestBytesAsync(store, BackupLayout.ManifestKey(backupId), backupId, cancellationToken), backupId);
+
+    /// <summary>A manifest's bytes (a logical set's or a base backup's); a manifest is a few KB, so anything over 4 MiB is refused rather than read into memory.</summary>
+    /// <exception cref="InvalidManifestException">It is larger than 4 MiB.</exception>
+    internal static async Task<byte[]> ReadManifestBytesAsync(IBackupStore store, string key, string backupId, CancellationToken cancellationToken)
     {
-        await using var stream = await store.OpenReadAsync(BackupLayout.ManifestKey(backupId), cancellationToken);
+        await using var stream = await store.OpenReadAsync(key, cancellationToken);
         using var buffer = new MemoryStream();
-        // A manifest is a few KB; refuse anything absurd rather than read it into memory.
         var chunk = new byte[81920];
         int n;
         while ((n = await stream.ReadAsync(chunk, cancellationToken)) > 0)
@@ -96,7 +111,7 @@ public sealed class BackupCatalog(IBackupStore store)
             if (buffer.Length > 4 * 1024 * 1024)
                 throw new InvalidManifestException(backupId, "it is larger than 4 MiB.");
         }
-        return BackupManifest.Parse(buffer.ToArray(), backupId);
+        return buffer.ToArray();
     }
 }
 

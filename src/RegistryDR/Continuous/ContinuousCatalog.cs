@@ -68,43 +68,12 @@ public sealed class ContinuousCatalog(IBackupStore store)
 {
     public IBackupStore Store => store;
 
-    /// <summary>Every base backup set, newest first (complete when its manifest exists).</summary>
-    public async Task<IReadOnlyList<BackupSetInfo>> ListBaseBackupsAsync(CancellationToken cancellationToken)
-    {
-        var sets = new Dictionary<string, (long size, int count, bool manifest)>(StringComparer.Ordinal);
-        await foreach (var item in store.ListAsync(ContinuousLayout.BaseRoot, cancellationToken))
-        {
-            var rest = item.Key[ContinuousLayout.BaseRoot.Length..];
-            var slash = rest.IndexOf('/');
-            if (slash <= 0) continue;
-            var id = rest[..slash];
-            if (!ContinuousLayout.IsValidBackupId(id)) continue;
-            sets.TryGetValue(id, out var s);
-            sets[id] = (s.size + item.Size, s.count + 1, s.manifest || item.Key == ContinuousLayout.ManifestKey(id));
-        }
-        return sets
-            .Select(kv =>
-            {
-                BackupLayout.TryParseTime(kv.Key, out var time);
-                return new BackupSetInfo(kv.Key, time, kv.Value.size, kv.Value.count, kv.Value.manifest ? BackupSetState.Complete : BackupSetState.Incomplete);
-            })
-            .OrderByDescending(s => s.BackupId, StringComparer.Ordinal)
-            .ToList();
-    }
+    /// <summary>Every base backup set, newest first (complete when its manifest exists), listed and grouped as the logical sets are (<see cref="BackupCatalog"/>).</summary>
+    public Task<IReadOnlyList<BackupSetInfo>> ListBaseBackupsAsync(CancellationToken cancellationToken) =>
+        BackupCatalog.ListAsync(store, ContinuousLayout.BaseRoot, ContinuousLayout.ManifestFileName, cancellationToken);
 
-    public async Task<BaseBackupManifest> ReadManifestAsync(string backupId, CancellationToken cancellationToken)
-    {
-        await using var stream = await store.OpenReadAsync(ContinuousLayout.ManifestKey(backupId), cancellationToken);
-        using var buffer = new MemoryStream();
-        var chunk = new byte[81920];
-        int n;
-        while ((n = await stream.ReadAsync(chunk, cancellationToken)) > 0)
-        {
-            buffer.Write(chunk, 0, n);
-            if (buffer.Length > 4 * 1024 * 1024) throw new InvalidManifestException(backupId, "it is larger than 4 MiB.");
-        }
-        return BaseBackupManifest.Parse(buffer.ToArray(), backupId);
-    }
+    public async Task<BaseBackupManifest> ReadManifestAsync(string backupId, CancellationToken cancellationToken) =>
+        BaseBackupManifest.Parse(await BackupCatalog.ReadManifestBytesAsync(store, ContinuousLayout.ManifestKey(backupId), backupId, cancellationToken), backupId);
 
     /// <summary>The newest complete base backup's start time, or null when there is none.</summary>
     public async Task<DateTimeOffset?> NewestCompleteTimeAsync(CancellationToken cancellationToken) =>

@@ -27,7 +27,7 @@ public sealed partial class ContinuousDrill(RegistryDrOptions options, IBackupSt
         var restore = new ContinuousRestoreService(options, store, logger, time);
         try
         {
-            var (plan, staging) = await restore.StageAsync(new PointInTimeRequest(RecoveryTarget.Latest, baseId, TakeGeneration: false), progress, cancellationToken);
+            var (plan, staging) = await restore.StageAsync(new PointInTimeRequest(RecoveryTarget.Latest, baseId, TakeGeneration: false), progress, null, cancellationToken);
             label = plan.Base.BackupId;
             await using (staging)
             {

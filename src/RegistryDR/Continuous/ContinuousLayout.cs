@@ -30,7 +30,9 @@ public static class ContinuousLayout
     public const string ConfigArtifact = "config";
 
     public static string BasePrefix(string backupId) => BaseRoot + backupId + "/";
-    public static string ManifestKey(string backupId) => BasePrefix(backupId) + "manifest.json";
+    /// <summary>A base backup's manifest, named as a logical set's.</summary>
+    public const string ManifestFileName = BackupManifest.FileName;
+    public static string ManifestKey(string backupId) => BasePrefix(backupId) + ManifestFileName;
     public static string InProgressKey(string backupId) => BasePrefix(backupId) + "in-progress.json";
     public static string VerifiedKey(string backupId) => BasePrefix(backupId) + Retention.VerificationRecord.FileName;
     public static string BaseKey(string backupId) => BasePrefix(backupId) + "base.tar.gz";

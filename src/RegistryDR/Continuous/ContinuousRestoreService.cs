@@ -8,6 +8,7 @@ using RegistryDR.Monitoring;
 using RegistryDR.Processes;
 using RegistryDR.Progress;
 using RegistryDR.Restore;
+using RegistryDR.Restore.Internal;
 using RegistryDR.Stores;
 
 namespace RegistryDR.Continuous;
@@ -30,16 +31,20 @@ public sealed record PointInTimeResult(RecoveryPlan Plan, IReadOnlyList<string> 
 /// newest complete by then). As with a logical restore, everything that can fail harmlessly happens
 /// before the node changes:
 /// <list type="number">
+/// <item>take the restore lock and journal (<see cref="RestoreJournal"/>, the logical restore's), after recovering an interrupted restore of either kind;</item>
 /// <item>fence (take the next generation, so the node being replaced can archive nothing more), then plan: a base backup and the WAL chain (<see cref="RecoveryPlanner"/>);</item>
 /// <item>stream the base backup into a staged data directory beside the live one, checking SHA-256; a base that fails is skipped for the next older one;</item>
 /// <item><c>pg_verifybackup</c> the staged directory against pg_basebackup's own manifest;</item>
 /// <item>download the WAL chain, each file checked against its SHA-256 (a corrupt one is refused, naming it);</item>
 /// <item>download and extract the config archive beside its targets;</item>
 /// <item>replay in a rehearsal server nothing else can reach (<see cref="RehearsalServer"/>) until PostgreSQL has promoted it at the target, then shut it down;</item>
-/// <item>stop the registry and the server, swap the data directory and config directories, start the server, then the registry, and wait for health;</item>
+/// <item>stop the registry and the server, swap the data directory and config directories (<see cref="DirectorySwap"/>, the logical restore's), start the server, then the registry, and wait for health;</item>
 /// <item>remove the previous ones.</item>
 /// </list>
-/// Any failure puts back what was changed and ends its message with <c>Node state: …</c>.
+/// Any failure puts back what was changed and ends its message with <c>Node state: …</c>. Each
+/// phase is journalled before it is taken, so a restore killed anywhere (SIGKILL, a power cut) is
+/// rolled back, or finished once the registry was healthy, by <see cref="InterruptedRestore"/> at
+/// the next <c>restore</c>, <c>status</c> or worker start.
 /// </summary>
 public sealed partial class ContinuousRestoreService
 {
@@ -50,6 +55,7 @@ public sealed partial class ContinuousRestoreService
     private readonly RegistryController _registry;
     private readonly IOperationEvents _events;
     private readonly ServerTools _tools;
+    private readonly ServerControl _server;
 
     public ContinuousRestoreService(RegistryDrOptions options, IBackupStore store, ILogger logger, TimeProvider time, HttpClient? http = null, IOperationEvents? events = null)
     {
@@ -60,6 +66,7 @@ public sealed partial class ContinuousRestoreService
         _events = events ?? NullOperationEvents.Instance;
         _registry = new RegistryController(options.Registry, logger, time, http);
         _tools = new ServerTools(options.Database);
+        _server = new ServerControl(options, logger, time);
     }
 
     private string LiveDataDirectory => Path.TrimEndingDirectorySeparator(Path.GetFullPath(_options.Continuous.DataDirectory!));
@@ -102,76 +109,114 @@ public sealed partial class ContinuousRestoreService
         progress ??= NullProgress.Instance;
         if (request.DryRun) return await PlanAsync(request, cancellationToken);
         var started = _time.GetTimestamp();
+        var label = request.Target.ToString();
+
+        // 0. One restore at a time, logical or point-in-time (the lock beside the node state), and
+        //    whatever a killed one left is rolled back or finished first (InterruptedRestore).
+        using var journal = await InterruptedRestore.BeginRestoreAsync(_options, _logger, _time, cancellationToken);
         Fencing.Generation? generation = null;
         if (request.TakeGeneration)
         {
-            // First: from here on the node being replaced (or a zombie of it) can archive nothing,
-            // so the WAL read below is all of its history this node will ever continue from.
+            // From here on the node being replaced (or a zombie of it) can archive nothing, so the
+            // WAL read below is all of its history this node will ever continue from.
             generation = await new Fencing.GenerationLedger(_store, _time).TakeNextAsync("restore", null, null, cancellationToken);
             var current = Agent.NodeStateFile.Read(_options.Agent.StateFile);
             Agent.NodeStateFile.Write(_options.Agent.StateFile, (current ?? new Agent.NodeState(Agent.NodeStatus.Restoring, _time.GetUtcNow(), null, null, "point-in-time restore in progress")) with { Generation = generation.Number });
             LogGeneration(generation.Number);
         }
-        var label = request.Target.ToString();
         _events.RestoreStarted(label);
-        var swaps = new List<DirectoryMove>();
         var state = new SwapState();
+        var configSwaps = new List<DirectorySwap>();
+        DirectorySwap? dataSwap = null;
         RecoveryStaging? staging = null;
         RecoveryPlan? plan = null;
-        var configFile = Path.Combine(StagingRoot, $"registry-dr-pitr-config-{Guid.NewGuid():N}.tar.gz");
+        var rollbackIncomplete = false;
         try
         {
+            // The journal (restore-journal.json) records each phase before it is taken, so a
+            // restore killed anywhere is rolled back or finished by the next start (InterruptedRestore).
+            journal.Write(new RestoreJournal.Entry
+            {
+                BackupId = label, ProcessId = Environment.ProcessId, Host = Environment.MachineName, StartedAt = _time.GetUtcNow(),
+                Phase = RestoreJournal.Phases.Download, Staging = "", Database = _options.Database.Name,
+                KeepPrevious = _options.Restore.KeepPrevious, Generation = generation?.Number,
+            });
+
+            // 1. Plan, then stage the base backup and the WAL beside the live data directory, every file checked.
             progress.Phase("plan");
-            (plan, staging) = await StageAsync(request, progress, cancellationToken);
+            (plan, staging) = await StageAsync(request, progress,
+                s => journal.Record(e => e with { Staging = s.ScratchDirectory, DataDirectory = DataDirectorySwap(s).Record }), cancellationToken);
+            dataSwap = DataDirectorySwap(staging);
+            journal.Record(e => e with { BackupId = plan.Base.BackupId });
             LogPlanned(plan.Base.BackupId, plan.Segments.Count, label);
+            PausePoints.Reached(PausePoints.Download);
 
+            // 2. The config directories from the base set, extracted beside their targets.
             progress.Phase("config");
-            var config = plan.Base.Get(ContinuousLayout.ConfigArtifact);
-            Directory.CreateDirectory(StagingRoot);
-            await DownloadCheckedAsync(plan.Base.BackupId, config, configFile, cancellationToken);
-            swaps = plan.Base.ConfigDirectories.Select(d => DirectoryMove.For(d.Path, d.EntryPrefix, "restore-" + plan.Base.BackupId)).ToList();
-            await ExtractConfigAsync(plan.Base, configFile, swaps, cancellationToken);
+            var backupId = plan.Base.BackupId;
+            configSwaps = plan.Base.ConfigDirectories.Select(d => DirectorySwap.For(d.Path, d.EntryPrefix, backupId)).ToList();
+            journal.Record(e => e with { Phase = RestoreJournal.Phases.Extract, Directories = configSwaps.Select(s => s.Record).ToList() });
+            var configFile = Path.Combine(staging.Root, "config.tar.gz");
+            await DownloadCheckedAsync(backupId, plan.Base.Get(ContinuousLayout.ConfigArtifact), configFile, cancellationToken);
+            await ExtractConfigAsync(plan.Base, configFile, configSwaps, cancellationToken);
+            PausePoints.Reached(PausePoints.Extract);
 
+            // 3. Replay in a rehearsal server nothing else can reach, until PostgreSQL promotes it at the target.
             progress.Phase("replay");
+            journal.Enter(RestoreJournal.Phases.LoadDatabase);
             var recovered = await RehearseAsync(plan, staging, inspect: null, cancellationToken);
+            PausePoints.Reached(PausePoints.ScratchLoad);
 
+            // 4. From here the node changes: stop the registry and PostgreSQL, swap the data
+            //    directory, then the config directories (the same DirectorySwap as a logical restore's).
             progress.Phase("stop");
+            journal.Enter(RestoreJournal.Phases.StopRegistry);
             state.RegistryStopped = true;
             await _registry.StopAsync(cancellationToken);
-            await StopServerAsync(state, cancellationToken);
+            state.ServerStopped = true;
+            await _server.StopAsync(cancellationToken);
 
             progress.Phase("swap");
-            var live = DirectoryMove.ForDataDirectory(LiveDataDirectory, staging.DataDirectory);
-            live.Apply();
-            staging.DataDirectoryTaken = true;
-            state.DataDirectory = live;
-            foreach (var swap in swaps) swap.Apply();
+            journal.Record(e => e with { Phase = RestoreJournal.Phases.SwapDatabase, DatabaseExisted = dataSwap.TargetExists });
+            dataSwap.Apply();
+            PausePoints.Reached(PausePoints.AfterDatabaseSwap);
+            journal.Record(e => e with { Phase = RestoreJournal.Phases.SwapDirectories, TargetsExisted = configSwaps.Select(s => s.TargetExists).ToList() });
+            foreach (var swap in configSwaps) swap.Apply();
+            PausePoints.Reached(PausePoints.AfterDirectorySwap);
 
+            // 5. PostgreSQL on the restored data directory, then the registry, and wait for health.
             progress.Phase("start");
+            journal.Enter(RestoreJournal.Phases.StartRegistry);
             await WalStoreAccess.EnsureAsync(_options, cancellationToken);
-            await StartServerAsync(state, cancellationToken);
+            await _server.StartAsync(() => state.ServerStopped = false, cancellationToken);
             await _registry.StartAsync(cancellationToken);
             state.RegistryStopped = false;
             state.RegistryRunsOnRestored = true;
+            PausePoints.Reached(PausePoints.AfterStart);
             await _registry.WaitUntilHealthyAsync(cancellationToken);
+            journal.Enter(RestoreJournal.Phases.Healthy);
 
             var held = generation?.Number ?? Agent.NodeStateFile.Read(_options.Agent.StateFile)?.Generation;
             Agent.NodeStateFile.Write(_options.Agent.StateFile,
-                new Agent.NodeState(Agent.NodeStatus.Restored, _time.GetUtcNow(), plan.Base.BackupId, null, $"restored to {label} with registry-dr restore") { Generation = held });
+                new Agent.NodeState(Agent.NodeStatus.Restored, _time.GetUtcNow(), backupId, null, $"restored to {label} with registry-dr restore") { Generation = held });
+            PausePoints.Reached(PausePoints.BeforeCleanup);
+
+            // 6. Remove the previous data directory and config directories.
             progress.Phase("clean up");
             if (!_options.Restore.KeepPrevious)
             {
-                live.DeletePrevious();
-                foreach (var swap in swaps) swap.DeletePrevious();
+                dataSwap.DeletePrevious();
+                foreach (var swap in configSwaps) swap.DeletePrevious();
             }
             var elapsed = _time.GetElapsedTime(started);
-            LogCompleted(label, plan.Base.BackupId, recovered.Timeline, recovered.LastTransactionAt?.ToString("u") ?? "none replayed", elapsed.TotalSeconds);
+            LogCompleted(label, backupId, recovered.Timeline, recovered.LastTransactionAt?.ToString("u") ?? "none replayed", elapsed.TotalSeconds);
             _events.RestoreFinished(label, true, elapsed);
             return new PointInTimeResult(plan, Steps(plan), false, elapsed) { Recovered = recovered, Generation = generation };
         }
         catch (Exception ex)
         {
-            var described = await RollBackAsync(state, swaps);
+            var (described, complete) = await RollBackAsync(state, dataSwap, configSwaps);
+            rollbackIncomplete = !complete;
             _events.RestoreFinished(label, false, _time.GetElapsedTime(started));
             LogFailed(ex, label, described);
             if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested) throw;
@@ -179,22 +224,33 @@ public sealed partial class ContinuousRestoreService
         }
         finally
         {
-            foreach (var swap in swaps) swap.DeleteStaging();
-            if (staging is not null)
-            {
-                // Put back after a failure, the restored directory is staging again, and goes with it.
-                if (state.DataDirectory is not { Applied: true }) staging.DataDirectoryTaken = false;
-                await staging.DisposeAsync();
-            }
-            try { File.Delete(configFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            foreach (var swap in configSwaps) swap.DeleteStaging();
+            // The restored data directory is inside only when it was never swapped in or was put back.
+            if (staging is not null) await staging.DisposeAsync();
+            // Done, or rolled back in full: nothing is left for a recovery. A rollback that could
+            // not put something back keeps the journal, so the next run tries again.
+            if (journal.Current is not null && !rollbackIncomplete) journal.Delete();
         }
+    }
+
+    /// <summary>The data directory's swap: the staged tree in <see cref="RecoveryStaging.Root"/> for the live one, which goes to <c>.&lt;name&gt;.registry-dr-prev-&lt;tag&gt;</c>.</summary>
+    private DirectorySwap DataDirectorySwap(RecoveryStaging staging)
+    {
+        var live = LiveDataDirectory;
+        return new DirectorySwap
+        {
+            TargetPath = live,
+            StagingParent = staging.Root,
+            PreviousPath = Path.Combine(Path.GetDirectoryName(live)!, $".{Path.GetFileName(live)}{RestoreLeftovers.ConfigPreviousMarker}{staging.Root[^6..]}"),
+        };
     }
 
     /// <summary>
     /// Plans, then stages the base backup (falling back to an older one when a base fails its
     /// checks and none was named) and the WAL. Shared with the drill.
     /// </summary>
-    internal async Task<(RecoveryPlan, RecoveryStaging)> StageAsync(PointInTimeRequest request, IOperationProgress progress, CancellationToken cancellationToken)
+    /// <param name="staged">Told each staging directory as soon as it exists (the restore journals it, so a kill leaves nothing unrecorded).</param>
+    internal async Task<(RecoveryPlan, RecoveryStaging)> StageAsync(PointInTimeRequest request, IOperationProgress progress, Action<RecoveryStaging>? staged, CancellationToken cancellationToken)
     {
         var view = await ReadArchiveAsync(cancellationToken);
         var excluded = new List<string>();
@@ -205,6 +261,7 @@ public sealed partial class ContinuousRestoreService
             var staging = await RecoveryStaging.CreateAsync(LiveDataDirectory, "restore", cancellationToken);
             try
             {
+                staged?.Invoke(staging);
                 progress.Phase("download base backup");
                 await staging.ExtractBaseAsync(_store, plan.Base, progress, cancellationToken);
                 await VerifyBackupAsync(plan.Base, staging, cancellationToken);
@@ -275,7 +332,7 @@ public sealed partial class ContinuousRestoreService
         ArtifactIntegrity.Check(backupId, artifact, hashing.BytesRead, hashing.HashHex());
     }
 
-    private static async Task ExtractConfigAsync(BaseBackupManifest manifest, string archivePath, List<DirectoryMove> swaps, CancellationToken cancellationToken)
+    private static async Task ExtractConfigAsync(BaseBackupManifest manifest, string archivePath, List<DirectorySwap> swaps, CancellationToken cancellationToken)
     {
         var roots = manifest.ConfigDirectories.Select(d => new ArchiveRoot(d.Path, d.EntryPrefix)).ToList();
         var targets = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -295,67 +352,15 @@ public sealed partial class ContinuousRestoreService
         }
     }
 
-    private async Task StopServerAsync(SwapState state, CancellationToken cancellationToken)
-    {
-        state.ServerStopped = true;
-        var c = _options.Continuous;
-        var result = await ProcessRunner.RunAsync(new ProcessSpec(c.ServerStopCommand[0], c.ServerStopCommand.Skip(1).ToList())
-        { Timeout = c.ServerTimeout, DisplayName = $"PostgreSQL stop command ({c.ServerStopCommand[0]})" }, cancellationToken: cancellationToken);
-        // A server that was not running (a node whose database died) is what a stop wants anyway.
-        if (result.ExitCode != 0 && PostmasterAlive(LiveDataDirectory))
-            throw new ProcessFailedException($"Continuous:ServerStopCommand exited {result.ExitCode} and PostgreSQL still runs.{ProcessRunner.FormatTail(result.StandardError)}", result.ExitCode, result.StandardError);
-    }
-
-    private async Task StartServerAsync(SwapState state, CancellationToken cancellationToken)
-    {
-        var c = _options.Continuous;
-        await ProcessRunner.RunCheckedAsync(new ProcessSpec(c.ServerStartCommand[0], c.ServerStartCommand.Skip(1).ToList())
-        { Timeout = c.ServerTimeout, DisplayName = $"PostgreSQL start command ({c.ServerStartCommand[0]})" }, cancellationToken: cancellationToken);
-        state.ServerStopped = false;
-        await WaitForServerAsync(cancellationToken);
-    }
-
-    /// <summary>Until the server accepts connections on Database:Host/Port and is out of recovery, within Continuous:ServerTimeout.</summary>
-    private async Task WaitForServerAsync(CancellationToken cancellationToken)
-    {
-        var deadline = _time.GetUtcNow() + _options.Continuous.ServerTimeout;
-        var postgres = new Postgres.PostgresConnectionFactory(_options.Database, _logger);
-        var last = "no answer yet";
-        while (true)
-        {
-            try
-            {
-                await using var connection = await postgres.OpenAsync(_options.Database.MaintenanceDatabase, cancellationToken);
-                await using var cmd = new NpgsqlCommand("SELECT pg_is_in_recovery()", connection);
-                if (await cmd.ExecuteScalarAsync(cancellationToken) is false) return;
-                last = "still in recovery";
-            }
-            catch (Postgres.DatabaseUnavailableException ex)
-            {
-                last = ex.Message;
-            }
-            if (_time.GetUtcNow() >= deadline)
-                throw new TimeoutException($"PostgreSQL did not accept connections within Continuous:ServerTimeout ({_options.Continuous.ServerTimeout}) after the start command (last: {last}).");
-            await Task.Delay(TimeSpan.FromMilliseconds(500), _time, cancellationToken);
-        }
-    }
-
-    internal static bool PostmasterAlive(string dataDirectory)
-    {
-        try
-        {
-            var first = File.ReadLines(Path.Combine(dataDirectory, "postmaster.pid")).FirstOrDefault();
-            return int.TryParse(first, out var pid) && Directory.Exists($"/proc/{pid}");
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            return false;
-        }
-    }
-
-    private async Task<string> RollBackAsync(SwapState state, List<DirectoryMove> swaps)
+    /// <summary>
+    /// Puts back whatever the failed restore had changed, in reverse, and says exactly what state
+    /// the node is in now (the operator reads it before doing anything else); Complete is false
+    /// when something could not be put back (the journal is then kept for the next run).
+    /// </summary>
+    private async Task<(string Described, bool Complete)> RollBackAsync(SwapState state, DirectorySwap? dataSwap, List<DirectorySwap> configSwaps)
     {
         var notes = new List<string>();
+        var complete = true;
         // It read the restored config and is connected to the restored server: stopped first, started again at the end.
         var stillRunning = false;
         if (state.RegistryRunsOnRestored)
@@ -364,50 +369,63 @@ public sealed partial class ContinuousRestoreService
             notes.Add(clause);
             stillRunning = running;
         }
-        if (state.DataDirectory is { Applied: true } || swaps.Any(s => s.Applied))
+        var canMove = true;
+        if ((dataSwap is { Applied: true } || configSwaps.Any(s => s.Applied)) && !state.ServerStopped)
         {
             // The restored server may be running on the swapped-in directory: stop it before moving it.
-            if (!state.ServerStopped)
+            try
             {
-                try { await StopServerAsync(state, CancellationToken.None); }
-                catch (Exception ex) { notes.Add($"PostgreSQL could not be stopped to put things back ({ex.Message})"); }
+                state.ServerStopped = true;
+                await _server.StopAsync(CancellationToken.None);
+            }
+            catch (Exception ex)
+            {
+                canMove = false;
+                complete = false;
+                notes.Add($"PostgreSQL could NOT be stopped to put things back ({ex.Message}), so nothing was moved");
             }
         }
-        foreach (var swap in swaps.Where(s => s.Applied).Reverse())
+        if (canMove)
         {
-            try { swap.Undo(); notes.Add($"{swap.TargetPath} was put back as it was"); }
-            catch (Exception ex) { notes.Add($"{swap.TargetPath} could NOT be put back ({ex.Message}); the previous copy is at {swap.PreviousPath}"); }
+            foreach (var swap in configSwaps.Where(s => s.Applied).Reverse())
+            {
+                try { swap.Undo(); notes.Add($"{swap.TargetPath} was put back as it was"); }
+                catch (Exception ex) { complete = false; notes.Add($"{swap.TargetPath} could NOT be put back ({ex.Message}); the previous copy is at {swap.PreviousPath}"); }
+            }
+            if (dataSwap is { Applied: true })
+            {
+                try { dataSwap.Undo(); notes.Add($"the data directory {dataSwap.TargetPath} was put back as it was"); }
+                catch (Exception ex) { complete = false; notes.Add($"the data directory {dataSwap.TargetPath} could NOT be put back ({ex.Message}); the previous one is at {dataSwap.PreviousPath}"); }
+            }
+            else
+            {
+                notes.Add($"the data directory {LiveDataDirectory} was not touched");
+            }
         }
-        if (state.DataDirectory is { Applied: true } data)
-        {
-            try { data.Undo(); notes.Add($"the data directory {data.TargetPath} was put back as it was"); }
-            catch (Exception ex) { notes.Add($"the data directory {data.TargetPath} could NOT be put back ({ex.Message}); the previous one is at {data.PreviousPath}"); }
-        }
-        else
-        {
-            notes.Add($"the data directory {LiveDataDirectory} was not touched");
-        }
-        if (state.ServerStopped)
+        // Started again only on its own data directory.
+        if (state.ServerStopped && dataSwap is not { Applied: true })
         {
             try
             {
-                await StartServerAsync(state, CancellationToken.None);
+                await _server.StartAsync(() => state.ServerStopped = false, CancellationToken.None);
                 notes.Add("PostgreSQL was started again on its previous data");
             }
             catch (Exception ex)
             {
+                complete = false;
                 notes.Add($"PostgreSQL is STOPPED and could not be started again ({ex.Message})");
             }
         }
+        else if (state.ServerStopped)
+        {
+            notes.Add("PostgreSQL is STOPPED");
+        }
         if ((state.RegistryStopped || state.RegistryRunsOnRestored) && !stillRunning)
-        {
             notes.Add((await _registry.StartAgainAsync(CancellationToken.None)).Clause);
-        }
-        else if (!state.ServerStopped && state.DataDirectory is null)
-        {
+        else if (!state.RegistryStopped && !state.RegistryRunsOnRestored)
             notes.Add("the registry was not stopped");
-        }
-        return "Node state: " + string.Join("; ", notes) + ".";
+        if (!complete) notes.Add("the restore journal is kept, so the next `registry-dr restore`, `registry-dr status` or worker start tries the rollback again");
+        return ("Node state: " + string.Join("; ", notes) + ".", complete);
     }
 
     private sealed class SwapState
@@ -416,7 +434,6 @@ public sealed partial class ContinuousRestoreService
         /// <summary>The start command ran after the swap: the registry read the restored data.</summary>
         public bool RegistryRunsOnRestored;
         public bool ServerStopped;
-        public DirectoryMove? DataDirectory;
     }
 
     [LoggerMessage(9120, LogLevel.Information, "Took fencing generation {Generation} before reading the WAL: the node being replaced can archive nothing more")]

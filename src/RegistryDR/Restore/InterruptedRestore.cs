@@ -11,7 +11,9 @@ namespace RegistryDR.Restore;
 /// Finds a restore that was killed part-way (its <see cref="RestoreJournal"/> is still there and
 /// nobody holds its lock) and brings the node back to one whole state: rolled back to its own
 /// data when the registry had not yet answered healthy on the restored data, or, when it had,
-/// with the clean-up finished. Every step checks what the node looks like first (which databases
+/// with the clean-up finished. A logical restore's database and a point-in-time restore's data
+/// directory are both undone from the journal (<see cref="RestoreJournal.Entry.DataDirectory"/>).
+/// Every step checks what the node looks like first (which databases
 /// and directories exist), so recovery that is itself interrupted is simply run again.
 /// Called by <c>restore</c> before it starts, by the worker at start and by <c>status</c>.
 /// </summary>
@@ -19,6 +21,7 @@ public sealed partial class InterruptedRestore(RegistryDrOptions options, ILogge
 {
     private readonly PostgresConnectionFactory _postgres = new(options.Database, logger);
     private readonly RegistryController _registry = new(options.Registry, logger, time);
+    private readonly Continuous.Internal.ServerControl _server = new(options, logger, time);
 
     /// <summary>What a recovery did, in one sentence for the operator; <see cref="Complete"/> false when something could not be put right (it is tried again next time).</summary>
     public sealed record Outcome(string BackupId, string Description, bool Complete);
@@ -53,11 +56,12 @@ public sealed partial class InterruptedRestore(RegistryDrOptions options, ILogge
             await Step("record the restore in the node state", () => Task.FromResult(RecordRestored(entry)));
             if (!entry.KeepPrevious)
             {
-                await Step($"drop the previous database '{entry.PreviousDatabase}'", () => DropIfExistsAsync(entry.PreviousDatabase, cancellationToken));
-                foreach (var dir in entry.Directories)
+                if (entry.PreviousDatabase is { } previousDatabase)
+                    await Step($"drop the previous database '{previousDatabase}'", () => DropIfExistsAsync(previousDatabase, cancellationToken));
+                foreach (var dir in Swapped(entry))
                     await Step($"remove {dir.Previous}", () => Task.FromResult(DeleteTree(dir.Previous)));
             }
-            foreach (var dir in entry.Directories)
+            foreach (var dir in Swapped(entry))
                 await Step($"remove {dir.StagingParent}", () => Task.FromResult(DeleteTree(dir.StagingParent)));
             await Step($"remove {entry.Staging}", () => Task.FromResult(DeleteTree(entry.Staging)));
             description = $"{who} was killed after the registry answered healthy on the restored data; its clean-up was finished: " + Join(notes);
@@ -65,24 +69,50 @@ public sealed partial class InterruptedRestore(RegistryDrOptions options, ILogge
         else
         {
             var registryRunningOnRestored = RestoreJournal.Phases.Reached(entry.Phase, RestoreJournal.Phases.StartRegistry);
+            var stopped = RestoreJournal.Phases.Reached(entry.Phase, RestoreJournal.Phases.StopRegistry);
             if (registryRunningOnRestored)
                 await Step("stop the registry", async () => { await _registry.StopAsync(cancellationToken); return "the registry was stopped"; });
-            if (RestoreJournal.Phases.Reached(entry.Phase, RestoreJournal.Phases.SwapDirectories))
-                for (var i = 0; i < entry.Directories.Count; i++)
-                {
-                    var dir = entry.Directories[i];
-                    var existed = entry.TargetsExisted is { } t && i < t.Count ? t[i] : true;
-                    await Step($"put {dir.Target} back", () => Task.FromResult(UndoDirectory(dir, existed)));
-                }
-            if (RestoreJournal.Phases.Reached(entry.Phase, RestoreJournal.Phases.SwapDatabase))
-                await Step($"put database '{entry.Database}' back", () => UndoDatabaseAsync(entry, cancellationToken));
+            // A point-in-time restore stopped PostgreSQL, and may have started it on the restored
+            // data directory: it is stopped before anything is moved, and nothing moves if it won't stop.
+            var serverStopped = true;
+            if (entry.DataDirectory is not null && stopped)
+            {
+                serverStopped = false;
+                await Step("stop PostgreSQL", async () => { await _server.StopAsync(cancellationToken); serverStopped = true; return "PostgreSQL was stopped"; });
+            }
+            if (!serverStopped)
+                notes.Add("nothing was moved while PostgreSQL may still run on the data directory");
             else
-                notes.Add($"database '{entry.Database}' was not touched");
-            await Step($"drop the scratch database '{entry.ScratchDatabase}'", () => DropIfExistsAsync(entry.ScratchDatabase, cancellationToken));
-            foreach (var dir in entry.Directories)
-                await Step($"remove {dir.StagingParent}", () => Task.FromResult(DeleteTree(dir.StagingParent)));
-            await Step($"remove {entry.Staging}", () => Task.FromResult(DeleteTree(entry.Staging)));
-            if (RestoreJournal.Phases.Reached(entry.Phase, RestoreJournal.Phases.StopRegistry))
+            {
+                if (RestoreJournal.Phases.Reached(entry.Phase, RestoreJournal.Phases.SwapDirectories))
+                    for (var i = 0; i < entry.Directories.Count; i++)
+                    {
+                        var dir = entry.Directories[i];
+                        var existed = entry.TargetsExisted is { } t && i < t.Count ? t[i] : true;
+                        await Step($"put {dir.Target} back", () => Task.FromResult(UndoDirectory(dir, existed)));
+                    }
+                if (entry.DataDirectory is { } data)
+                {
+                    if (RestoreJournal.Phases.Reached(entry.Phase, RestoreJournal.Phases.SwapDatabase))
+                        await Step($"put the data directory {data.Target} back", () => Task.FromResult(UndoDirectory(data, entry.DatabaseExisted ?? true)));
+                    else
+                        notes.Add($"the data directory {data.Target} was not touched");
+                }
+                else if (RestoreJournal.Phases.Reached(entry.Phase, RestoreJournal.Phases.SwapDatabase))
+                    await Step($"put database '{entry.Database}' back", () => UndoDatabaseAsync(entry, cancellationToken));
+                else
+                    notes.Add($"database '{entry.Database}' was not touched");
+                if (entry.DataDirectory is { } staged)
+                    await Step($"stop the rehearsal server on {staged.StagingTree}", () => _server.StopOrphanAsync(staged.StagingTree, cancellationToken));
+                if (entry.ScratchDatabase is { } scratch)
+                    await Step($"drop the scratch database '{scratch}'", () => DropIfExistsAsync(scratch, cancellationToken));
+                foreach (var dir in Swapped(entry))
+                    await Step($"remove {dir.StagingParent}", () => Task.FromResult(DeleteTree(dir.StagingParent)));
+                await Step($"remove {entry.Staging}", () => Task.FromResult(DeleteTree(entry.Staging)));
+                if (entry.DataDirectory is not null && stopped)
+                    await Step("start PostgreSQL again", async () => { await _server.StartAsync(null, cancellationToken); return "PostgreSQL was started again on its previous data"; });
+            }
+            if (stopped)
                 await Step("start the registry again", async () => (await _registry.StartAgainAsync(cancellationToken)).Clause);
             if (entry.Generation is { } g)
                 notes.Add($"this node keeps fencing generation {g}, taken before the swap, so its backups go on");
@@ -93,6 +123,36 @@ public sealed partial class InterruptedRestore(RegistryDrOptions options, ILogge
         if (failed) LogRecoveryIncomplete(description);
         else LogRecovered(description);
         return new Outcome(entry.BackupId, description + ".", !failed);
+    }
+
+    /// <summary>
+    /// For a restore about to start, logical (<see cref="RestoreService"/>) or point-in-time
+    /// (<c>ContinuousRestoreService</c>): takes the restore lock and recovers what an interrupted
+    /// restore of either kind left; refuses while another restore runs. Dispose the journal to release the lock.
+    /// </summary>
+    /// <exception cref="RestoreFailedException">Another restore runs, or an interrupted one could not be rolled back completely.</exception>
+    public static async Task<RestoreJournal> BeginRestoreAsync(RegistryDrOptions options, ILogger logger, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var journal = RestoreJournal.TryAcquire(options);
+        if (journal is null)
+        {
+            var running = RestoreJournal.Peek(options);
+            throw new RestoreFailedException(running?.BackupId ?? "?", $"another restore is running{(running is null ? "" : $" (backup {running.BackupId}, pid {running.ProcessId}, since {running.StartedAt:u})")}; wait for it to finish.",
+                "Node state: nothing was changed by this restore.");
+        }
+        try
+        {
+            if (await new InterruptedRestore(options, logger, time).RecoverAsync(journal, cancellationToken) is { Complete: false } incomplete)
+                throw new RestoreFailedException(incomplete.BackupId, "an earlier restore was interrupted and could not be rolled back completely: " + incomplete.Description,
+                    "Node state: see the line before; nothing else was changed by this restore.");
+            await new RestoreLeftovers(options, logger).CleanAsync(restoreRunning: false, cancellationToken);
+            return journal;
+        }
+        catch
+        {
+            journal.Dispose();
+            throw;
+        }
     }
 
     /// <summary>What <see cref="TidyAsync"/> found and did.</summary>
@@ -110,6 +170,10 @@ public sealed partial class InterruptedRestore(RegistryDrOptions options, ILogge
         var removed = await new RestoreLeftovers(options, logger).CleanAsync(restoreRunning: journal is null, cancellationToken);
         return new Tidying(recovered, removed, journal is null ? RestoreJournal.Peek(options) : null, journal is null);
     }
+
+    /// <summary>Every directory the restore swaps: the config directories, and the data directory of a point-in-time restore.</summary>
+    private static IEnumerable<RestoreJournal.DirectoryRecord> Swapped(RestoreJournal.Entry entry) =>
+        entry.DataDirectory is { } data ? entry.Directories.Append(data) : entry.Directories;
 
     private static string Join(List<string> notes) => notes.Count == 0 ? "nothing was left to do" : string.Join("; ", notes);
 
@@ -157,6 +221,8 @@ public sealed partial class InterruptedRestore(RegistryDrOptions options, ILogge
 
     private async Task<string?> UndoDatabaseAsync(RestoreJournal.Entry entry, CancellationToken cancellationToken)
     {
+        if (entry.ScratchDatabase is null || entry.PreviousDatabase is null)
+            throw new InvalidDataException($"The restore journal {RestoreJournal.PathFor(options)} records a database swap without its scratch and previous database names.");
         await using var connection = await _postgres.OpenAsync(options.Database.MaintenanceDatabase, cancellationToken);
         var existing = await ExistingAsync(connection, [entry.Database, entry.ScratchDatabase, entry.PreviousDatabase], cancellationToken);
         bool live = existing.Contains(entry.Database), scratch = existing.Contains(entry.ScratchDatabase), previous = existing.Contains(entry.PreviousDatabase);

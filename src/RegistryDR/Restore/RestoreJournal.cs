@@ -19,7 +19,12 @@ namespace RegistryDR.Restore;
 /// </remarks>
 public sealed class RestoreJournal : IDisposable
 {
-    /// <summary>The phases, in order. Recovery rolls back anything before <see cref="Healthy"/> and finishes the clean-up after it.</summary>
+    /// <summary>
+    /// The phases, in order. Recovery rolls back anything before <see cref="Healthy"/> and finishes the clean-up after it.
+    /// A point-in-time restore (continuous mode) goes through the same phases: its <see cref="LoadDatabase"/> is the
+    /// replay in a rehearsal server, <see cref="StopRegistry"/> also stops PostgreSQL, <see cref="SwapDatabase"/> swaps
+    /// the data directory (<see cref="Entry.DataDirectory"/>) and <see cref="StartRegistry"/> starts PostgreSQL first.
+    /// </summary>
     public static class Phases
     {
         public const string Download = "download";
@@ -53,11 +58,19 @@ public sealed class RestoreJournal : IDisposable
         public required string Phase { get; init; }
         public required string Staging { get; init; }
         public required string Database { get; init; }
-        public required string ScratchDatabase { get; init; }
-        public required string PreviousDatabase { get; init; }
+        /// <summary>Logical restore: the database loaded beside the live one; null for a point-in-time restore.</summary>
+        public string? ScratchDatabase { get; init; }
+        /// <summary>Logical restore: the name the live database is renamed to; null for a point-in-time restore.</summary>
+        public string? PreviousDatabase { get; init; }
+        /// <summary>
+        /// Point-in-time restore: the PostgreSQL data directory's swap (the whole cluster is the
+        /// database swapped); null for a logical restore. PostgreSQL is stopped (Continuous:ServerStopCommand)
+        /// before recovery moves it and started again after.
+        /// </summary>
+        public DirectoryRecord? DataDirectory { get; init; }
         public required bool KeepPrevious { get; init; }
         public IReadOnlyList<DirectoryRecord> Directories { get; init; } = [];
-        /// <summary>Whether the live database existed when the swap began (known from <see cref="Phases.SwapDatabase"/> on).</summary>
+        /// <summary>Whether the live database (the data directory, for a point-in-time restore) existed when the swap began (known from <see cref="Phases.SwapDatabase"/> on).</summary>
         public bool? DatabaseExisted { get; init; }
         /// <summary>Per directory (same order), whether the target existed when the swap began.</summary>
         public IReadOnlyList<bool>? TargetsExisted { get; init; }

@@ -145,13 +145,13 @@ public sealed partial class RestoreService
 
         // 0. One restore at a time (a lock beside the node state), and whatever a killed restore
         //    left is rolled back or finished first (InterruptedRestore, RestoreLeftovers).
-        using var journal = await BeginJournalAsync(cancellationToken);
+        using var journal = await InterruptedRestore.BeginRestoreAsync(_options, _logger, _time, cancellationToken);
         _rollbackIncomplete = false;
         LogRestoreStarting(id, _store.Description);
         _events.RestoreStarted(id);
         var state = new NodeState();
         var staging = Path.Combine(StagingRoot, $"{RestoreLeftovers.RestoreStagingPrefix}{id}-{Guid.NewGuid():N}"[..48]);
-        var dirSwaps = manifest.ConfigDirectories.Select(d => DirectorySwap.For(d, id)).ToList();
+        var dirSwaps = manifest.ConfigDirectories.Select(d => Internal.DirectorySwap.For(d.Path, d.EntryPrefix, id)).ToList();
         FileStream? stagingLock = null;
         Fencing.Generation? generation = null;
         try
@@ -161,7 +161,7 @@ public sealed partial class RestoreService
                 BackupId = id, ProcessId = Environment.ProcessId, Host = Environment.MachineName, StartedAt = _time.GetUtcNow(),
                 Phase = RestoreJournal.Phases.Download, Staging = staging, Database = DatabaseName, ScratchDatabase = ScratchDatabase,
                 PreviousDatabase = PreviousDatabase(id), KeepPrevious = _options.Restore.KeepPrevious,
-                Directories = dirSwaps.Select(d => new RestoreJournal.DirectoryRecord(d.TargetPath, d.StagingParent, d.PreviousPath)).ToList(),
+                Directories = dirSwaps.Select(d => d.Record).ToList(),
             });
             // Private from creation (0700, files 0600): it holds the roles' password hashes and the config's keys.
             SpaceCheck.CheckStaging(StagingRoot, manifest, StagedArtifacts(manifest));
@@ -179,7 +179,7 @@ public sealed partial class RestoreService
             // 2. Extract the config beside its targets (same filesystem, so the swap is a rename).
             progress.Phase("extract config");
             journal.Enter(RestoreJournal.Phases.Extract);
-            SpaceCheck.CheckConfig(files[BackupLayout.ConfigArtifact], manifest, dirSwaps.Select(d => (d.TargetPath, d.EntryPrefix)).ToList());
+            SpaceCheck.CheckConfig(files[BackupLayout.ConfigArtifact], manifest, dirSwaps.Select(d => (d.TargetPath, d.EntryPrefix!)).ToList());
             await ExtractConfigAsync(manifest, files[BackupLayout.ConfigArtifact], dirSwaps, cancellationToken);
             Internal.PausePoints.Reached(Internal.PausePoints.Extract);
 
@@ -220,8 +220,8 @@ public sealed partial class RestoreService
             journal.Record(e => e with { Phase = RestoreJournal.Phases.SwapDatabase, DatabaseExisted = databaseExisted });
             await SwapDatabaseAsync(id, state);
             Internal.PausePoints.Reached(Internal.PausePoints.AfterDatabaseSwap);
-            journal.Record(e => e with { Phase = RestoreJournal.Phases.SwapDirectories, TargetsExisted = dirSwaps.Select(d => Directory.Exists(d.TargetPath) || File.Exists(d.TargetPath)).ToList() });
-            foreach (var swap in dirSwaps) swap.Apply(state);
+            journal.Record(e => e with { Phase = RestoreJournal.Phases.SwapDirectories, TargetsExisted = dirSwaps.Select(d => d.TargetExists).ToList() });
+            foreach (var swap in dirSwaps) swap.Apply();
             Internal.PausePoints.Reached(Internal.PausePoints.AfterDirectorySwap);
 
             progress.Phase("start registry");
@@ -229,6 +229,7 @@ public sealed partial class RestoreService
             await _registry.StartAsync(cancellationToken);
             state.RegistryStopped = false;
             state.RegistryRunsOnRestored = true;
+            Internal.PausePoints.Reached(Internal.PausePoints.AfterStart);
             progress.Phase("wait for health");
             await _registry.WaitUntilHealthyAsync(cancellationToken);
             journal.Enter(RestoreJournal.Phases.Healthy);
@@ -270,31 +271,6 @@ public sealed partial class RestoreService
             // Done, or rolled back in full: nothing is left for a recovery. A rollback that could
             // not put something back keeps the journal, so the next run tries again.
             if (journal.Current is not null && !_rollbackIncomplete) journal.Delete();
-        }
-    }
-
-    /// <summary>Takes the restore lock and recovers what an interrupted restore left; refuses while another restore runs.</summary>
-    private async Task<RestoreJournal> BeginJournalAsync(CancellationToken cancellationToken)
-    {
-        var journal = RestoreJournal.TryAcquire(_options);
-        if (journal is null)
-        {
-            var running = RestoreJournal.Peek(_options);
-            throw new RestoreFailedException(running?.BackupId ?? "?", $"another restore is running{(running is null ? "" : $" (backup {running.BackupId}, pid {running.ProcessId}, since {running.StartedAt:u})")}; wait for it to finish.",
-                "Node state: nothing was changed by this restore.");
-        }
-        try
-        {
-            if (await new InterruptedRestore(_options, _logger, _time).RecoverAsync(journal, cancellationToken) is { Complete: false } incomplete)
-                throw new RestoreFailedException(incomplete.BackupId, "an earlier restore was interrupted and could not be rolled back completely: " + incomplete.Description,
-                    "Node state: see the line before; nothing else was changed by this restore.");
-            await new RestoreLeftovers(_options, _logger).CleanAsync(restoreRunning: false, cancellationToken);
-            return journal;
-        }
-        catch
-        {
-            journal.Dispose();
-            throw;
         }
     }
 
@@ -350,14 +326,14 @@ public sealed partial class RestoreService
             throw new ArtifactCorruptException(backupId, BackupLayout.DatabaseArtifact, $"pg_restore --list cannot read it (exit {result.ExitCode}).{ProcessRunner.FormatTail(result.StandardError)}");
     }
 
-    private async Task ExtractConfigAsync(BackupManifest manifest, string archivePath, List<DirectorySwap> swaps, CancellationToken cancellationToken)
+    private async Task ExtractConfigAsync(BackupManifest manifest, string archivePath, List<Internal.DirectorySwap> swaps, CancellationToken cancellationToken)
     {
         var roots = manifest.ConfigDirectories.Select(d => new ArchiveRoot(d.Path, d.EntryPrefix)).ToList();
         var targets = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var swap in swaps)
         {
             swap.PrepareStaging();
-            targets[swap.EntryPrefix] = swap.StagingPath;
+            targets[swap.EntryPrefix!] = swap.StagingPath;
         }
         await using var input = new FileStream(archivePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.Asynchronous);
         var stats = await ConfigArchiveReader.ExtractAsync(input, roots, targets, restoreOwnership: Environment.IsPrivilegedProcess, cancellationToken);
@@ -486,7 +462,7 @@ public sealed partial class RestoreService
     /// Puts back whatever the failed restore had changed, in reverse, and returns a sentence that
     /// says exactly what state the node is in now: the operator reads it before doing anything else.
     /// </summary>
-    private async Task<string> RollBackAsync(string backupId, NodeState state, List<DirectorySwap> swaps)
+    private async Task<string> RollBackAsync(string backupId, NodeState state, List<Internal.DirectorySwap> swaps)
     {
         var notes = new List<string>();
         // It read the restored config and holds sessions on the restored database: stopped before
@@ -565,78 +541,6 @@ public sealed partial class RestoreService
         public bool StopFailed;
         public bool DatabaseSwapped;
         public string? PreviousDatabase;
-    }
-
-    /// <summary>One config directory's way into place: staging → target, target → previous.</summary>
-    private sealed class DirectorySwap
-    {
-        public required string TargetPath { get; init; }
-        public required string EntryPrefix { get; init; }
-        /// <summary>Private (0700) directory beside the target; the extracted tree is <see cref="StagingPath"/> inside it, so nobody else can reach the tree before the swap, and the tree itself keeps the archive's modes.</summary>
-        public required string StagingParent { get; init; }
-        public string StagingPath => Path.Combine(StagingParent, "tree");
-        public required string PreviousPath { get; init; }
-        public bool Applied { get; private set; }
-        private bool _hadPrevious;
-
-        public static DirectorySwap For(BackupManifest.ConfigDirectory d, string backupId)
-        {
-            var target = Path.TrimEndingDirectorySeparator(d.Path);
-            var parent = Path.GetDirectoryName(target)!;
-            var name = Path.GetFileName(target);
-            return new DirectorySwap
-            {
-                TargetPath = target,
-                EntryPrefix = d.EntryPrefix,
-                StagingParent = Path.Combine(parent, $".{name}{RestoreLeftovers.ConfigStagingMarker}{backupId}"),
-                PreviousPath = Path.Combine(parent, $".{name}.registry-dr-prev-{backupId}"),
-            };
-        }
-
-        public void PrepareStaging()
-        {
-            Directory.CreateDirectory(Path.GetDirectoryName(TargetPath)!);
-            UnixFileSystem.DeleteTree(StagingParent); // names need not be UTF-8
-            Secrets.PrivateFiles.CreateNewDirectory(StagingParent);
-            Directory.CreateDirectory(StagingPath);
-        }
-
-        public void Apply(NodeState state)
-        {
-            UnixFileSystem.DeleteTree(PreviousPath);
-            _hadPrevious = Directory.Exists(TargetPath) || File.Exists(TargetPath);
-            if (_hadPrevious) Directory.Move(TargetPath, PreviousPath);
-            try
-            {
-                Directory.Move(StagingPath, TargetPath);
-            }
-            catch
-            {
-                if (_hadPrevious) Directory.Move(PreviousPath, TargetPath);
-                throw;
-            }
-            Applied = true;
-        }
-
-        public void Undo()
-        {
-            if (!Applied) return;
-            Directory.Move(TargetPath, StagingPath);
-            if (_hadPrevious) Directory.Move(PreviousPath, TargetPath);
-            Applied = false;
-        }
-
-        public void DeletePrevious()
-        {
-            if (_hadPrevious) UnixFileSystem.DeleteTree(PreviousPath);
-        }
-
-        public void DeleteStaging()
-        {
-            try { UnixFileSystem.DeleteTree(StagingParent); }
-            catch (IOException) { }
-            catch (UnauthorizedAccessException) { }
-        }
     }
 
     [LoggerMessage(2000, LogLevel.Information, "Restore of backup {BackupId} from {Store} starting")]

@@ -107,27 +107,8 @@ public sealed class InterruptedRestoreTests
     private static string ModeOf(string path) => Convert.ToString((int)File.GetUnixFileMode(path), 8);
 
     /// <summary>Starts the restore paused at <paramref name="point"/>, lets <paramref name="whilePaused"/> look at the node, then kills it with SIGKILL.</summary>
-    private static async Task KillRestoreAtAsync(TestNode node, string config, string point, Action? whilePaused = null)
-    {
-        var signal = Path.Combine(node.Root, "paused-" + point);
-        var psi = Cli(config, "restore", "--terminate-sessions");
-        psi.Environment["REGISTRYDR_TEST_PAUSE_AT"] = point;
-        psi.Environment["REGISTRYDR_TEST_PAUSE_SIGNAL"] = signal;
-        using var restore = Process.Start(psi)!;
-        var stdout = restore.StandardOutput.ReadToEndAsync();
-        var stderr = restore.StandardError.ReadToEndAsync();
-        var deadline = DateTime.UtcNow + Bound;
-        while (!File.Exists(signal) || new FileInfo(signal).Length == 0)
-        {
-            if (restore.HasExited) Assert.Fail($"the restore ended (exit {restore.ExitCode}) before reaching '{point}': {await stderr}{await stdout}");
-            if (DateTime.UtcNow > deadline) Assert.Fail($"the restore never reached '{point}'");
-            await Task.Delay(50);
-        }
-        Assert.AreEqual(restore.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), File.ReadAllText(signal), "the paused process is the one started");
-        whilePaused?.Invoke();
-        restore.Kill(); // SIGKILL: no clean-up code runs
-        await restore.WaitForExitAsync().WaitAsync(Bound);
-    }
+    private static Task KillRestoreAtAsync(TestNode node, string config, string point, Action? whilePaused = null) =>
+        PausePoint.KillAtAsync(Cli(config, "restore", "--terminate-sessions"), point, Path.Combine(node.Root, "paused-" + point), Bound, whilePaused);
 
     [TestMethod]
     [DataRow("download", false)]

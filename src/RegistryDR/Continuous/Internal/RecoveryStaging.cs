@@ -8,28 +8,29 @@ using RegistryDR.Stores;
 namespace RegistryDR.Continuous.Internal;
 
 /// <summary>
-/// The directories a point-in-time restore or drill builds before anything on the node changes,
-/// all beside the live data directory (same file system, so the swap is a rename) and owned by
-/// its owner: the restored data directory, the verified WAL it replays, and a private directory
-/// for the rehearsal server's socket, configuration and log. Disposing removes what is left.
+/// The directories a point-in-time restore or drill builds before anything on the node changes:
+/// one private directory beside the live data directory (same file system, so the swap is a
+/// rename), <see cref="Root"/>, holding the restored data directory as <c>tree</c> (the staged tree of
+/// a <see cref="Restore.Internal.DirectorySwap"/>, like an extracted config directory) and the
+/// verified WAL it replays as <c>wal</c>, all owned by the data directory's owner; and a private
+/// directory in /tmp for the rehearsal server's socket, configuration and log. Disposing removes
+/// what is left (the data directory, once swapped into place, is no longer inside).
 /// </summary>
 internal sealed class RecoveryStaging : IAsyncDisposable
 {
-    private RecoveryStaging(string dataDirectory, string walDirectory, string scratchDirectory, FileOwner owner)
+    private RecoveryStaging(string root, string scratchDirectory, FileOwner owner)
     {
-        DataDirectory = dataDirectory;
-        WalDirectory = walDirectory;
+        Root = root;
         ScratchDirectory = scratchDirectory;
         Owner = owner;
     }
 
-    public string DataDirectory { get; }
-    public string WalDirectory { get; }
+    /// <summary><c>.&lt;data directory&gt;.registry-dr-&lt;purpose&gt;-&lt;tag&gt;</c> beside the live data directory, 0700.</summary>
+    public string Root { get; }
+    public string DataDirectory => Path.Combine(Root, "tree");
+    public string WalDirectory => Path.Combine(Root, "wal");
     public string ScratchDirectory { get; }
     public FileOwner Owner { get; }
-
-    /// <summary>Set once the restored data directory has been moved into place (it is then not deleted).</summary>
-    public bool DataDirectoryTaken { get; set; }
 
     public static async Task<RecoveryStaging> CreateAsync(string liveDataDirectory, string purpose, CancellationToken cancellationToken)
     {
@@ -39,14 +40,15 @@ internal sealed class RecoveryStaging : IAsyncDisposable
         Directory.CreateDirectory(parent);
         var owner = await FileOwner.OfAsync(Directory.Exists(live) ? live : parent, cancellationToken);
         var tag = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(3));
-        var data = Path.Combine(parent, $".{name}.registry-dr-{purpose}-{tag}");
-        var wal = Path.Combine(parent, $".{name}.registry-dr-wal-{tag}");
+        var root = Path.Combine(parent, $".{name}.registry-dr-{purpose}-{tag}");
         // The socket path must stay under 108 bytes, so the rehearsal's private directory is in /tmp.
         var scratch = Directory.CreateTempSubdirectory("rdr-pitr-").FullName;
-        foreach (var dir in new[] { data, wal })
+        Secrets.PrivateFiles.CreateNewDirectory(root);
+        var staging = new RecoveryStaging(root, scratch, owner);
+        foreach (var dir in new[] { staging.DataDirectory, staging.WalDirectory })
             Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         File.SetUnixFileMode(scratch, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        return new RecoveryStaging(data, wal, scratch, owner);
+        return staging;
     }
 
     /// <summary>
@@ -120,13 +122,13 @@ internal sealed class RecoveryStaging : IAsyncDisposable
     }
 
     public Task GiveToOwnerAsync(CancellationToken cancellationToken) =>
-        Task.WhenAll(Owner.ApplyAsync(DataDirectory, cancellationToken), Owner.ApplyAsync(WalDirectory, cancellationToken), Owner.ApplyAsync(ScratchDirectory, cancellationToken));
+        Task.WhenAll(Owner.ApplyAsync(Root, cancellationToken), Owner.ApplyAsync(ScratchDirectory, cancellationToken));
 
     public ValueTask DisposeAsync()
     {
-        foreach (var dir in DataDirectoryTaken ? new[] { WalDirectory, ScratchDirectory } : [DataDirectory, WalDirectory, ScratchDirectory])
+        foreach (var dir in new[] { Root, ScratchDirectory })
         {
-            try { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
+            try { Archive.Internal.UnixFileSystem.DeleteTree(dir); }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { }
         }
         return ValueTask.CompletedTask;

@@ -100,6 +100,7 @@ internal sealed partial class RehearsalServer(ServerTools tools, FileOwner owner
         { DisplayName = "pg_ctl start (restore rehearsal)", Timeout = TimeSpan.FromMinutes(3) }, owner), cancellationToken: cancellationToken);
         if (start.ExitCode != 0 && !IsAlive())
             throw new RecoveryFailedException($"The rehearsal server did not start (pg_ctl exit {start.ExitCode}). {LogTail()}");
+        Restore.Internal.PausePoints.Reached(Restore.Internal.PausePoints.Replay);
 
         // With hot_standby off the server takes connections only once recovery has promoted it.
         var deadline = time.GetUtcNow() + timeout;

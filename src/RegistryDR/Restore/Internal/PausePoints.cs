@@ -12,9 +12,13 @@ internal static class PausePoints
 {
     public const string Download = "download";
     public const string Extract = "extract";
+    /// <summary>A point-in-time restore's rehearsal server has started replaying on the staged data directory.</summary>
+    public const string Replay = "replay";
     public const string ScratchLoad = "scratch-load";
     public const string AfterDatabaseSwap = "after-db-swap";
     public const string AfterDirectorySwap = "after-dir-swap";
+    /// <summary>After the start commands (PostgreSQL's, for a point-in-time restore, then the registry's), before health is known.</summary>
+    public const string AfterStart = "after-start";
     public const string BeforeCleanup = "before-cleanup";
 
     public static void Reached(string point)
