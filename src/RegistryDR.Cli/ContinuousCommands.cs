@@ -116,7 +116,11 @@ internal static class ContinuousCommands
         PointInTimeResult result;
         try
         {
-            result = await service.RestoreAsync(new PointInTimeRequest(target, baseBackupId == "latest" ? null : baseBackupId, dryRun), progress, ct);
+            // Agent:Region, as the logical restore: over a store another region wrote last (a failover or failback by hand), the restore is a takeover.
+            result = await service.RestoreAsync(new PointInTimeRequest(target, baseBackupId == "latest" ? null : baseBackupId, dryRun)
+            {
+                InstanceId = ctx.Options.Agent.InstanceId, Region = ctx.Options.Agent.Region,
+            }, progress, ct);
         }
         catch (RecoveryPlanException ex)
         {

@@ -16,7 +16,17 @@ namespace RegistryDR.Continuous;
 /// <param name="Target">"latest" or a UTC time.</param>
 /// <param name="BaseBackupId">Start from this base backup instead of choosing one.</param>
 /// <param name="TakeGeneration">Take the next fencing generation before the WAL is read, so the node being replaced can add nothing more (the bootstrap agent takes its own earlier and passes false).</param>
-public sealed record PointInTimeRequest(RecoveryTarget Target, string? BaseBackupId = null, bool DryRun = false, bool TakeGeneration = true);
+public sealed record PointInTimeRequest(RecoveryTarget Target, string? BaseBackupId = null, bool DryRun = false, bool TakeGeneration = true)
+{
+    /// <summary>The EC2 instance restoring, recorded with the fencing generation; null when unknown.</summary>
+    public string? InstanceId { get; init; }
+
+    /// <summary>The restoring node's AWS region (<c>Agent:Region</c>), recorded with the fencing generation; null when unknown.</summary>
+    public string? Region { get; init; }
+
+    /// <summary>A takeover by another region: the generation opens a new fencing epoch (<see cref="Fencing.GenerationLedger.TakeAndRecordAsync"/>). A restore over a store another region wrote last is one anyway.</summary>
+    public bool TakeOver { get; init; }
+}
 
 public sealed record PointInTimeResult(RecoveryPlan Plan, IReadOnlyList<string> Steps, bool DryRun, TimeSpan Elapsed)
 {
@@ -119,9 +129,11 @@ public sealed partial class ContinuousRestoreService
         {
             // From here on the node being replaced (or a zombie of it) can archive nothing, so the
             // WAL read below is all of its history this node will ever continue from.
-            generation = await new Fencing.GenerationLedger(_store, _time).TakeNextAsync("restore", null, null, cancellationToken);
-            var current = Agent.NodeStateFile.Read(_options.Agent.StateFile);
-            Agent.NodeStateFile.Write(_options.Agent.StateFile, (current ?? new Agent.NodeState(Agent.NodeStatus.Restoring, _time.GetUtcNow(), null, null, "point-in-time restore in progress")) with { Generation = generation.Number });
+            // The same step as the logical restore's and the agent's: taken and recorded in the node
+            // state together (a pending claim survives a crash between the two), in this region,
+            // and a new epoch over a store another region wrote last (a manual failover or failback).
+            generation = await new Fencing.GenerationLedger(_store, _time).TakeAndRecordAsync(_options.Agent.StateFile, request.TakeOver ? "takeover" : "restore",
+                request.InstanceId, request.BaseBackupId, cancellationToken, request.Region, request.TakeOver);
             LogGeneration(generation.Number);
         }
         _events.RestoreStarted(label);

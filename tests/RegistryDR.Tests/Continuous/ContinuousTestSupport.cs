@@ -204,6 +204,9 @@ internal sealed class ContinuousNode : IAsyncDisposable
         return node;
     }
 
+    /// <summary>Writes the configuration file again after a test changed <see cref="Options"/>.</summary>
+    public void WriteConfig() => WriteConfig(Options, ConfigPath);
+
     /// <summary>The configuration file the executable reads (wal-push, the worker): the node's options, 0644 (it holds no secret).</summary>
     private static void WriteConfig(RegistryDrOptions o, string path)
     {
@@ -227,7 +230,7 @@ internal sealed class ContinuousNode : IAsyncDisposable
                 Checksums = o.Store.Checksums.ToString(), ServerSideEncryption = o.Store.ServerSideEncryption.ToString(), o.Store.PartSizeMiB,
             },
             Restore = new { o.Restore.StagingDirectory, o.Restore.Jobs },
-            Agent = new { o.Agent.StateFile },
+            Agent = new { o.Agent.StateFile, o.Agent.Region, o.Agent.InstanceId },
             Monitoring = new { Enabled = false, EmfLogPath = "" },
             Schedule = new { o.Schedule.Cron, DrillCron = "" },
         }, new JsonSerializerOptions { WriteIndented = true, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull });
