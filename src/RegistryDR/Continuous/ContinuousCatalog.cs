@@ -109,10 +109,24 @@ public sealed class ContinuousCatalog(IBackupStore store)
     {
         var bases = new List<BaseBackupManifest>();
         var problems = new List<string>();
+        // Every object under the base root, with its size: a manifest can be in the store before its
+        // artifacts (S3 replication copies objects late and in any order; a copy by hand may stop
+        // part-way), and such a base backup must be passed over, as RestorableSets does for a
+        // logical set, not chosen and then fail the restore.
+        var objects = new Dictionary<string, long>(StringComparer.Ordinal);
+        await foreach (var item in store.ListAsync(ContinuousLayout.BaseRoot, cancellationToken)) objects[item.Key] = item.Size;
         foreach (var set in (await ListBaseBackupsAsync(cancellationToken)).Where(s => s.IsComplete))
         {
-            try { bases.Add(await ReadManifestAsync(set.BackupId, cancellationToken)); }
-            catch (InvalidManifestException ex) { problems.Add(ex.Message); unreadable?.Invoke(ex.Message); }
+            BaseBackupManifest manifest;
+            try { manifest = await ReadManifestAsync(set.BackupId, cancellationToken); }
+            catch (InvalidManifestException ex) { problems.Add(ex.Message); unreadable?.Invoke(ex.Message); continue; }
+            var notWhole = manifest.Artifacts
+                .Select(a => !objects.TryGetValue(a.Key, out var size) ? $"{a.Key} is not in the store" : size != a.Size ? $"{a.Key} is {size} bytes, the manifest says {a.Size}" : null)
+                .OfType<string>().ToList();
+            if (notWhole.Count == 0) { bases.Add(manifest); continue; }
+            var problem = $"Base backup {set.BackupId} is passed over: {notWhole.Count} of its {manifest.Artifacts.Count} artifacts are missing or not whole yet: {string.Join(", ", notWhole)}";
+            problems.Add(problem);
+            unreadable?.Invoke(problem);
         }
         var wal = await ListWalAsync(cancellationToken);
         var histories = new Dictionary<uint, IReadOnlyList<TimelineSwitch>>();

@@ -87,7 +87,8 @@ public sealed partial class ContinuousRestoreService
     {
         var view = await ReadArchiveAsync(cancellationToken);
         var plan = RecoveryPlanner.Plan(view.Bases, view.Wal, view.Histories, request.Target, request.BaseBackupId);
-        return new PointInTimeResult(plan, Steps(plan), true, TimeSpan.Zero);
+        // What the plan passed over (a manifest that does not parse, a base backup whose artifacts have not all arrived) comes first.
+        return new PointInTimeResult(plan, view.Unreadable.Concat(Steps(plan)).ToList(), true, TimeSpan.Zero);
     }
 
     internal IReadOnlyList<string> Steps(RecoveryPlan plan)
