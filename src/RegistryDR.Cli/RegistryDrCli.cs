@@ -312,7 +312,11 @@ internal static class RegistryDrCli
                 if (status.NewestBackupId is not null)
                 {
                     Console.WriteLine($"Newest backup:   {status.NewestBackupId}, {SetFormat.Bytes(status.NewestBackupSize ?? 0)}, {Age(status.NewestBackupAge!.Value)} old{(status.Skipped.Count > 0 ? " (the newest restorable set)" : "")}");
-                    Console.WriteLine($"Recovery point:  {SetFormat.Time(status.RecoveryPoint!.Value)} (a restore now returns the registry to this moment)");
+                    // In continuous mode a base backup can exist while no restore can be planned (a WAL gap, a
+                    // missing base archive): then there is no recovery point to show, and the state says LATE.
+                    Console.WriteLine(status.RecoveryPoint is { } point
+                        ? $"Recovery point:  {SetFormat.Time(point)} (a restore now returns the registry to this moment)"
+                        : "Recovery point:  NONE: a restore to latest cannot be planned from the archive now (`registry-dr restore --dry-run` says why)");
                 }
                 else if (status.StoreReachable)
                 {

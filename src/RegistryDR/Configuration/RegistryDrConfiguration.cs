@@ -88,7 +88,7 @@ public static partial class RegistryDrConfiguration
         var mode = File.GetUnixFileMode(path);
         const UnixFileMode others = UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
         return (mode & others) == 0 ? null
-            : $"Configuration file {path} can be read or written by users other than its owner and its group (mode {Convert.ToString((int)mode, 8)}); " +
+            : $"Configuration file {path} can be written by users other than its owner, or read by users outside its group (mode {Convert.ToString((int)mode, 8)}); " +
               "chmod 600 it (640 when its group must read it: the PostgreSQL server's group in continuous mode).";
     }
 

@@ -71,7 +71,7 @@ public sealed class SecretsTests
         try
         {
             File.SetUnixFileMode(file, (UnixFileMode)0b110_100_100);
-            Assert.AreEqual($"Configuration file {file} can be read or written by users other than its owner and its group (mode 644); " +
+            Assert.AreEqual($"Configuration file {file} can be written by users other than its owner, or read by users outside its group (mode 644); " +
                 "chmod 600 it (640 when its group must read it: the PostgreSQL server's group in continuous mode).", RegistryDrConfiguration.PermissionWarning(file));
             File.SetUnixFileMode(file, (UnixFileMode)0b110_110_000);
             StringAssert.Contains(RegistryDrConfiguration.PermissionWarning(file), "(mode 660)", "its group writing it is warned about");
