@@ -171,10 +171,6 @@ internal static class RegistryDrCli
         var command = new Command("backup", "Take one backup set now: roles, database, config directories, then the manifest.") { json };
         command.SetAction((parse, _) => CliContext.RunAsync(parse, parse.GetValue(json), Needs.Store | Needs.Database, async (ctx, ct) =>
         {
-            // What the worker does at its start: a backup of this host killed before it finished (kill -9,
-            // a reboot) left a partial set; remove it now (each removal is logged) rather than leave it
-            // for the worker's next start or retention's grace period.
-            await new AbandonedSetCleaner(ctx.Store, ctx.LoggerFactory.CreateLogger<AbandonedSetCleaner>()).CleanAsync(ct);
             var service = new BackupService(ctx.Options, ctx.Store, ctx.LoggerFactory.CreateLogger<BackupService>(), ctx.Time);
             var progress = TerminalProgress.For(ctx.Json);
             var manifest = await service.RunAsync(progress, ct);
